@@ -82,8 +82,10 @@ type KEK struct {
 }
 
 type derivedKey struct {
-	siv *daead.AESSIV
-	mac []byte
+	siv    *daead.AESSIV
+	sivKey []byte
+	mac    []byte
+	macs   sync.Pool // of hmac hashes keyed with mac
 }
 
 // NewKEK builds a KEK from 32 bytes of key material. The bytes are copied;
@@ -117,6 +119,7 @@ func (k *KEK) Destroy() {
 	clear(k.key)
 	for _, d := range k.derived {
 		clear(d.mac)
+		clear(d.sivKey)
 	}
 	k.derived = nil
 }
@@ -153,8 +156,10 @@ func (k *KEK) derive(label string, info []byte) (*derivedKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: KEK %s: key derivation failed", ErrInvalidInput, k.ref)
 		}
+		// tink's AESSIV keeps a reference to raw (its CTR half), so raw
+		// lives as long as the derived key and is zeroed by Destroy.
 		d.siv, err = daead.NewAESSIV(raw)
-		clear(raw)
+		d.sivKey = raw
 		if err != nil {
 			return nil, fmt.Errorf("%w: KEK %s: AES-SIV setup failed", ErrInvalidInput, k.ref)
 		}

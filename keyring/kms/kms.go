@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // MasterKey wraps and unwraps key material under a master key held by a KMS.
@@ -152,4 +153,47 @@ func Open(ctx context.Context, uri string) (MasterKey, error) {
 		return nil, fmt.Errorf("%w: no backend registered for scheme %q in %q (import its package, e.g. keyring/kms/awskms)", ErrInvalidURI, scheme, uri)
 	}
 	return o.OpenMasterKey(ctx, uri)
+}
+
+// MaxKeySize is the largest key, in bytes, that Wrap accepts (the AWS KMS
+// Encrypt limit; every backend enforces it so that backends are
+// interchangeable).
+const MaxKeySize = 4096
+
+// Validate reports whether ec is well formed: every key and value non-empty,
+// valid UTF-8. The error wraps ErrInvalidInput and names the offending key
+// (context is not secret), never a value.
+func (ec EncryptionContext) Validate() error {
+	for k, v := range ec {
+		if k == "" || !utf8.ValidString(k) {
+			return fmt.Errorf("%w: encryption context key %q is empty or not UTF-8", ErrInvalidInput, k)
+		}
+		if v == "" || !utf8.ValidString(v) {
+			return fmt.Errorf("%w: encryption context value for %q is empty or not UTF-8", ErrInvalidInput, k)
+		}
+	}
+	return nil
+}
+
+// CheckWrapInput validates Wrap's arguments for backends: key must be 1 to
+// MaxKeySize bytes and ec valid. Errors wrap ErrInvalidInput and carry sizes
+// only, never the key.
+func CheckWrapInput(key []byte, ec EncryptionContext) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: empty key", ErrInvalidInput)
+	}
+	if len(key) > MaxKeySize {
+		return fmt.Errorf("%w: key is %d bytes, at most %d allowed", ErrInvalidInput, len(key), MaxKeySize)
+	}
+	return ec.Validate()
+}
+
+// ContextError returns nil if ctx is live, or an error wrapping both
+// ErrUnavailable and ctx.Err() (so errors.Is works for context.Canceled and
+// context.DeadlineExceeded too). Backends call it before and after I/O.
+func ContextError(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
 }

@@ -1,0 +1,141 @@
+package envelope
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// BlindIndex describes a blind index: a keyed hash of a value stored in a
+// column of its own, so equality queries run on the hash while the value
+// stays randomly encrypted. It leaks equality (and so frequency) of the
+// value within one index, and nothing more; a short Size adds deliberate
+// false positives, which hides some of that frequency at the cost of
+// filtering candidates after decryption.
+type BlindIndex struct {
+	// Name distinguishes several indexes on one column; it enters the key
+	// derivation. Empty means the column name.
+	Name string
+	// Size is the number of bytes kept from the HMAC-SHA256 output: 4 to 32,
+	// default 16. Unique constraints want 16 or more.
+	Size int
+	// Argon2 slows the hash down for low-entropy values (dates of birth,
+	// short codes), so an attacker holding the index cannot enumerate every
+	// candidate cheaply. Nil means plain HMAC-SHA256.
+	Argon2 *Argon2Params
+}
+
+// Argon2Params are Argon2id parameters (RFC 9106).
+type Argon2Params struct {
+	Time      uint32 // iterations
+	MemoryKiB uint32 // memory in KiB
+	Threads   uint8
+}
+
+// OWASPArgon2 is the OWASP password-storage minimum for Argon2id (t=2,
+// m=19 MiB, p=1): about 25 ms per value on the reference machine.
+var OWASPArgon2 = Argon2Params{Time: 2, MemoryKiB: 19 * 1024, Threads: 1}
+
+// DefaultBlindIndexSize is the output size of a blind index when Size is 0.
+const DefaultBlindIndexSize = 16
+
+func (bi BlindIndex) check() (BlindIndex, error) {
+	if bi.Size == 0 {
+		bi.Size = DefaultBlindIndexSize
+	}
+	if bi.Size < 4 || bi.Size > sha256.Size {
+		return bi, fmt.Errorf("%w: blind index size %d (want 4 to 32 bytes)", ErrInvalidInput, bi.Size)
+	}
+	if a := bi.Argon2; a != nil && (a.Time < 1 || a.MemoryKiB < 8*uint32(max(a.Threads, 1)) || a.Threads < 1) {
+		return bi, fmt.Errorf("%w: Argon2id parameters need time >= 1, threads >= 1 and memory >= 8 KiB per thread", ErrInvalidInput)
+	}
+	return bi, nil
+}
+
+// ComputeBlindIndex returns the blind index of value under the scope's
+// first search key. Store it in the index column when writing the value.
+// b.Row is ignored.
+func (e *Envelope) ComputeBlindIndex(ctx context.Context, b Binding, bi BlindIndex, value []byte) ([]byte, error) {
+	b.Row = ""
+	keks, err := e.searchKEKs(ctx, "blind-index", b)
+	if err != nil {
+		return nil, err
+	}
+	return blindIndex(keks[0], b, bi, value)
+}
+
+// BlindIndexCandidates returns the blind index of value under every live
+// search key, newest first: query with WHERE idx IN (...) so rows indexed
+// before a search-key rotation are still found.
+func (e *Envelope) BlindIndexCandidates(ctx context.Context, b Binding, bi BlindIndex, value []byte) ([][]byte, error) {
+	b.Row = ""
+	keks, err := e.searchKEKs(ctx, "blind-index", b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(keks))
+	for _, k := range keks {
+		idx, err := blindIndex(k, b, bi, value)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, idx)
+	}
+	return out, nil
+}
+
+func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error) {
+	ref := kek.ref
+	fail := func(err error) ([]byte, error) {
+		return nil, &Error{Op: "blind-index", Binding: b, KEK: &ref, Err: err}
+	}
+	bi, err := bi.check()
+	if err != nil {
+		return fail(err)
+	}
+	name := bi.Name
+	if name == "" {
+		name = b.Column
+	}
+	var mode string
+	if a := bi.Argon2; a != nil {
+		mode = fmt.Sprintf("argon2id;t=%d;m=%d;p=%d", a.Time, a.MemoryKiB, a.Threads)
+	} else {
+		mode = "hmac"
+	}
+	d, err := kek.derive(labelBlindIndex, keyInfo(b, name, mode))
+	if err != nil {
+		return fail(err)
+	}
+	h := d.getMAC()
+	defer d.putMAC(h)
+	if a := bi.Argon2; a != nil {
+		// The salt is secret and per index: HMAC(key, "argon2id-salt").
+		h.Write([]byte("argon2id-salt"))
+		salt := h.Sum(nil)[:16]
+		h.Reset()
+		stretched := argon2.IDKey(value, salt, a.Time, a.MemoryKiB, a.Threads, 32)
+		h.Write(stretched)
+		clear(stretched)
+	} else {
+		h.Write(value)
+	}
+	var sum [sha256.Size]byte
+	return append([]byte(nil), h.Sum(sum[:0])[:bi.Size]...), nil
+}
+
+func (d *derivedKey) getMAC() hash.Hash {
+	if h, ok := d.macs.Get().(hash.Hash); ok {
+		return h
+	}
+	return hmac.New(sha256.New, d.mac)
+}
+
+func (d *derivedKey) putMAC(h hash.Hash) {
+	h.Reset()
+	d.macs.Put(h)
+}

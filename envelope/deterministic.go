@@ -1,0 +1,132 @@
+package envelope
+
+import (
+	"context"
+	"fmt"
+)
+
+// sivInfo is the HKDF info of a deterministic key:
+// label || class || LP(tenant) || LP(table) || LP(column).
+func keyInfo(b Binding, extra ...string) []byte {
+	info := make([]byte, 0, 64)
+	info = append(info, byte(b.Class))
+	info = appendLP(info, b.Tenant)
+	info = appendLP(info, b.Table)
+	info = appendLP(info, b.Column)
+	for _, s := range extra {
+		info = appendLP(info, s)
+	}
+	return info
+}
+
+const sivAADLabel = "fieldcrypt/v1/siv\x00"
+
+// appendSIVAAD builds the associated data of a deterministic ciphertext:
+// label || full header (KEK version included) || LP(tenant) || LP(table) ||
+// LP(column). The row is never bound: equal values in different rows must
+// give equal ciphertexts.
+func appendSIVAAD(dst, hdr []byte, b Binding) []byte {
+	dst = append(dst, sivAADLabel...)
+	dst = append(dst, hdr...)
+	dst = appendLP(dst, b.Tenant)
+	dst = appendLP(dst, b.Table)
+	return appendLP(dst, b.Column)
+}
+
+// SealDeterministic encrypts plaintext so that equal plaintexts in the same
+// (class, tenant, table, column) give equal ciphertexts, which makes
+// equality queries and unique indexes possible on the ciphertext column.
+// It leaks equality and therefore frequency; prefer Seal with a blind index
+// unless the value itself must be matched in SQL. See docs/searchable.md.
+//
+// The key is AES-SIV, derived with HKDF-SHA256 from the scope's first
+// search KEK, not from the primary: rotating the primary KEK does not change
+// deterministic ciphertexts. b.Row is ignored.
+func (e *Envelope) SealDeterministic(ctx context.Context, b Binding, plaintext []byte) ([]byte, error) {
+	b.Row = ""
+	keks, err := e.searchKEKs(ctx, "seal-deterministic", b)
+	if err != nil {
+		return nil, err
+	}
+	return sealDeterministic(keks[0], b, plaintext)
+}
+
+// DeterministicCandidates returns the deterministic ciphertext of plaintext
+// under every live search KEK of the scope, newest first. An equality query
+// matches the column against all of them (WHERE col IN (...)), so it keeps
+// finding values sealed before a search-key rotation until they are
+// re-encrypted.
+func (e *Envelope) DeterministicCandidates(ctx context.Context, b Binding, plaintext []byte) ([][]byte, error) {
+	b.Row = ""
+	keks, err := e.searchKEKs(ctx, "seal-deterministic", b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(keks))
+	for _, k := range keks {
+		ct, err := sealDeterministic(k, b, plaintext)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ct)
+	}
+	return out, nil
+}
+
+func (e *Envelope) searchKEKs(ctx context.Context, op string, b Binding) ([]*KEK, error) {
+	if err := b.validate(); err != nil {
+		return nil, &Error{Op: op, Binding: b, Err: err}
+	}
+	keks, err := e.keys.SearchKEKs(ctx, b.Scope())
+	if err != nil {
+		return nil, &Error{Op: op, Binding: b, Err: err}
+	}
+	if len(keks) == 0 {
+		return nil, &Error{Op: op, Binding: b, Err: fmt.Errorf("%w: scope %s has no search key", ErrUnknownKey, b.Scope())}
+	}
+	for _, k := range keks {
+		if err := k.usable(); err != nil {
+			return nil, &Error{Op: op, Binding: b, Err: err}
+		}
+		if k.ref.Class != b.Class || k.ref.Tenant != b.Tenant {
+			return nil, &Error{Op: op, Binding: b, Err: fmt.Errorf("%w: key source returned KEK %s for scope %s", ErrUnknownKey, k.ref, b.Scope())}
+		}
+	}
+	return keks, nil
+}
+
+func sealDeterministic(kek *KEK, b Binding, plaintext []byte) ([]byte, error) {
+	ref := kek.ref
+	fail := func(err error) ([]byte, error) {
+		return nil, &Error{Op: "seal-deterministic", Binding: b, KEK: &ref, Err: err}
+	}
+	d, err := kek.derive(labelSIV, keyInfo(b))
+	if err != nil {
+		return fail(err)
+	}
+	h := Header{Version: formatVersion, Suite: SuiteDeterministic, Class: b.Class, KEKVersion: ref.Version}
+	hdr := appendHeader(make([]byte, 0, maxHeaderSize), h)
+	var aadBuf [256]byte
+	ct, err := d.siv.EncryptDeterministically(plaintext, appendSIVAAD(aadBuf[:0], hdr, b))
+	if err != nil {
+		return fail(fmt.Errorf("%w: value too large for deterministic encryption", ErrInvalidInput))
+	}
+	return append(hdr, ct...), nil
+}
+
+func openDeterministic(kek *KEK, b Binding, p parsed, fail func(error) ([]byte, error)) ([]byte, error) {
+	b.Row = ""
+	d, err := kek.derive(labelSIV, keyInfo(b))
+	if err != nil {
+		return fail(err)
+	}
+	var aadBuf [256]byte
+	pt, err := d.siv.DecryptDeterministically(p.body, appendSIVAAD(aadBuf[:0], p.hdr, b))
+	if err != nil {
+		return fail(fmt.Errorf("%w: value does not authenticate for this table, column, class and tenant", ErrAuthentication))
+	}
+	if pt == nil {
+		pt = []byte{}
+	}
+	return pt, nil
+}

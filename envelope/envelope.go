@@ -1,0 +1,389 @@
+package envelope
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+)
+
+// Binding is the context a value is bound to. Its fields enter the
+// associated data of every ciphertext, so a value moved to another class,
+// tenant, table, column or row fails authentication.
+//
+// Table and Column are required. Row is optional: when it is empty at Seal
+// the ciphertext records that it is not row-bound (the header flag is
+// authenticated, so an attacker cannot strip it); when a ciphertext is
+// row-bound, Open needs the same Row. Tenant selects the KEK scope.
+type Binding struct {
+	Class  Class
+	Tenant string
+	Table  string
+	Column string
+	Row    string
+}
+
+// Scope returns the KEK scope of the binding.
+func (b Binding) Scope() Scope { return Scope{Class: b.Class, Tenant: b.Tenant} }
+
+func (b Binding) where() string {
+	s := b.Table + "." + b.Column
+	if b.Row != "" {
+		s += " row " + b.Row
+	}
+	if b.Tenant != "" {
+		s += " tenant " + b.Tenant
+	}
+	return s
+}
+
+const maxFieldLen = 1<<16 - 1
+
+func (b Binding) validate() error {
+	switch {
+	case !b.Class.Encrypted():
+		return fmt.Errorf("%w: class %s is not an encrypted class", ErrInvalidInput, b.Class)
+	case b.Table == "" || b.Column == "":
+		return fmt.Errorf("%w: binding needs a table and a column", ErrInvalidInput)
+	case len(b.Table) > maxFieldLen || len(b.Column) > maxFieldLen || len(b.Row) > maxFieldLen || len(b.Tenant) > maxFieldLen:
+		return fmt.Errorf("%w: binding field longer than %d bytes", ErrInvalidInput, maxFieldLen)
+	}
+	return nil
+}
+
+// Error is the error type of every failed operation on a value. It says
+// where the failure happened (operation, table, column, row, KEK version),
+// never what the value was. Err wraps one of the package's sentinels.
+type Error struct {
+	Op      string // "seal", "open", "rewrap", "blind-index", ...
+	Binding Binding
+	KEK     *KEKRef // nil when no key was involved yet
+	Err     error
+}
+
+func (e *Error) Error() string {
+	s := "fieldcrypt: " + e.Op
+	if e.Binding.Table != "" || e.Binding.Column != "" {
+		s += " " + e.Binding.where()
+	}
+	if e.KEK != nil {
+		s += " (KEK " + e.KEK.String() + ")"
+	} else if e.Binding.Class.Valid() {
+		s += " (class " + e.Binding.Class.String() + ")"
+	}
+	return s + ": " + trimPrefix(e.Err.Error())
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func trimPrefix(s string) string {
+	const p = "fieldcrypt: "
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}
+
+// Envelope seals and opens values with a per-value data key wrapped under a
+// key-encryption key from a KeySource. It is safe for concurrent use.
+type Envelope struct {
+	keys KeySource
+}
+
+// New returns an Envelope that takes its keys from keys (usually a
+// *keyring.Keyring).
+func New(keys KeySource) *Envelope { return &Envelope{keys: keys} }
+
+var zeroNonce [12]byte
+
+// appendLP appends a 4-byte big-endian length and s.
+func appendLP(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(s)))
+	return append(dst, s...)
+}
+
+const dataAADLabel = "fieldcrypt/v1/data\x00"
+
+// appendDataAAD builds the associated data of a randomized ciphertext:
+// label || header[0:5] || LP(tenant) || LP(table) || LP(column) || LP(row).
+// The KEK version is deliberately absent: the wrap binds it, so Rewrap can
+// change it without touching the data ciphertext.
+func appendDataAAD(dst []byte, fixed []byte, b Binding, rowBound bool) []byte {
+	dst = append(dst, dataAADLabel...)
+	dst = append(dst, fixed[:fixedHeaderSize]...)
+	dst = appendLP(dst, b.Tenant)
+	dst = appendLP(dst, b.Table)
+	dst = appendLP(dst, b.Column)
+	if rowBound {
+		dst = appendLP(dst, b.Row)
+	} else {
+		dst = appendLP(dst, "")
+	}
+	return dst
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// Seal encrypts plaintext under a fresh random data key, wraps the data key
+// under the scope's primary KEK, and binds the result to b. The result is
+// the binary form; EncodeText gives the text form.
+func (e *Envelope) Seal(ctx context.Context, b Binding, plaintext []byte) ([]byte, error) {
+	fail := func(ref *KEKRef, err error) ([]byte, error) {
+		return nil, &Error{Op: "seal", Binding: b, KEK: ref, Err: err}
+	}
+	if err := b.validate(); err != nil {
+		return fail(nil, err)
+	}
+	kek, err := e.keys.PrimaryKEK(ctx, b.Scope())
+	if err != nil {
+		return fail(nil, err)
+	}
+	if err := kek.usable(); err != nil {
+		return fail(nil, err)
+	}
+	return e.seal(b, kek, plaintext)
+}
+
+func (e *Envelope) seal(b Binding, kek *KEK, plaintext []byte) ([]byte, error) {
+	ref := kek.ref
+	fail := func(err error) ([]byte, error) {
+		r := ref
+		return nil, &Error{Op: "seal", Binding: b, KEK: &r, Err: err}
+	}
+	if ref.Class != b.Class || ref.Tenant != b.Tenant {
+		return fail(fmt.Errorf("%w: key source returned KEK %s for scope %s", ErrUnknownKey, ref, b.Scope()))
+	}
+	var dek [dekSize]byte
+	if _, err := rand.Read(dek[:]); err != nil {
+		return fail(fmt.Errorf("%w: random source failed", ErrKeyUnavailable))
+	}
+	defer clear(dek[:])
+	wrapped, err := kek.kwp.Wrap(dek[:])
+	if err != nil || len(wrapped) != wrappedDEKSize {
+		return fail(fmt.Errorf("%w: wrapping the data key failed", ErrInvalidInput))
+	}
+	gcm, err := newGCM(dek[:])
+	if err != nil {
+		return fail(fmt.Errorf("%w: data key setup failed", ErrInvalidInput))
+	}
+	h := Header{Version: formatVersion, Suite: SuiteRandomized, Class: b.Class, KEKVersion: ref.Version, RowBound: b.Row != ""}
+	// One allocation holds the ciphertext and, past its end, the
+	// associated data (which would otherwise escape through the AEAD
+	// interface call). The two regions never overlap.
+	n := Overhead(SuiteRandomized, ref.Version) + len(plaintext)
+	buf := make([]byte, n, n+dataAADLen(b, h.RowBound))
+	out := appendHeader(buf[:0:n], h)
+	out = append(out, wrapped...)
+	aad := appendDataAAD(buf[n:n], out, b, h.RowBound)
+	return gcm.Seal(out, zeroNonce[:], plaintext, aad), nil
+}
+
+// dataAADLen is the length appendDataAAD produces.
+func dataAADLen(b Binding, rowBound bool) int {
+	n := len(dataAADLabel) + fixedHeaderSize + 4*4 + len(b.Tenant) + len(b.Table) + len(b.Column)
+	if rowBound {
+		n += len(b.Row)
+	}
+	return n
+}
+
+// parsed is a ciphertext split into its parts.
+type parsed struct {
+	h       Header
+	hdr     []byte // the encoded header
+	wrapped []byte // randomized suite only
+	body    []byte // GCM ciphertext||tag, or SIV||ciphertext
+}
+
+func parse(ct []byte) (parsed, error) {
+	raw, err := maybeDecodeText(ct)
+	if err != nil {
+		return parsed{}, err
+	}
+	h, n, err := parseHeader(raw)
+	if err != nil {
+		return parsed{}, err
+	}
+	p := parsed{h: h, hdr: raw[:n]}
+	rest := raw[n:]
+	switch h.Suite {
+	case SuiteRandomized:
+		if len(rest) < wrappedDEKSize+tagSize {
+			return p, fmt.Errorf("%w: truncated (%d bytes after the header, need at least %d)", ErrMalformed, len(rest), wrappedDEKSize+tagSize)
+		}
+		p.wrapped, p.body = rest[:wrappedDEKSize], rest[wrappedDEKSize:]
+	case SuiteDeterministic:
+		if len(rest) < sivSize {
+			return p, fmt.Errorf("%w: truncated (%d bytes after the header, need at least %d)", ErrMalformed, len(rest), sivSize)
+		}
+		p.body = rest
+	}
+	return p, nil
+}
+
+// Open authenticates and decrypts a ciphertext (binary or text form) sealed
+// for b. It asks the key source for exactly one key: the version the header
+// names, in b's tenant scope.
+func (e *Envelope) Open(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
+	var (
+		ref     KEKRef
+		haveRef bool
+	)
+	fail := func(err error) ([]byte, error) {
+		fe := &Error{Op: "open", Binding: b, Err: err}
+		if haveRef {
+			r := ref
+			fe.KEK = &r
+		}
+		return nil, fe
+	}
+	if err := b.validate(); err != nil {
+		return fail(err)
+	}
+	p, err := parse(ciphertext)
+	if err != nil {
+		return fail(err)
+	}
+	ref, haveRef = KEKRef{Class: p.h.Class, Tenant: b.Tenant, Version: p.h.KEKVersion}, true
+	if p.h.Class != b.Class {
+		return fail(fmt.Errorf("%w: ciphertext is of class %s, expected %s", ErrAuthentication, p.h.Class, b.Class))
+	}
+	if p.h.RowBound && b.Row == "" {
+		return fail(fmt.Errorf("%w: ciphertext is bound to a row but no row key was given", ErrAuthentication))
+	}
+	kek, err := e.keys.KEK(ctx, ref)
+	if err != nil {
+		return fail(err)
+	}
+	if err := kek.usable(); err != nil {
+		return fail(err)
+	}
+	if kek.ref != ref {
+		return fail(fmt.Errorf("%w: key source returned KEK %s", ErrUnknownKey, kek.ref))
+	}
+	if p.h.Suite == SuiteDeterministic {
+		return openDeterministic(kek, b, p, fail)
+	}
+	dek, err := kek.kwp.Unwrap(p.wrapped)
+	if err != nil {
+		return fail(fmt.Errorf("%w: data key does not unwrap under this KEK", ErrAuthentication))
+	}
+	defer clear(dek)
+	gcm, err := newGCM(dek)
+	if err != nil {
+		return fail(fmt.Errorf("%w: data key setup failed", ErrMalformed))
+	}
+	// Plaintext and associated data share one allocation, as in seal.
+	ptLen := len(p.body) - tagSize
+	buf := make([]byte, ptLen, ptLen+dataAADLen(b, p.h.RowBound))
+	aad := appendDataAAD(buf[ptLen:ptLen], p.hdr, b, p.h.RowBound)
+	pt, err := gcm.Open(buf[:0:ptLen], zeroNonce[:], p.body, aad)
+	if err != nil {
+		clear(buf)
+		return fail(fmt.Errorf("%w: value does not authenticate for this table, column, row, class and tenant", ErrAuthentication))
+	}
+	return pt, nil
+}
+
+// Rewrap moves a randomized ciphertext to the scope's primary KEK: it
+// unwraps the data key under the KEK the header names and wraps it under
+// the primary, replacing only the wrapped key and the KEK version. The data
+// ciphertext is copied byte for byte and the plaintext is never computed.
+// A ciphertext already under the primary is returned unchanged.
+//
+// Rewrap uses b only for the tenant scope and error messages; it does not
+// authenticate the data (Open does). Deterministic ciphertexts have no data
+// key to rewrap: re-encrypt them with Reencrypt when the search key changes.
+// The result has the same form (binary or text) as the input.
+func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
+	var ref *KEKRef
+	fail := func(err error) ([]byte, error) {
+		return nil, &Error{Op: "rewrap", Binding: b, KEK: ref, Err: err}
+	}
+	p, err := parse(ciphertext)
+	if err != nil {
+		return fail(err)
+	}
+	ref = &KEKRef{Class: p.h.Class, Tenant: b.Tenant, Version: p.h.KEKVersion}
+	if b.Class.Valid() && p.h.Class != b.Class {
+		return fail(fmt.Errorf("%w: ciphertext is of class %s, expected %s", ErrAuthentication, p.h.Class, b.Class))
+	}
+	if p.h.Suite != SuiteRandomized {
+		return fail(fmt.Errorf("%w: deterministic values have no data key to rewrap; use Reencrypt", ErrInvalidInput))
+	}
+	scope := Scope{Class: p.h.Class, Tenant: b.Tenant}
+	primary, err := e.keys.PrimaryKEK(ctx, scope)
+	if err != nil {
+		return fail(err)
+	}
+	if err := primary.usable(); err != nil {
+		return fail(err)
+	}
+	if primary.ref.Version == p.h.KEKVersion {
+		return ciphertext, nil
+	}
+	old, err := e.keys.KEK(ctx, *ref)
+	if err != nil {
+		return fail(err)
+	}
+	if err := old.usable(); err != nil {
+		return fail(err)
+	}
+	dek, err := old.kwp.Unwrap(p.wrapped)
+	if err != nil {
+		return fail(fmt.Errorf("%w: data key does not unwrap under this KEK", ErrAuthentication))
+	}
+	defer clear(dek)
+	ref = &KEKRef{Class: primary.ref.Class, Tenant: primary.ref.Tenant, Version: primary.ref.Version}
+	wrapped, err := primary.kwp.Wrap(dek)
+	if err != nil {
+		return fail(fmt.Errorf("%w: wrapping the data key failed", ErrInvalidInput))
+	}
+	h := p.h
+	h.KEKVersion = primary.ref.Version
+	out := make([]byte, 0, Overhead(SuiteRandomized, h.KEKVersion)+len(p.body)-tagSize)
+	out = appendHeader(out, h)
+	out = append(out, wrapped...)
+	out = append(out, p.body...)
+	if IsText(string(ciphertext[:min(len(ciphertext), len(TextPrefix))])) {
+		return []byte(EncodeText(out)), nil
+	}
+	return out, nil
+}
+
+// Reencrypt opens a ciphertext and seals its value again with a fresh data
+// key under the primary KEK (or, for a deterministic value, under the first
+// search key). The plaintext exists only inside this call and is zeroed
+// before it returns. The result has the same form as the input.
+func (e *Envelope) Reencrypt(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
+	h, err := Inspect(ciphertext)
+	if err != nil {
+		return nil, &Error{Op: "reencrypt", Binding: b, Err: err}
+	}
+	pt, err := e.Open(ctx, b, ciphertext)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pt)
+	var out []byte
+	if h.Suite == SuiteDeterministic {
+		out, err = e.SealDeterministic(ctx, b, pt)
+	} else {
+		out, err = e.Seal(ctx, b, pt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if IsCiphertext(ciphertext) && len(ciphertext) >= len(TextPrefix) && IsText(string(ciphertext[:len(TextPrefix)])) {
+		return []byte(EncodeText(out)), nil
+	}
+	return out, nil
+}

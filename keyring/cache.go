@@ -1,0 +1,418 @@
+package keyring
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
+)
+
+// Stats are the keyring's counters since New. The CLI prints them.
+type Stats struct {
+	KMSWrapCalls   uint64 // Wrap calls made to master keys
+	KMSUnwrapCalls uint64 // Unwrap calls made to master keys
+	WrapErrors     uint64 // failed Wrap calls
+	UnwrapErrors   uint64 // failed Unwrap calls (or master keys that failed to open)
+	CacheHits      uint64 // KEK lookups served from a fresh cache entry
+	CacheMisses    uint64 // KEK lookups that had to load (store read, KMS unwrap)
+	StaleServes    uint64 // lookups served from an entry past CacheTTL (KEK or scope)
+	Refreshes      uint64 // background revalidations started
+	RefreshErrors  uint64 // background revalidations that failed
+	StoreReads     uint64 // scope reads from the store by lookups and refreshes
+	CachedKEKs     int    // unwrapped KEKs in the cache now
+}
+
+// KMSCalls is the total number of KMS calls (wrap + unwrap).
+func (s Stats) KMSCalls() uint64 { return s.KMSWrapCalls + s.KMSUnwrapCalls }
+
+type counters struct {
+	kmsWrap, kmsUnwrap, wrapErrors, unwrapErrors atomic.Uint64
+	hits, misses, stale                          atomic.Uint64
+	refreshes, refreshErrors, storeReads         atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (k *Keyring) Stats() Stats {
+	k.mu.RLock()
+	n := len(k.keks)
+	k.mu.RUnlock()
+	c := &k.stats
+	return Stats{
+		KMSWrapCalls: c.kmsWrap.Load(), KMSUnwrapCalls: c.kmsUnwrap.Load(),
+		WrapErrors: c.wrapErrors.Load(), UnwrapErrors: c.unwrapErrors.Load(),
+		CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(), StaleServes: c.stale.Load(),
+		Refreshes: c.refreshes.Load(), RefreshErrors: c.refreshErrors.Load(),
+		StoreReads: c.storeReads.Load(), CachedKEKs: n,
+	}
+}
+
+var _ envelope.KeySource = (*Keyring)(nil)
+
+// PrimaryKEK implements envelope.KeySource: the active KEK of scope. If the
+// scope has no KEK yet it creates version 1 (unless WithoutAutoCreate). A
+// rotation by another process is seen within CacheTTL.
+func (k *Keyring) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelope.KEK, error) {
+	st, err := k.lookupScope(ctx, "primary", &scope)
+	if err != nil {
+		return nil, err
+	}
+	p := st.Primary()
+	if p == nil {
+		return nil, scopeErr("primary", scope, k.classURI(scope.Class), "every version was destroyed (shredded)", envelope.ErrKeyDestroyed)
+	}
+	return k.getKEK(ctx, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: p.Version})
+}
+
+// KEK implements envelope.KeySource: the named version, if it is active or
+// decrypt-only. A destroyed version fails with envelope.ErrKeyDestroyed, a
+// retired one with ErrKeyRetired and envelope.ErrKeyUnavailable, an
+// unknown one with envelope.ErrUnknownKey. For classes not scoped by
+// tenant, ref.Tenant is ignored (the returned KEK's Ref has tenant "").
+func (k *Keyring) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, error) {
+	if k.closed.Load() {
+		return nil, keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, ErrClosed)
+	}
+	s, err := k.scope("lookup", ref.Scope())
+	if err != nil {
+		return nil, err
+	}
+	ref.Tenant = s.Tenant
+	if ref.Version == 0 {
+		return nil, keyErr("lookup", ref, "", "version 0 does not exist", envelope.ErrUnknownKey)
+	}
+	return k.getKEK(ctx, ref)
+}
+
+// SearchKEKs implements envelope.KeySource: the scope's search keys,
+// current first. They change only through RotateSearch and
+// FinishSearchRotation, never through Rotate.
+func (k *Keyring) SearchKEKs(ctx context.Context, scope envelope.Scope) ([]*envelope.KEK, error) {
+	st, err := k.lookupScope(ctx, "search", &scope)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*envelope.KEK, 0, len(st.Search))
+	for _, v := range st.Search {
+		kek, err := k.getKEK(ctx, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: v})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, kek)
+	}
+	return out, nil
+}
+
+// lookupScope normalizes *scope and returns its (cached) state, creating
+// version 1 if the scope is empty and auto-creation is on.
+func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Scope) (*ScopeState, error) {
+	if k.closed.Load() {
+		return nil, scopeErr(op, *scope, "", "", envelope.ErrKeyUnavailable, ErrClosed)
+	}
+	s, err := k.scope(op, *scope)
+	if err != nil {
+		return nil, err
+	}
+	*scope = s
+	st, err := k.getScope(ctx, s, 0)
+	if err != nil {
+		return nil, err
+	}
+	if len(st.Records) == 0 {
+		if !k.auto {
+			return nil, scopeErr(op, s, k.classURI(s.Class), "scope has no KEK yet (run init, or enable auto-creation)", envelope.ErrUnknownKey)
+		}
+		v, err, _ := k.sf.Do("create:"+s.String(), func() (any, error) {
+			dctx, cancel := k.detached(ctx)
+			defer cancel()
+			if _, err := k.EnsureScope(dctx, s); err != nil {
+				return nil, err
+			}
+			return k.getScope(dctx, s, 1)
+		})
+		if err != nil {
+			return nil, err
+		}
+		st = v.(*ScopeState)
+	}
+	return st, nil
+}
+
+// getKEK serves ref from the cache: fresh, stale (with one background
+// refresh), or loaded once for all concurrent callers.
+func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, error) {
+	now := k.now()
+	k.mu.RLock()
+	e := k.keks[ref]
+	k.mu.RUnlock()
+	if e != nil {
+		age := time.Duration(now.UnixNano() - e.verified.Load())
+		if age < k.ttl {
+			k.stats.hits.Add(1)
+			return e.kek, nil
+		}
+		if age < k.maxAge {
+			k.stats.stale.Add(1)
+			k.refreshKEKAsync(ref, e, now)
+			return e.kek, nil
+		}
+	}
+	k.stats.misses.Add(1)
+	ch := k.sf.DoChan("kek:"+ref.String(), func() (any, error) { return k.loadKEK(ctx, ref) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*envelope.KEK), nil
+	case <-ctx.Done():
+		return nil, keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, ctx.Err())
+	}
+}
+
+func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, error) {
+	ctx, cancel := k.detached(ctx)
+	defer cancel()
+	now := k.now()
+	k.mu.RLock()
+	e := k.keks[ref]
+	k.mu.RUnlock()
+	if e != nil && time.Duration(now.UnixNano()-e.verified.Load()) < k.ttl {
+		return e.kek, nil // loaded by a flight that ended just before ours
+	}
+	st, err := k.getScope(ctx, ref.Scope(), ref.Version)
+	if err != nil {
+		return nil, err
+	}
+	rec := st.Record(ref.Version)
+	if rec == nil {
+		return nil, keyErr("lookup", ref, k.classURI(ref.Class), fmt.Sprintf("no such version (latest is v%d)", st.maxVersion()), envelope.ErrUnknownKey)
+	}
+	switch rec.State {
+	case StateDestroyed:
+		return nil, keyErr("lookup", ref, rec.MasterKeyURI, "destroyed at "+rec.DestroyedAt.UTC().Format(time.RFC3339), envelope.ErrKeyDestroyed)
+	case StateRetired:
+		return nil, keyErr("lookup", ref, rec.MasterKeyURI, "retired (Reactivate to use it again)", ErrKeyRetired, envelope.ErrKeyUnavailable)
+	}
+	raw, err := k.unwrap(ctx, ref, rec)
+	if err != nil {
+		if e != nil {
+			k.evict(ref, e, false) // past MaxAge: no longer servable
+		}
+		return nil, err
+	}
+	kek, err := envelope.NewKEK(ref, raw)
+	clear(raw)
+	if err != nil {
+		return nil, keyErr("unwrap", ref, rec.MasterKeyURI, "", envelope.ErrKeyUnavailable, err)
+	}
+	k.putKEK(ref, kek, k.now())
+	return kek, nil
+}
+
+// getScope returns the cached state of scope if it holds minVersion (0:
+// any), is fresh, or is stale but within MaxAge (then refreshed in the
+// background); otherwise it reads the store once for all concurrent
+// callers.
+func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion uint32) (*ScopeState, error) {
+	now := k.now()
+	k.mu.RLock()
+	e := k.scopes[scope]
+	k.mu.RUnlock()
+	if e != nil && e.st.maxVersion() >= minVersion {
+		age := now.Sub(e.fetched)
+		if age < k.ttl {
+			return e.st, nil
+		}
+		if age < k.maxAge {
+			k.stats.stale.Add(1)
+			k.refreshScopeAsync(scope, e, now)
+			return e.st, nil
+		}
+	}
+	key := fmt.Sprintf("scope:%s:%d", scope, minVersion)
+	ch := k.sf.DoChan(key, func() (any, error) {
+		dctx, cancel := k.detached(ctx)
+		defer cancel()
+		k.stats.storeReads.Add(1)
+		st, err := k.store.LoadScope(dctx, scope)
+		if err != nil {
+			if e != nil && now.Sub(e.fetched) < k.maxAge {
+				return e.st, nil // store down: ride it out until MaxAge
+			}
+			return nil, scopeErr("lookup", scope, k.classURI(scope.Class), "read store", envelope.ErrKeyUnavailable, err)
+		}
+		k.setScope(scope, st, k.now())
+		return st, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*ScopeState), nil
+	case <-ctx.Done():
+		return nil, scopeErr("lookup", scope, "", "", envelope.ErrKeyUnavailable, ctx.Err())
+	}
+}
+
+// setScope caches st and evicts cached KEKs it shows destroyed (zeroed at
+// once) or retired (zeroed after the grace period).
+func (k *Keyring) setScope(scope envelope.Scope, st *ScopeState, now time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.scopes[scope] = &scopeEntry{st: st, fetched: now}
+	for i := range st.Records {
+		r := &st.Records[i]
+		if r.State != StateDestroyed && r.State != StateRetired {
+			continue
+		}
+		ref := envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: r.Version}
+		if e, ok := k.keks[ref]; ok {
+			k.evictLocked(ref, e, r.State == StateDestroyed, now)
+		}
+	}
+	k.sweepLocked(now)
+}
+
+func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, now time.Time) {
+	e := &kekEntry{kek: kek}
+	e.verified.Store(now.UnixNano())
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed.Load() {
+		k.zero(kek)
+		return
+	}
+	if old, ok := k.keks[ref]; ok && old.kek != kek {
+		k.graves = append(k.graves, grave{kek: old.kek, at: now})
+	}
+	k.keks[ref] = e
+	k.sweepLocked(now)
+}
+
+func (k *Keyring) evict(ref envelope.KEKRef, e *kekEntry, immediate bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.evictLocked(ref, e, immediate, k.now())
+}
+
+// evictLocked drops e from the cache. immediate zeroes the KEK now (the
+// version was destroyed: failing a caller that still holds it is the
+// point); otherwise it is zeroed after the grace period.
+func (k *Keyring) evictLocked(ref envelope.KEKRef, e *kekEntry, immediate bool, now time.Time) {
+	if k.keks[ref] != e {
+		if immediate {
+			k.zero(e.kek)
+		}
+		return
+	}
+	delete(k.keks, ref)
+	if immediate {
+		k.zero(e.kek)
+		return
+	}
+	k.graves = append(k.graves, grave{kek: e.kek, at: now})
+}
+
+func (k *Keyring) sweepLocked(now time.Time) {
+	n := 0
+	for _, g := range k.graves {
+		if now.Sub(g.at) >= k.grace {
+			k.zero(g.kek)
+			continue
+		}
+		k.graves[n] = g
+		n++
+	}
+	clear(k.graves[n:])
+	k.graves = k.graves[:n]
+}
+
+// spawn runs fn in a tracked goroutine unless the keyring is closed.
+func (k *Keyring) spawn(fn func()) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.closed.Load() {
+		return false
+	}
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+func (k *Keyring) refreshKEKAsync(ref envelope.KEKRef, e *kekEntry, now time.Time) {
+	if now.UnixNano() < e.nextAttempt.Load() || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	if !k.spawn(func() {
+		defer e.refreshing.Store(false)
+		k.refreshKEK(ref, e)
+	}) {
+		e.refreshing.Store(false)
+	}
+}
+
+// refreshKEK revalidates a stale entry: re-read the scope (to see state
+// changes and re-wraps) and unwrap again (to see KMS revocation). On an
+// outage the entry is kept and retried after the retry interval; on a
+// definitive KMS answer it is evicted. The cached *KEK object is kept on
+// success: the key bytes of a version never change.
+func (k *Keyring) refreshKEK(ref envelope.KEKRef, e *kekEntry) {
+	ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
+	defer cancel()
+	k.stats.refreshes.Add(1)
+	fail := func() {
+		k.stats.refreshErrors.Add(1)
+		e.nextAttempt.Store(k.now().Add(k.retry).UnixNano())
+	}
+	k.stats.storeReads.Add(1)
+	st, err := k.store.LoadScope(ctx, ref.Scope())
+	if err != nil {
+		fail()
+		return
+	}
+	k.setScope(ref.Scope(), st, k.now()) // evicts destroyed / retired
+	rec := st.Record(ref.Version)
+	if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired {
+		k.evict(ref, e, rec == nil || rec.State == StateDestroyed)
+		return
+	}
+	raw, err := k.unwrap(ctx, ref, rec)
+	if err != nil {
+		fail()
+		if definitive(err) {
+			k.evict(ref, e, false)
+		}
+		return
+	}
+	clear(raw)
+	e.verified.Store(k.now().UnixNano())
+	e.nextAttempt.Store(0)
+}
+
+func (k *Keyring) refreshScopeAsync(scope envelope.Scope, e *scopeEntry, now time.Time) {
+	if now.UnixNano() < e.nextAttempt.Load() || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	if !k.spawn(func() {
+		defer e.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
+		defer cancel()
+		k.stats.refreshes.Add(1)
+		k.stats.storeReads.Add(1)
+		st, err := k.store.LoadScope(ctx, scope)
+		if err != nil {
+			k.stats.refreshErrors.Add(1)
+			e.nextAttempt.Store(k.now().Add(k.retry).UnixNano())
+			return
+		}
+		k.setScope(scope, st, k.now())
+	}) {
+		e.refreshing.Store(false)
+	}
+}

@@ -1,0 +1,253 @@
+package keyring
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
+)
+
+// FileStore keeps KEK records in one JSON file, for deployments without a
+// database (and for the CLI's offline use). Writes take an exclusive flock
+// on PATH.lock, re-read the file, and replace it atomically (write to a
+// temporary file, fsync, rename, fsync the directory), so concurrent
+// processes serialize and readers always see a complete file.
+type FileStore struct {
+	path string
+	mu   sync.Mutex // serializes writers inside this process
+}
+
+// NewFileStore returns a store backed by the JSON file at path. The file is
+// created on the first write; its directory must exist.
+func NewFileStore(path string) *FileStore { return &FileStore{path: path} }
+
+const fileFormat = "fieldcrypt-keyring/v1"
+
+type fileDoc struct {
+	Format string      `json:"format"`
+	Scopes []fileScope `json:"scopes"`
+}
+
+type fileScope struct {
+	Class  envelope.Class `json:"class"`
+	Tenant string         `json:"tenant,omitempty"`
+	Search []uint32       `json:"search"`
+	KEKs   []fileKEK      `json:"keks"`
+}
+
+type fileKEK struct {
+	Version     uint32     `json:"version"`
+	State       State      `json:"state"`
+	MasterKey   string     `json:"master_key"`
+	Wrapped     []byte     `json:"wrapped,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	DestroyedAt *time.Time `json:"destroyed_at,omitempty"`
+}
+
+func (f *FileStore) read() (map[envelope.Scope]*ScopeState, error) {
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[envelope.Scope]*ScopeState{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %v", ErrStore, f.path, err)
+	}
+	var doc fileDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%w: parse %s: %v", ErrStore, f.path, err)
+	}
+	if doc.Format != fileFormat {
+		return nil, fmt.Errorf("%w: %s: unknown format %q (want %q)", ErrStore, f.path, doc.Format, fileFormat)
+	}
+	out := make(map[envelope.Scope]*ScopeState, len(doc.Scopes))
+	for _, s := range doc.Scopes {
+		st := &ScopeState{Scope: envelope.Scope{Class: s.Class, Tenant: s.Tenant}, Search: s.Search}
+		for _, k := range s.KEKs {
+			r := Record{Version: k.Version, State: k.State, MasterKeyURI: k.MasterKey, Wrapped: k.Wrapped, CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt}
+			if k.DestroyedAt != nil {
+				r.DestroyedAt = *k.DestroyedAt
+			}
+			st.Records = append(st.Records, r)
+		}
+		if err := st.Check(); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.path, err)
+		}
+		out[st.Scope] = st
+	}
+	return out, nil
+}
+
+func (f *FileStore) write(all map[envelope.Scope]*ScopeState) error {
+	doc := fileDoc{Format: fileFormat}
+	for _, st := range all {
+		s := fileScope{Class: st.Scope.Class, Tenant: st.Scope.Tenant, Search: st.Search}
+		for _, r := range st.Records {
+			k := fileKEK{Version: r.Version, State: r.State, MasterKey: r.MasterKeyURI, Wrapped: r.Wrapped, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+			if !r.DestroyedAt.IsZero() {
+				t := r.DestroyedAt.UTC()
+				k.DestroyedAt = &t
+			}
+			s.KEKs = append(s.KEKs, k)
+		}
+		doc.Scopes = append(doc.Scopes, s)
+	}
+	sort.Slice(doc.Scopes, func(i, j int) bool {
+		a, b := doc.Scopes[i], doc.Scopes[j]
+		if a.Class != b.Class {
+			return a.Class < b.Class
+		}
+		return a.Tenant < b.Tenant
+	})
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%w: encode %s: %v", ErrStore, f.path, err)
+	}
+	dir := filepath.Dir(f.path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("%w: write %s: %v", ErrStore, f.path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(append(b, '\n'))
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), f.path)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: write %s: %v", ErrStore, f.path, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
+
+// lock takes the in-process mutex and an exclusive flock on PATH.lock.
+func (f *FileStore) lock(ctx context.Context) (unlock func(), err error) {
+	f.mu.Lock()
+	lf, err := os.OpenFile(f.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("%w: lock %s: %v", ErrStore, f.path, err)
+	}
+	for {
+		err = syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = lf.Close()
+			f.mu.Unlock()
+			return nil, fmt.Errorf("%w: lock %s: %v", ErrStore, f.path, err)
+		}
+		select {
+		case <-ctx.Done():
+			_ = lf.Close()
+			f.mu.Unlock()
+			return nil, fmt.Errorf("%w: lock %s: %v", ErrStore, f.path, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return func() {
+		_ = syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+		_ = lf.Close()
+		f.mu.Unlock()
+	}, nil
+}
+
+// LoadScope implements Store.
+func (f *FileStore) LoadScope(_ context.Context, scope envelope.Scope) (*ScopeState, error) {
+	all, err := f.read()
+	if err != nil {
+		return nil, err
+	}
+	if st, ok := all[scope]; ok {
+		return st, nil
+	}
+	return &ScopeState{Scope: scope}, nil
+}
+
+// ListScopes implements Store.
+func (f *FileStore) ListScopes(_ context.Context) ([]*ScopeState, error) {
+	all, err := f.read()
+	if err != nil {
+		return nil, err
+	}
+	return sortedStates(all), nil
+}
+
+// UpdateScope implements Store.
+func (f *FileStore) UpdateScope(ctx context.Context, scope envelope.Scope, fn func(*ScopeState) error) error {
+	unlock, err := f.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	all, err := f.read()
+	if err != nil {
+		return err
+	}
+	st, ok := all[scope]
+	if !ok {
+		st = &ScopeState{Scope: scope}
+	}
+	before := st.Clone()
+	if err := fn(st); err != nil {
+		return err
+	}
+	st.Scope = scope
+	if err := checkUpdate(before, st); err != nil {
+		return err
+	}
+	all[scope] = st
+	return f.write(all)
+}
+
+func sortedStates(all map[envelope.Scope]*ScopeState) []*ScopeState {
+	out := make([]*ScopeState, 0, len(all))
+	for _, st := range all {
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Scope.Class != out[j].Scope.Class {
+			return out[i].Scope.Class < out[j].Scope.Class
+		}
+		return out[i].Scope.Tenant < out[j].Scope.Tenant
+	})
+	return out
+}
+
+// checkUpdate verifies an update keeps the invariants and deletes nothing.
+func checkUpdate(before, after *ScopeState) error {
+	if len(after.Records) < len(before.Records) {
+		return fmt.Errorf("%w: scope %s: update would delete records", ErrStore, after.Scope)
+	}
+	for i := range before.Records {
+		if after.Records[i].Version != before.Records[i].Version {
+			return fmt.Errorf("%w: scope %s: update would renumber version %d", ErrStore, after.Scope, before.Records[i].Version)
+		}
+		if before.Records[i].State == StateDestroyed && after.Records[i].State != StateDestroyed {
+			return fmt.Errorf("%w: scope %s: version %d is destroyed for good", ErrStore, after.Scope, before.Records[i].Version)
+		}
+	}
+	return after.Check()
+}

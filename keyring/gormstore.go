@@ -1,0 +1,451 @@
+package keyring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
+)
+
+// Table names used by GormStore.
+const (
+	KEKTable   = "fieldcrypt_keks"
+	ScopeTable = "fieldcrypt_kek_scopes"
+)
+
+// kekRow is one KEK version in table fieldcrypt_keks.
+//
+// is_primary is TRUE for the active version and NULL otherwise; the unique
+// index on (class, tenant, is_primary) lets the database itself refuse a
+// second primary in a scope (NULLs never collide in a unique index on
+// PostgreSQL, MySQL/MariaDB and SQLite).
+type kekRow struct {
+	ID           int64      `gorm:"column:id;primaryKey;autoIncrement"`
+	Class        string     `gorm:"column:class;size:16;not null;uniqueIndex:fieldcrypt_keks_version,priority:1;uniqueIndex:fieldcrypt_keks_primary,priority:1"`
+	Tenant       string     `gorm:"column:tenant;size:255;not null;uniqueIndex:fieldcrypt_keks_version,priority:2;uniqueIndex:fieldcrypt_keks_primary,priority:2"`
+	Version      int64      `gorm:"column:version;not null;uniqueIndex:fieldcrypt_keks_version,priority:3"`
+	IsPrimary    *bool      `gorm:"column:is_primary;uniqueIndex:fieldcrypt_keks_primary,priority:3"`
+	State        string     `gorm:"column:state;size:16;not null"`
+	MasterKeyURI string     `gorm:"column:master_key_uri;size:512;not null"`
+	WrappedKey   []byte     `gorm:"column:wrapped_key"`
+	CreatedAt    time.Time  `gorm:"column:created_at;not null;autoCreateTime:false"`
+	UpdatedAt    time.Time  `gorm:"column:updated_at;not null;autoUpdateTime:false"`
+	DestroyedAt  *time.Time `gorm:"column:destroyed_at"`
+}
+
+func (kekRow) TableName() string { return KEKTable }
+
+// scopeRow is one scope in table fieldcrypt_kek_scopes: the search-key
+// designation and the row every UpdateScope locks first.
+type scopeRow struct {
+	Class     string    `gorm:"column:class;size:16;primaryKey;autoIncrement:false"`
+	Tenant    string    `gorm:"column:tenant;size:255;primaryKey;autoIncrement:false"`
+	Search    string    `gorm:"column:search_versions;size:1024;not null"` // "3,1": current first
+	LockSeq   int64     `gorm:"column:lock_seq;not null"`
+	UpdatedAt time.Time `gorm:"column:updated_at;not null;autoUpdateTime:false"`
+}
+
+func (scopeRow) TableName() string { return ScopeTable }
+
+// GormStore keeps KEK records in the application's own database, in tables
+// fieldcrypt_kek_scopes (one row per scope: search keys, lock) and
+// fieldcrypt_keks (one row per KEK version). It works on SQLite,
+// PostgreSQL and MySQL/MariaDB.
+//
+// UpdateScope runs in a transaction whose first statement updates the
+// scope's row (a row lock on PostgreSQL and MySQL, the database write lock
+// on SQLite), so concurrent updates of a scope serialize, from any number
+// of processes; a unique index also makes a second primary impossible.
+// Deadlocks, serialization failures and busy errors are retried.
+type GormStore struct {
+	db *gorm.DB
+}
+
+// NewGormStore returns a store on db and creates or updates its two tables
+// (AutoMigrate). Use NewGormStoreNoMigrate where the schema is managed
+// separately.
+func NewGormStore(ctx context.Context, db *gorm.DB) (*GormStore, error) {
+	s := NewGormStoreNoMigrate(db)
+	if err := s.Migrate(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewGormStoreNoMigrate returns a store on db without touching the schema.
+func NewGormStoreNoMigrate(db *gorm.DB) *GormStore { return &GormStore{db: db} }
+
+// Migrate creates or updates the store's tables and indexes. Concurrent
+// migrations by several processes are retried.
+func (s *GormStore) Migrate(ctx context.Context) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = s.db.WithContext(ctx).AutoMigrate(&scopeRow{}, &kekRow{}); err == nil {
+			return nil
+		}
+		if sleepErr := backoff(ctx, attempt); sleepErr != nil {
+			break
+		}
+	}
+	return fmt.Errorf("%w: migrate %s, %s: %v", ErrStore, ScopeTable, KEKTable, err)
+}
+
+func scopeWhere(scope envelope.Scope) (string, []any) {
+	return "class = ? AND tenant = ?", []any{scope.Class.String(), scope.Tenant}
+}
+
+func (s *GormStore) load(tx *gorm.DB, scope envelope.Scope, lock bool) (*ScopeState, error) {
+	where, args := scopeWhere(scope)
+	q := func() *gorm.DB {
+		d := tx.Where(where, args...)
+		if lock {
+			d = d.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		return d
+	}
+	// The scope row first: versions only grow, so the KEK rows read after
+	// it include every version its search list names.
+	var srows []scopeRow
+	if err := q().Limit(1).Find(&srows).Error; err != nil {
+		return nil, err
+	}
+	var rows []kekRow
+	if err := q().Order("version").Find(&rows).Error; err != nil {
+		return nil, err
+	}
+	st := &ScopeState{Scope: scope}
+	if len(srows) == 1 {
+		search, err := parseVersions(srows[0].Search)
+		if err != nil {
+			return nil, fmt.Errorf("%w: scope %s: bad search_versions %q", ErrStore, scope, srows[0].Search)
+		}
+		st.Search = search
+	}
+	for _, r := range rows {
+		st.Records = append(st.Records, r.record())
+	}
+	return st, nil
+}
+
+func (r kekRow) record() Record {
+	out := Record{
+		Version:      uint32(r.Version),
+		State:        State(r.State),
+		MasterKeyURI: r.MasterKeyURI,
+		Wrapped:      r.WrappedKey,
+		CreatedAt:    r.CreatedAt,
+		UpdatedAt:    r.UpdatedAt,
+	}
+	if r.DestroyedAt != nil {
+		out.DestroyedAt = *r.DestroyedAt
+	}
+	return out
+}
+
+func rowOf(scope envelope.Scope, r Record) kekRow {
+	row := kekRow{
+		Class:        scope.Class.String(),
+		Tenant:       scope.Tenant,
+		Version:      int64(r.Version),
+		State:        string(r.State),
+		MasterKeyURI: r.MasterKeyURI,
+		WrappedKey:   r.Wrapped,
+		CreatedAt:    r.CreatedAt.UTC(),
+		UpdatedAt:    r.UpdatedAt.UTC(),
+	}
+	if r.State == StateActive {
+		t := true
+		row.IsPrimary = &t
+	}
+	if !r.DestroyedAt.IsZero() {
+		t := r.DestroyedAt.UTC()
+		row.DestroyedAt = &t
+	}
+	return row
+}
+
+func parseVersions(s string) ([]uint32, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []uint32
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseUint(f, 10, 32)
+		if err != nil || v == 0 {
+			return nil, fmt.Errorf("bad version %q", f)
+		}
+		out = append(out, uint32(v))
+	}
+	return out, nil
+}
+
+func formatVersions(vs []uint32) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = strconv.FormatUint(uint64(v), 10)
+	}
+	return strings.Join(parts, ",")
+}
+
+// LoadScope implements Store.
+func (s *GormStore) LoadScope(ctx context.Context, scope envelope.Scope) (*ScopeState, error) {
+	st, err := s.load(s.db.WithContext(ctx), scope, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: load scope %s: %v", ErrStore, scope, err)
+	}
+	return st, nil
+}
+
+// ListScopes implements Store.
+func (s *GormStore) ListScopes(ctx context.Context) ([]*ScopeState, error) {
+	db := s.db.WithContext(ctx)
+	var srows []scopeRow
+	if err := db.Find(&srows).Error; err != nil {
+		return nil, fmt.Errorf("%w: list %s: %v", ErrStore, ScopeTable, err)
+	}
+	var rows []kekRow
+	if err := db.Order("class, tenant, version").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("%w: list %s: %v", ErrStore, KEKTable, err)
+	}
+	all := map[envelope.Scope]*ScopeState{}
+	get := func(class, tenant string) (*ScopeState, error) {
+		c, err := envelope.ParseClass(class)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: unknown class %q", ErrStore, KEKTable, class)
+		}
+		sc := envelope.Scope{Class: c, Tenant: tenant}
+		st := all[sc]
+		if st == nil {
+			st = &ScopeState{Scope: sc}
+			all[sc] = st
+		}
+		return st, nil
+	}
+	for _, r := range srows {
+		st, err := get(r.Class, r.Tenant)
+		if err != nil {
+			return nil, err
+		}
+		if st.Search, err = parseVersions(r.Search); err != nil {
+			return nil, fmt.Errorf("%w: scope %s: bad search_versions %q", ErrStore, st.Scope, r.Search)
+		}
+	}
+	for _, r := range rows {
+		st, err := get(r.Class, r.Tenant)
+		if err != nil {
+			return nil, err
+		}
+		st.Records = append(st.Records, r.record())
+	}
+	out := sortedStates(all)
+	// Scope rows without KEKs are left by a failed first creation; skip.
+	return slices.DeleteFunc(out, func(st *ScopeState) bool { return len(st.Records) == 0 }), nil
+}
+
+// errRetry marks a conflict worth retrying.
+type errRetry struct{ err error }
+
+func (e errRetry) Error() string { return e.err.Error() }
+func (e errRetry) Unwrap() error { return e.err }
+
+// UpdateScope implements Store.
+func (s *GormStore) UpdateScope(ctx context.Context, scope envelope.Scope, fn func(*ScopeState) error) error {
+	const maxAttempts = 30
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		err = s.updateOnce(ctx, scope, fn)
+		if err == nil {
+			return nil
+		}
+		var re errRetry
+		if !errors.As(err, &re) && !retryable(err) {
+			return err
+		}
+		if berr := backoff(ctx, attempt); berr != nil {
+			break
+		}
+	}
+	return fmt.Errorf("%w: update scope %s: gave up after conflicts: %v", ErrStore, scope, err)
+}
+
+func (s *GormStore) updateOnce(ctx context.Context, scope envelope.Scope, fn func(*ScopeState) error) error {
+	db := s.db.WithContext(ctx)
+	// Make sure the scope's lock row exists. Plain SELECT then INSERT (no
+	// dialect-specific upsert): losing the insert race is a duplicate-key
+	// error, which is fine.
+	where, args := scopeWhere(scope)
+	var n int64
+	if err := db.Model(&scopeRow{}).Where(where, args...).Count(&n).Error; err != nil {
+		if retryable(err) {
+			return errRetry{err}
+		}
+		return fmt.Errorf("%w: read scope row %s: %v", ErrStore, scope, err)
+	}
+	if n == 0 {
+		err := db.Create(&scopeRow{Class: scope.Class.String(), Tenant: scope.Tenant, UpdatedAt: time.Now().UTC()}).Error
+		if err != nil && !retryable(err) {
+			return fmt.Errorf("%w: create scope row %s: %v", ErrStore, scope, err)
+		}
+	}
+	var fnErr error
+	txErr := db.Transaction(func(tx *gorm.DB) error {
+		// Lock first: on SQLite this takes the write lock before any read.
+		res := tx.Model(&scopeRow{}).Where(where, args...).UpdateColumn("lock_seq", gorm.Expr("lock_seq + 1"))
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected != 1 {
+			return errRetry{fmt.Errorf("scope row %s missing", scope)}
+		}
+		st, err := s.load(tx, scope, true)
+		if err != nil {
+			return err
+		}
+		before := st.Clone()
+		if err := fn(st); err != nil {
+			fnErr = err
+			return err
+		}
+		st.Scope = scope
+		if err := checkUpdate(before, st); err != nil {
+			fnErr = err
+			return err
+		}
+		return s.save(tx, before, st)
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if txErr != nil {
+		var re errRetry
+		if errors.As(txErr, &re) || retryable(txErr) {
+			return errRetry{txErr}
+		}
+		return fmt.Errorf("%w: update scope %s: %v", ErrStore, scope, txErr)
+	}
+	return nil
+}
+
+// save writes the difference between before and after: demotions first
+// (so the unique primary index never sees two primaries), then other
+// changes, then new versions.
+func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
+	scope := after.Scope
+	where, args := scopeWhere(scope)
+	changed := func(i int) bool {
+		a, b := before.Records[i], after.Records[i]
+		return a.State != b.State || a.MasterKeyURI != b.MasterKeyURI || !slices.Equal(a.Wrapped, b.Wrapped) ||
+			!a.DestroyedAt.Equal(b.DestroyedAt) || !a.UpdatedAt.Equal(b.UpdatedAt)
+	}
+	update := func(r Record) error {
+		row := rowOf(scope, r)
+		cols := map[string]any{
+			"state":          row.State,
+			"master_key_uri": row.MasterKeyURI,
+			"updated_at":     row.UpdatedAt,
+			"is_primary":     gorm.Expr("NULL"),
+			"wrapped_key":    gorm.Expr("NULL"),
+			"destroyed_at":   gorm.Expr("NULL"),
+		}
+		if row.IsPrimary != nil {
+			cols["is_primary"] = true
+		}
+		if row.WrappedKey != nil {
+			cols["wrapped_key"] = row.WrappedKey
+		}
+		if row.DestroyedAt != nil {
+			cols["destroyed_at"] = *row.DestroyedAt
+		}
+		res := tx.Model(&kekRow{}).Where(where+" AND version = ?", append(slices.Clone(args), row.Version)...).UpdateColumns(cols)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("KEK %s/v%d: %d rows updated", scope, r.Version, res.RowsAffected)
+		}
+		return nil
+	}
+	for pass := 0; pass < 2; pass++ {
+		for i := range before.Records {
+			if !changed(i) {
+				continue
+			}
+			demote := before.Records[i].State == StateActive && after.Records[i].State != StateActive
+			if (pass == 0) != demote {
+				continue
+			}
+			if err := update(after.Records[i]); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range after.Records[len(before.Records):] {
+		row := rowOf(scope, r)
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+	}
+	if !slices.Equal(before.Search, after.Search) || len(after.Records) != len(before.Records) {
+		res := tx.Model(&scopeRow{}).Where(where, args...).UpdateColumns(map[string]any{
+			"search_versions": formatVersions(after.Search),
+			"updated_at":      time.Now().UTC(),
+		})
+		if res.Error != nil {
+			return res.Error
+		}
+	}
+	return nil
+}
+
+// retryable reports whether err is a transient conflict: a deadlock, a
+// serialization failure, a lock wait timeout, SQLite busy, or a unique
+// violation (another writer won a race the lock should have prevented).
+func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		switch pg.Code {
+		case "40001", "40P01", "23505", "55P03":
+			return true
+		}
+		return false
+	}
+	var my *mysql.MySQLError
+	if errors.As(err, &my) {
+		switch my.Number {
+		case 1213, 1205, 1062:
+			return true
+		}
+		return false
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "sqlite_busy") ||
+		strings.Contains(msg, "unique constraint failed") ||
+		strings.Contains(msg, "deadlock")
+}
+
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(1<<min(attempt, 6)) * time.Millisecond
+	d += time.Duration(rand.Int64N(int64(d) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

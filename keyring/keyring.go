@@ -1,0 +1,342 @@
+package keyring
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
+)
+
+// Encryption context keys bound to every wrapped KEK.
+const (
+	ECClass      = "fieldcrypt:class"
+	ECTenant     = "fieldcrypt:tenant" // only when the scope has a tenant
+	ECKEKVersion = "fieldcrypt:kek-version"
+	ECKeyring    = "fieldcrypt:keyring"
+)
+
+// Keyring manages the KEKs of one keyring: it implements envelope.KeySource
+// with a cache in front of the store and the KMS, and the lifecycle
+// operations the CLI drives (Rotate, RewrapAll, Retire, Destroy, ...).
+// It is safe for concurrent use. Call Close when done.
+type Keyring struct {
+	store  Store
+	opener kms.Opener
+	now    func() time.Time
+	ttl    time.Duration
+	maxAge time.Duration
+	grace  time.Duration
+	retry  time.Duration
+	opTO   time.Duration
+	auto   bool
+	name   string
+	scoped map[envelope.Class]bool // configured encrypted classes → tenant scoped
+
+	cfgMu sync.RWMutex
+	cfg   Config
+
+	mkMu sync.Mutex
+	mks  map[string]kms.MasterKey
+
+	mu     sync.RWMutex
+	keks   map[envelope.KEKRef]*kekEntry
+	scopes map[envelope.Scope]*scopeEntry
+	graves []grave
+
+	sf     singleflight.Group
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	stats  counters
+	onZero func(*envelope.KEK) // test hook
+}
+
+type kekEntry struct {
+	kek         *envelope.KEK
+	verified    atomic.Int64 // unix nanos of the last successful unwrap
+	nextAttempt atomic.Int64 // unix nanos before which no refresh is tried
+	refreshing  atomic.Bool
+}
+
+type scopeEntry struct {
+	st          *ScopeState // immutable once cached
+	fetched     time.Time
+	nextAttempt atomic.Int64
+	refreshing  atomic.Bool
+}
+
+type grave struct {
+	kek *envelope.KEK
+	at  time.Time
+}
+
+// Option configures a Keyring.
+type Option func(*Keyring)
+
+// WithOpener makes the keyring open master keys through o instead of the
+// kms registry (kms.Open). Tests and embedders use it.
+func WithOpener(o kms.Opener) Option { return func(k *Keyring) { k.opener = o } }
+
+// WithMasterKeys makes the keyring use the given master keys, by URI,
+// instead of opening them through the kms registry.
+func WithMasterKeys(keys ...kms.MasterKey) Option {
+	m := map[string]kms.MasterKey{}
+	for _, mk := range keys {
+		m[mk.URI()] = mk
+	}
+	return WithOpener(kms.OpenerFunc(func(_ context.Context, uri string) (kms.MasterKey, error) {
+		if mk, ok := m[uri]; ok {
+			return mk, nil
+		}
+		return nil, &kms.Error{Op: "open", URI: uri, Err: kms.ErrKeyNotFound}
+	}))
+}
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(k *Keyring) { k.now = now } }
+
+// WithEvictGrace sets how long an evicted KEK stays unzeroed so callers
+// that obtained it just before eviction can finish (default 1 min).
+func WithEvictGrace(d time.Duration) Option { return func(k *Keyring) { k.grace = d } }
+
+// WithRefreshRetry sets how long to wait after a failed refresh before
+// trying again while serving stale entries (default 30 s).
+func WithRefreshRetry(d time.Duration) Option { return func(k *Keyring) { k.retry = d } }
+
+// WithOpTimeout bounds each KMS call and store read made on behalf of
+// lookups (default 30 s). Lookups share these calls, so one caller's
+// cancellation never fails the others.
+func WithOpTimeout(d time.Duration) Option { return func(k *Keyring) { k.opTO = d } }
+
+// WithoutAutoCreate stops PrimaryKEK and SearchKEKs from creating version
+// 1 of a scope that has no KEK yet (by default they do, so a new tenant
+// needs no provisioning step); they then fail with envelope.ErrUnknownKey.
+func WithoutAutoCreate() Option { return func(k *Keyring) { k.auto = false } }
+
+// New validates cfg and returns a keyring over store. It contacts neither
+// the KMS nor the store: master keys are opened and KEKs unwrapped on
+// first use.
+func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, configErr("nil store")
+	}
+	k := &Keyring{
+		store:  store,
+		opener: kms.OpenerFunc(kms.Open),
+		now:    time.Now,
+		ttl:    cfg.ttl(),
+		maxAge: cfg.maxAge(),
+		grace:  time.Minute,
+		retry:  30 * time.Second,
+		opTO:   30 * time.Second,
+		auto:   true,
+		name:   cfg.Name,
+		scoped: map[envelope.Class]bool{},
+		cfg:    cfg.clone(),
+		mks:    map[string]kms.MasterKey{},
+		keks:   map[envelope.KEKRef]*kekEntry{},
+		scopes: map[envelope.Scope]*scopeEntry{},
+	}
+	for n, cc := range cfg.Classes {
+		c, _ := envelope.ParseClass(n)
+		if c.Encrypted() {
+			k.scoped[c] = cc.TenantScoped
+		}
+	}
+	for _, o := range opts {
+		o(k)
+	}
+	return k, nil
+}
+
+// Config returns a copy of the keyring's current configuration. It differs
+// from the one given to New after RewrapAll.
+func (k *Keyring) Config() Config {
+	k.cfgMu.RLock()
+	defer k.cfgMu.RUnlock()
+	return k.cfg.clone()
+}
+
+func (k *Keyring) classURI(c envelope.Class) string {
+	k.cfgMu.RLock()
+	defer k.cfgMu.RUnlock()
+	return k.cfg.Classes[c.String()].MasterKey
+}
+
+// Close stops background refreshes and zeroes every cached KEK. KEKs
+// obtained from the keyring must not be used after Close.
+func (k *Keyring) Close() error {
+	k.mu.Lock()
+	if k.closed.Load() {
+		k.mu.Unlock()
+		return nil
+	}
+	k.closed.Store(true) // under k.mu: spawn checks it under k.mu too
+	k.mu.Unlock()
+	k.wg.Wait()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for ref, e := range k.keks {
+		k.zero(e.kek)
+		delete(k.keks, ref)
+	}
+	for _, g := range k.graves {
+		k.zero(g.kek)
+	}
+	k.graves = nil
+	k.scopes = map[envelope.Scope]*scopeEntry{}
+	return nil
+}
+
+// scope normalizes and checks a scope: the class must be configured and
+// encrypted; the tenant is dropped for classes not scoped by tenant.
+func (k *Keyring) scope(op string, s envelope.Scope) (envelope.Scope, error) {
+	scoped, ok := k.scoped[s.Class]
+	if !ok {
+		if !s.Class.Encrypted() {
+			return s, scopeErr(op, s, "", "class has no keys", envelope.ErrInvalidInput)
+		}
+		return s, scopeErr(op, s, "", "class not configured in keyring "+strconv.Quote(k.name), envelope.ErrUnknownKey)
+	}
+	if !scoped {
+		s.Tenant = ""
+	}
+	return s, nil
+}
+
+func (k *Keyring) ec(ref envelope.KEKRef) kms.EncryptionContext {
+	ec := kms.EncryptionContext{
+		ECClass:      ref.Class.String(),
+		ECKEKVersion: strconv.FormatUint(uint64(ref.Version), 10),
+		ECKeyring:    k.name,
+	}
+	if ref.Tenant != "" {
+		ec[ECTenant] = ref.Tenant
+	}
+	return ec
+}
+
+func (k *Keyring) masterKey(ctx context.Context, uri string) (kms.MasterKey, error) {
+	k.mkMu.Lock()
+	mk, ok := k.mks[uri]
+	k.mkMu.Unlock()
+	if ok {
+		return mk, nil
+	}
+	mk, err := k.opener.OpenMasterKey(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	k.mkMu.Lock()
+	if prev, ok := k.mks[uri]; ok {
+		mk = prev
+	} else {
+		k.mks[uri] = mk
+	}
+	k.mkMu.Unlock()
+	return mk, nil
+}
+
+// newKEK generates a KEK for ref and wraps it under uri.
+func (k *Keyring) newKEK(ctx context.Context, ref envelope.KEKRef, uri string) (*envelope.KEK, []byte, error) {
+	raw := make([]byte, envelope.KEKSize)
+	defer clear(raw)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, nil, keyErr("generate", ref, uri, "crypto/rand failed", err)
+	}
+	wrapped, err := k.wrap(ctx, ref, uri, raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	kek, err := envelope.NewKEK(ref, raw)
+	if err != nil {
+		return nil, nil, keyErr("generate", ref, uri, "", err)
+	}
+	return kek, wrapped, nil
+}
+
+func (k *Keyring) wrap(ctx context.Context, ref envelope.KEKRef, uri string, raw []byte) ([]byte, error) {
+	mk, err := k.masterKey(ctx, uri)
+	if err != nil {
+		return nil, keyErr("wrap", ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
+	}
+	k.stats.kmsWrap.Add(1)
+	wrapped, err := mk.Wrap(ctx, raw, k.ec(ref))
+	if err != nil {
+		k.stats.wrapErrors.Add(1)
+		return nil, keyErr("wrap", ref, uri, "", envelope.ErrKeyUnavailable, err)
+	}
+	return wrapped, nil
+}
+
+// unwrap returns the plaintext KEK of rec; the caller must clear it.
+func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) ([]byte, error) {
+	uri := rec.MasterKeyURI
+	if owner := k.uriOwner(uri); owner != 0 && owner != ref.Class {
+		return nil, keyErr("unwrap", ref, uri, "stored under the master key of class "+owner.String()+" (keys never cross classification levels)", envelope.ErrKeyUnavailable, ErrStore)
+	}
+	mk, err := k.masterKey(ctx, uri)
+	if err != nil {
+		k.stats.unwrapErrors.Add(1)
+		return nil, keyErr("unwrap", ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
+	}
+	k.stats.kmsUnwrap.Add(1)
+	raw, err := mk.Unwrap(ctx, rec.Wrapped, k.ec(ref))
+	if err != nil {
+		k.stats.unwrapErrors.Add(1)
+		return nil, keyErr("unwrap", ref, uri, "", envelope.ErrKeyUnavailable, err)
+	}
+	if len(raw) != envelope.KEKSize {
+		clear(raw)
+		k.stats.unwrapErrors.Add(1)
+		return nil, keyErr("unwrap", ref, uri, fmt.Sprintf("unwrapped key has %d bytes, want %d", len(raw), envelope.KEKSize), envelope.ErrKeyUnavailable, ErrStore)
+	}
+	return raw, nil
+}
+
+// uriOwner returns the configured class whose master key is uri, or 0.
+func (k *Keyring) uriOwner(uri string) envelope.Class {
+	k.cfgMu.RLock()
+	defer k.cfgMu.RUnlock()
+	for n, cc := range k.cfg.Classes {
+		if cc.MasterKey == uri {
+			c, _ := envelope.ParseClass(n)
+			return c
+		}
+	}
+	return 0
+}
+
+// definitive reports whether a KMS error is an answer (revocation) rather
+// than an outage: such errors evict cached keys instead of being ridden
+// out until MaxAge.
+func definitive(err error) bool {
+	return errors.Is(err, kms.ErrAccessDenied) || errors.Is(err, kms.ErrKeyDisabled) ||
+		errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrAuthentication)
+}
+
+// detached returns a context for work shared by several callers: it keeps
+// ctx's values, drops its cancellation, and is bounded by the op timeout.
+func (k *Keyring) detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), k.opTO)
+}
+
+// zero destroys a KEK (envelope.KEK.Destroy: key bytes zeroed, later use
+// fails). Every zeroing by the keyring goes through here.
+func (k *Keyring) zero(kek *envelope.KEK) {
+	if k.onZero != nil {
+		k.onZero(kek)
+	}
+	kek.Destroy()
+}

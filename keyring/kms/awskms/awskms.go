@@ -1,0 +1,320 @@
+// Package awskms is a master key held in AWS KMS.
+//
+// The common case is a URI naming a symmetric (SYMMETRIC_DEFAULT) KMS key
+// by its ARN, and the SDK's default credential chain:
+//
+//	import _ "github.com/fieldcrypt/fieldcrypt/keyring/kms/awskms"
+//	mk, err := kms.Open(ctx, "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+//
+// Alias ARNs (arn:aws:kms:REGION:ACCOUNT:alias/NAME) work too; the region
+// always comes from the ARN, never from the environment, so a URI means the
+// same key everywhere.
+//
+// Wrap calls Encrypt and Unwrap calls Decrypt, both with KeyId set to the
+// ARN and the encryption context passed as KMS's native
+// EncryptionContext, so KMS authenticates it, logs it in CloudTrail, and
+// key policies can condition on it (kms:EncryptionContext:classification).
+// Decrypt also checks that KMS answered with the expected key.
+//
+// Every call runs under the caller's ctx: give it a deadline, as the SDK
+// retries transient failures (3 attempts by default) with backoff.
+//
+// For tests and emulators (moto, LocalStack), FIELDCRYPT_AWS_KMS_ENDPOINT
+// overrides the base endpoint of the registered opener and disables the EC2
+// instance metadata client. Never set it in production.
+package awskms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	kmssdk "github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/smithy-go"
+
+	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
+)
+
+// Scheme is the URI scheme this package registers.
+const Scheme = "aws-kms"
+
+// EndpointEnv names the environment variable that overrides the KMS base
+// endpoint of the registered opener (e.g. http://127.0.0.1:5000 for moto).
+const EndpointEnv = "FIELDCRYPT_AWS_KMS_ENDPOINT"
+
+// maxCiphertext is AWS KMS's limit on Decrypt's CiphertextBlob.
+const maxCiphertext = 6144
+
+func init() {
+	kms.Register(Scheme, kms.OpenerFunc(openURI))
+}
+
+// API is the part of the AWS KMS client this package uses; *kms.Client
+// from github.com/aws/aws-sdk-go-v2/service/kms implements it.
+type API interface {
+	Encrypt(ctx context.Context, in *kmssdk.EncryptInput, optFns ...func(*kmssdk.Options)) (*kmssdk.EncryptOutput, error)
+	Decrypt(ctx context.Context, in *kmssdk.DecryptInput, optFns ...func(*kmssdk.Options)) (*kmssdk.DecryptOutput, error)
+}
+
+var _ API = (*kmssdk.Client)(nil)
+
+// ParseURI returns the parsed ARN in an aws-kms:// URI, or an error wrapping
+// kms.ErrInvalidURI. The ARN must name a KMS key (key/ID) or alias
+// (alias/NAME) with a region and an account.
+func ParseURI(uri string) (arn.ARN, error) {
+	s, ok := strings.CutPrefix(uri, Scheme+"://")
+	if !ok {
+		return arn.ARN{}, fmt.Errorf("%w: %q does not start with %s://", kms.ErrInvalidURI, uri, Scheme)
+	}
+	a, err := arn.Parse(s)
+	bad := func(why string) (arn.ARN, error) {
+		return arn.ARN{}, fmt.Errorf("%w: %q: %s (want %s://arn:aws:kms:REGION:ACCOUNT:key/ID or :alias/NAME)", kms.ErrInvalidURI, uri, why, Scheme)
+	}
+	switch {
+	case err != nil:
+		return bad(err.Error())
+	case a.Service != "kms":
+		return bad("not a KMS ARN")
+	case a.Region == "":
+		return bad("no region")
+	case a.AccountID == "":
+		return bad("no account")
+	}
+	kind, id, _ := strings.Cut(a.Resource, "/")
+	if (kind != "key" && kind != "alias") || id == "" {
+		return bad("resource is neither key/ID nor alias/NAME")
+	}
+	return a, nil
+}
+
+// MasterKey is an AWS KMS key. It is safe for concurrent use.
+type MasterKey struct {
+	uri    string
+	arn    arn.ARN
+	keyID  string // the ARN, as sent in KeyId
+	alias  bool
+	client API
+}
+
+var _ kms.MasterKey = (*MasterKey)(nil)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	client API
+	cfg    *aws.Config
+}
+
+// WithClient makes the key use c (typically a *kms.Client).
+func WithClient(c API) Option { return func(o *options) { o.client = c } }
+
+// WithConfig makes New build its client from cfg. The region always comes
+// from the ARN.
+func WithConfig(cfg aws.Config) Option { return func(o *options) { o.cfg = &cfg } }
+
+// New returns the master key an aws-kms:// URI names. Without options it
+// loads the SDK's default configuration (environment, shared files, IMDS)
+// for the ARN's region. It makes no call to AWS KMS.
+func New(ctx context.Context, uri string, opts ...Option) (*MasterKey, error) {
+	a, err := ParseURI(uri)
+	if err != nil {
+		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	k := &MasterKey{uri: uri, arn: a, keyID: a.String(), alias: strings.HasPrefix(a.Resource, "alias/"), client: o.client}
+	if k.client == nil {
+		cfg := o.cfg
+		if cfg == nil {
+			c, err := config.LoadDefaultConfig(ctx, config.WithRegion(a.Region))
+			if err != nil {
+				return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: load AWS config: %w", kms.ErrUnavailable, err)}
+			}
+			cfg = &c
+		}
+		k.client = kmssdk.NewFromConfig(*cfg, func(o *kmssdk.Options) { o.Region = a.Region })
+	}
+	return k, nil
+}
+
+func openURI(ctx context.Context, uri string) (kms.MasterKey, error) {
+	a, err := ParseURI(uri)
+	if err != nil {
+		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
+	}
+	endpoint := os.Getenv(EndpointEnv)
+	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(a.Region)}
+	if endpoint != "" {
+		loadOpts = append(loadOpts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: load AWS config: %w", kms.ErrUnavailable, err)}
+	}
+	client := kmssdk.NewFromConfig(cfg, func(o *kmssdk.Options) {
+		o.Region = a.Region
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
+		}
+	})
+	return New(ctx, uri, WithClient(client))
+}
+
+// URI returns the key's aws-kms:// URI.
+func (k *MasterKey) URI() string { return k.uri }
+
+// Wrap encrypts key with AWS KMS Encrypt, bound to ec.
+func (k *MasterKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {
+	if err := kms.ContextError(ctx); err != nil {
+		return nil, k.err("wrap", err)
+	}
+	if err := kms.CheckWrapInput(key, ec); err != nil {
+		return nil, k.err("wrap", err)
+	}
+	out, err := k.client.Encrypt(ctx, &kmssdk.EncryptInput{
+		KeyId:             aws.String(k.keyID),
+		Plaintext:         key,
+		EncryptionContext: contextMap(ec),
+	})
+	if err != nil {
+		return nil, k.err("wrap", mapError(ctx, err))
+	}
+	if err := k.checkKeyID(aws.ToString(out.KeyId)); err != nil {
+		return nil, k.err("wrap", err)
+	}
+	if len(out.CiphertextBlob) == 0 {
+		return nil, k.err("wrap", fmt.Errorf("%w: empty CiphertextBlob in the Encrypt response", kms.ErrUnavailable))
+	}
+	return out.CiphertextBlob, nil
+}
+
+// Unwrap decrypts what Wrap returned with AWS KMS Decrypt.
+func (k *MasterKey) Unwrap(ctx context.Context, wrapped []byte, ec kms.EncryptionContext) ([]byte, error) {
+	if err := kms.ContextError(ctx); err != nil {
+		return nil, k.err("unwrap", err)
+	}
+	switch {
+	case len(wrapped) == 0:
+		return nil, k.err("unwrap", fmt.Errorf("%w: empty wrapped key", kms.ErrInvalidInput))
+	case len(wrapped) > maxCiphertext:
+		return nil, k.err("unwrap", fmt.Errorf("%w: wrapped key is %d bytes, at most %d possible", kms.ErrInvalidInput, len(wrapped), maxCiphertext))
+	}
+	if err := ec.Validate(); err != nil {
+		return nil, k.err("unwrap", err)
+	}
+	out, err := k.client.Decrypt(ctx, &kmssdk.DecryptInput{
+		KeyId:             aws.String(k.keyID),
+		CiphertextBlob:    wrapped,
+		EncryptionContext: contextMap(ec),
+	})
+	if err != nil {
+		return nil, k.err("unwrap", mapError(ctx, err))
+	}
+	if err := k.checkKeyID(aws.ToString(out.KeyId)); err != nil {
+		clear(out.Plaintext)
+		return nil, k.err("unwrap", err)
+	}
+	return out.Plaintext, nil
+}
+
+// checkKeyID checks the KeyId of a response: KMS always answers with the
+// key ARN. For a key ARN it must be ours; for an alias (whose target KMS
+// resolved and enforced itself) it must be a key in the same partition,
+// region and account.
+func (k *MasterKey) checkKeyID(got string) error {
+	if !k.alias {
+		if got == k.keyID {
+			return nil
+		}
+	} else if a, err := arn.Parse(got); err == nil && a.Service == "kms" &&
+		a.Partition == k.arn.Partition && a.Region == k.arn.Region && a.AccountID == k.arn.AccountID &&
+		strings.HasPrefix(a.Resource, "key/") {
+		return nil
+	}
+	return fmt.Errorf("%w: KMS answered for key %q, not this key", kms.ErrAuthentication, got)
+}
+
+func (k *MasterKey) err(op string, err error) error {
+	return &kms.Error{Op: op, URI: k.uri, Err: err}
+}
+
+func contextMap(ec kms.EncryptionContext) map[string]string {
+	if len(ec) == 0 {
+		return nil
+	}
+	return map[string]string(ec)
+}
+
+// errorCodes maps AWS KMS (and AWS-wide) error codes to sentinels.
+var errorCodes = map[string]error{
+	"AccessDeniedException":       kms.ErrAccessDenied,
+	"UnrecognizedClientException": kms.ErrAccessDenied,
+	"InvalidClientTokenId":        kms.ErrAccessDenied,
+	"InvalidSignatureException":   kms.ErrAccessDenied,
+	"IncompleteSignature":         kms.ErrAccessDenied,
+	"MissingAuthenticationToken":  kms.ErrAccessDenied,
+	"ExpiredTokenException":       kms.ErrAccessDenied,
+	"NotAuthorized":               kms.ErrAccessDenied,
+
+	"DisabledException":          kms.ErrKeyDisabled,
+	"KMSInvalidStateException":   kms.ErrKeyDisabled,
+	"NotFoundException":          kms.ErrKeyNotFound,
+	"InvalidCiphertextException": kms.ErrAuthentication,
+	"IncorrectKeyException":      kms.ErrAuthentication,
+
+	"InvalidKeyUsageException":      kms.ErrInvalidInput,
+	"InvalidArnException":           kms.ErrInvalidInput,
+	"InvalidGrantTokenException":    kms.ErrInvalidInput,
+	"UnsupportedOperationException": kms.ErrInvalidInput,
+	"ValidationException":           kms.ErrInvalidInput,
+	"DryRunOperationException":      kms.ErrInvalidInput,
+
+	"KeyUnavailableException":    kms.ErrUnavailable,
+	"DependencyTimeoutException": kms.ErrUnavailable,
+	"KMSInternalException":       kms.ErrUnavailable,
+	"LimitExceededException":     kms.ErrUnavailable,
+	"ThrottlingException":        kms.ErrUnavailable,
+	"ServiceUnavailable":         kms.ErrUnavailable,
+	"InternalFailure":            kms.ErrUnavailable,
+	"RequestTimeout":             kms.ErrUnavailable,
+	"RequestTimeoutException":    kms.ErrUnavailable,
+}
+
+// mapError maps an AWS SDK error to the kms sentinels, keeping the original
+// (operation, HTTP status, request ID, error code and message; never key
+// material) wrapped. A cancelled or expired ctx is also wrapped, so
+// errors.Is(err, context.Canceled) holds.
+func mapError(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w: %w: %w", kms.ErrUnavailable, cerr, err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", kms.ErrUnavailable, err)
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		if s, ok := errorCodes[apiErr.ErrorCode()]; ok {
+			return fmt.Errorf("%w: %w", s, err)
+		}
+		// An unknown code: 5xx (or a server fault) is transient, the rest is
+		// something wrong with the request.
+		var httpErr interface{ HTTPStatusCode() int }
+		if apiErr.ErrorFault() == smithy.FaultServer || (errors.As(err, &httpErr) && httpErr.HTTPStatusCode() >= 500) {
+			return fmt.Errorf("%w: %w", kms.ErrUnavailable, err)
+		}
+		return fmt.Errorf("%w: %w", kms.ErrInvalidInput, err)
+	}
+	// No API error: the request never got an answer (connection refused,
+	// DNS, TLS, timeouts, retries exhausted) or credentials could not be
+	// retrieved. Both mean KMS cannot be used right now.
+	return fmt.Errorf("%w: %w", kms.ErrUnavailable, err)
+}

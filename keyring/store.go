@@ -1,0 +1,31 @@
+package keyring
+
+import (
+	"context"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
+)
+
+// Store persists KEK records. Two implementations come with the package:
+// GormStore (tables in the application's own database; the default) and
+// FileStore (one JSON file). A Store never sees a plaintext key.
+//
+// Implementations must be safe for concurrent use by goroutines and by
+// processes sharing the same database or file.
+type Store interface {
+	// LoadScope returns the stored state of scope. A scope never written
+	// returns an empty state (no records) and no error.
+	LoadScope(ctx context.Context, scope envelope.Scope) (*ScopeState, error)
+	// ListScopes returns the state of every stored scope.
+	ListScopes(ctx context.Context) ([]*ScopeState, error)
+	// UpdateScope reads the current state of scope and calls fn with it
+	// inside a transaction serialized against every other UpdateScope of
+	// the same scope, in this process and in others. When fn returns nil
+	// the state fn left is checked (ScopeState.Check) and written
+	// atomically; when fn returns an error nothing is written and that
+	// error is returned. fn may be called more than once (retries after a
+	// conflict); it must start from the state it is given each time.
+	// Records are never deleted: fn may change records and append new
+	// versions.
+	UpdateScope(ctx context.Context, scope envelope.Scope, fn func(*ScopeState) error) error
+}
