@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -195,7 +194,6 @@ func TestRegisteredOpener(t *testing.T) {
 
 	_, err = kms.Open(ctx, "aws-kms://arn:aws:s3:::bucket")
 	assert.ErrorIs(t, err, kms.ErrInvalidURI)
-	_ = os.Remove(filepath.Join(dir, "config"))
 }
 
 func TestParseURI(t *testing.T) {
