@@ -3,6 +3,7 @@ package keyring
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -68,17 +69,14 @@ func (k *Keyring) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelo
 // KEK implements envelope.KeySource: the named version, if it is active or
 // decrypt-only. A destroyed version fails with envelope.ErrKeyDestroyed, a
 // retired one with ErrKeyRetired and envelope.ErrKeyUnavailable, an
-// unknown one with envelope.ErrUnknownKey. For classes not scoped by
-// tenant, ref.Tenant is ignored (the returned KEK's Ref has tenant "").
+// unknown one with envelope.ErrUnknownKey.
 func (k *Keyring) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, error) {
 	if k.closed.Load() {
 		return nil, keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, ErrClosed)
 	}
-	s, err := k.scope("lookup", ref.Scope())
-	if err != nil {
+	if _, err := k.scope("lookup", ref.Scope()); err != nil {
 		return nil, err
 	}
-	ref.Tenant = s.Tenant
 	if ref.Version == 0 {
 		return nil, keyErr("lookup", ref, "", "version 0 does not exist", envelope.ErrUnknownKey)
 	}
@@ -104,7 +102,7 @@ func (k *Keyring) SearchKEKs(ctx context.Context, scope envelope.Scope) ([]*enve
 	return out, nil
 }
 
-// lookupScope normalizes *scope and returns its (cached) state, creating
+// lookupScope checks *scope and returns its (cached) state, creating
 // version 1 if the scope is empty and auto-creation is on.
 func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Scope) (*ScopeState, error) {
 	if k.closed.Load() {
@@ -159,6 +157,14 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KE
 		}
 	}
 	k.stats.misses.Add(1)
+	if k.failBO > 0 {
+		k.mu.RLock()
+		f, failed := k.fails[ref]
+		k.mu.RUnlock()
+		if failed && now.Before(f.until) {
+			return nil, f.err
+		}
+	}
 	ch := k.sf.DoChan("kek:"+ref.String(), func() (any, error) { return k.loadKEK(ctx, ref) })
 	select {
 	case r := <-ch:
@@ -175,9 +181,10 @@ func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.K
 	ctx, cancel := k.detached(ctx)
 	defer cancel()
 	now := k.now()
-	k.mu.RLock()
+	k.mu.Lock()
+	k.sweepLocked(now) // every slow path zeroes evicted KEKs past their grace
 	e := k.keks[ref]
-	k.mu.RUnlock()
+	k.mu.Unlock()
 	if e != nil && time.Duration(now.UnixNano()-e.verified.Load()) < k.ttl {
 		return e.kek, nil // loaded by a flight that ended just before ours
 	}
@@ -197,9 +204,14 @@ func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.K
 	}
 	raw, err := k.unwrap(ctx, ref, rec)
 	if err != nil {
+		k.mu.Lock()
 		if e != nil {
-			k.evict(ref, e, false) // past MaxAge: no longer servable
+			k.evictLocked(ref, e, false, now) // past MaxAge: no longer servable
 		}
+		if k.failBO > 0 {
+			k.fails[ref] = failure{err: err, until: k.now().Add(k.failBO)}
+		}
+		k.mu.Unlock()
 		return nil, err
 	}
 	kek, err := envelope.NewKEK(ref, raw)
@@ -272,6 +284,15 @@ func (k *Keyring) setScope(scope envelope.Scope, st *ScopeState, now time.Time) 
 		if e, ok := k.keks[ref]; ok {
 			k.evictLocked(ref, e, r.State == StateDestroyed, now)
 		}
+		if r.State == StateDestroyed { // also copies waiting out their grace
+			k.graves = slices.DeleteFunc(k.graves, func(g grave) bool {
+				if g.kek.Ref() == ref {
+					k.zero(g.kek)
+					return true
+				}
+				return false
+			})
+		}
 	}
 	k.sweepLocked(now)
 }
@@ -289,6 +310,7 @@ func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, now time.Time) 
 		k.graves = append(k.graves, grave{kek: old.kek, at: now})
 	}
 	k.keks[ref] = e
+	delete(k.fails, ref)
 	k.sweepLocked(now)
 }
 
@@ -328,6 +350,11 @@ func (k *Keyring) sweepLocked(now time.Time) {
 	}
 	clear(k.graves[n:])
 	k.graves = k.graves[:n]
+	for ref, f := range k.fails {
+		if !now.Before(f.until) {
+			delete(k.fails, ref)
+		}
+	}
 }
 
 // spawn runs fn in a tracked goroutine unless the keyring is closed.

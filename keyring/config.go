@@ -46,9 +46,11 @@ type ClassConfig struct {
 	// gcp-kms://projects/.../cryptoKeys/..., local:///path. Empty only for
 	// the public class.
 	MasterKey string `json:"master_key,omitempty"`
-	// TenantScoped gives every tenant its own line of KEKs in this class,
-	// so one tenant can be crypto-shredded alone. When false the tenant of
-	// a lookup is ignored and the class-wide KEKs (tenant "") are used.
+	// TenantScoped gives every tenant its own line of KEKs in this class
+	// (created on first use), so one tenant can be crypto-shredded alone;
+	// tenant "" remains available for data of no tenant. When false, only
+	// tenant "" is allowed: lookups with a tenant fail with
+	// envelope.ErrInvalidInput (bind such values with Tenant "").
 	TenantScoped bool `json:"tenant_scoped,omitempty"`
 }
 

@@ -16,6 +16,8 @@
 //	store, err := keyring.NewGormStore(ctx, db) // tables fieldcrypt_keks, fieldcrypt_kek_scopes
 //	kr, err := keyring.New(cfg, store)
 //	defer kr.Close()
+//	env := envelope.New(kr)
+//	ct, err := env.Seal(ctx, envelope.Binding{Class: envelope.Critical, Table: "users", Column: "ssn", Row: id}, ssn)
 //
 // Every value the envelope seals or opens asks the keyring for one KEK. The
 // keyring answers from memory: a KEK is unwrapped by the KMS once and then
@@ -74,11 +76,28 @@
 //   - The primary version and search keys of a scope are cached the same
 //     way: a rotation, retirement or destruction by another process is seen
 //     within CacheTTL (operations in this process are seen at once).
-//   - Concurrent misses share one KMS call (singleflight).
-//   - Evicted KEKs are zeroed (KEK.Destroy) once they have been out of the
-//     cache for EvictGrace (default 1 min): the envelope uses a KEK for one
-//     value and drops it, so no caller still holds it then. A destroyed
-//     (crypto-shredded) version is zeroed at once, and Close zeroes all.
+//   - Concurrent misses share one KMS call (singleflight), and a failed
+//     unwrap is remembered for WithFailureBackoff (default 1 s) so that,
+//     during an outage, lookups without a servable copy fail fast instead
+//     of each waiting on the KMS.
+//   - A cached KEK object is kept across successful refreshes (a version's
+//     key never changes), so KEKs leave the cache only when they are
+//     destroyed, retired, revoked, past MaxAge, or at Close. Evicted KEKs
+//     are zeroed (KEK.Destroy) at the first cache maintenance (any miss or
+//     refresh) once they have been out of the cache for the evict grace
+//     (WithEvictGrace, default 1 min): the envelope uses a KEK for one
+//     value and drops it, so no caller still holds it by then. A destroyed
+//     (crypto-shredded) version is zeroed at once, in-flight users
+//     included: that is the point. Close zeroes everything.
 //
 // Stats reports KMS calls, hits, misses, stale serves and errors.
+//
+// # Tenants
+//
+// A class with TenantScoped has one line of KEKs per tenant, created on
+// first use (PrimaryKEK or SearchKEKs; see WithoutAutoCreate), plus the
+// tenant-less scope. A class without it only has the tenant-less scope:
+// a lookup naming a tenant fails with envelope.ErrInvalidInput, because
+// the envelope binds the KEK's exact scope and the keyring will not
+// silently hand out the class-wide key for a tenant.
 package keyring

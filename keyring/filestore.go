@@ -1,6 +1,7 @@
 package keyring
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -218,6 +220,9 @@ func (f *FileStore) UpdateScope(ctx context.Context, scope envelope.Scope, fn fu
 	if err := checkUpdate(before, st); err != nil {
 		return err
 	}
+	if sameState(before, st) {
+		return nil
+	}
 	all[scope] = st
 	return f.write(all)
 }
@@ -250,4 +255,18 @@ func checkUpdate(before, after *ScopeState) error {
 		}
 	}
 	return after.Check()
+}
+
+func sameState(a, b *ScopeState) bool {
+	if !slices.Equal(a.Search, b.Search) || len(a.Records) != len(b.Records) {
+		return false
+	}
+	for i := range a.Records {
+		x, y := a.Records[i], b.Records[i]
+		if x.Version != y.Version || x.State != y.State || x.MasterKeyURI != y.MasterKeyURI || !bytes.Equal(x.Wrapped, y.Wrapped) ||
+			!x.CreatedAt.Equal(y.CreatedAt) || !x.UpdatedAt.Equal(y.UpdatedAt) || !x.DestroyedAt.Equal(y.DestroyedAt) {
+			return false
+		}
+	}
+	return true
 }

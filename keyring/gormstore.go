@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -67,9 +68,28 @@ func (scopeRow) TableName() string { return ScopeTable }
 // scope's row (a row lock on PostgreSQL and MySQL, the database write lock
 // on SQLite), so concurrent updates of a scope serialize, from any number
 // of processes; a unique index also makes a second primary impossible.
-// Deadlocks, serialization failures and busy errors are retried.
+// Deadlocks, serialization failures and busy errors are retried. On
+// SQLite, open the database with a busy timeout (for example
+// "_pragma=busy_timeout(5000)") and preferably WAL mode.
+//
+// Schema (one keyring per database schema):
+//
+//	fieldcrypt_kek_scopes  class varchar(16), tenant varchar(255)   PRIMARY KEY (class, tenant)
+//	                       search_versions varchar(1024)  "3,1": current search key first
+//	                       lock_seq bigint                bumped by every update (the lock)
+//	                       updated_at timestamp
+//	fieldcrypt_keks        id bigint PRIMARY KEY
+//	                       class, tenant, version bigint  UNIQUE fieldcrypt_keks_version
+//	                       is_primary boolean NULL        TRUE for the active version, else NULL;
+//	                                                      UNIQUE fieldcrypt_keks_primary (class, tenant, is_primary)
+//	                       state varchar(16)              active | decrypt-only | retired | destroyed
+//	                       master_key_uri varchar(512)    the master key wrapped_key is wrapped under
+//	                       wrapped_key blob NULL          NULL once destroyed
+//	                       created_at, updated_at timestamp, destroyed_at timestamp NULL
 type GormStore struct {
-	db *gorm.DB
+	db      *gorm.DB
+	retries atomic.Int64 // conflicts retried (tests log it)
+	noLock  bool         // tests: prove the unique indexes alone keep the invariant
 }
 
 // NewGormStore returns a store on db and creates or updates its two tables
@@ -269,9 +289,10 @@ func (s *GormStore) UpdateScope(ctx context.Context, scope envelope.Scope, fn fu
 			return nil
 		}
 		var re errRetry
-		if !errors.As(err, &re) && !retryable(err) {
-			return err
+		if !errors.As(err, &re) {
+			return err // fn's own error, or a permanent store error
 		}
+		s.retries.Add(1)
 		if berr := backoff(ctx, attempt); berr != nil {
 			break
 		}
@@ -301,14 +322,16 @@ func (s *GormStore) updateOnce(ctx context.Context, scope envelope.Scope, fn fun
 	var fnErr error
 	txErr := db.Transaction(func(tx *gorm.DB) error {
 		// Lock first: on SQLite this takes the write lock before any read.
-		res := tx.Model(&scopeRow{}).Where(where, args...).UpdateColumn("lock_seq", gorm.Expr("lock_seq + 1"))
-		if res.Error != nil {
-			return res.Error
+		if !s.noLock {
+			res := tx.Model(&scopeRow{}).Where(where, args...).UpdateColumn("lock_seq", gorm.Expr("lock_seq + 1"))
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected != 1 {
+				return errRetry{fmt.Errorf("scope row %s missing", scope)}
+			}
 		}
-		if res.RowsAffected != 1 {
-			return errRetry{fmt.Errorf("scope row %s missing", scope)}
-		}
-		st, err := s.load(tx, scope, true)
+		st, err := s.load(tx, scope, !s.noLock)
 		if err != nil {
 			return err
 		}
@@ -367,12 +390,21 @@ func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 		if row.DestroyedAt != nil {
 			cols["destroyed_at"] = *row.DestroyedAt
 		}
-		res := tx.Model(&kekRow{}).Where(where+" AND version = ?", append(slices.Clone(args), row.Version)...).UpdateColumns(cols)
+		vwhere, vargs := where+" AND version = ?", append(slices.Clone(args), row.Version)
+		res := tx.Model(&kekRow{}).Where(vwhere, vargs...).UpdateColumns(cols)
 		if res.Error != nil {
 			return res.Error
 		}
-		if res.RowsAffected != 1 {
-			return fmt.Errorf("KEK %s/v%d: %d rows updated", scope, r.Version, res.RowsAffected)
+		if res.RowsAffected == 0 {
+			// MySQL counts changed rows, not matched ones: 0 may mean
+			// "already so". Only a missing row is a conflict.
+			var n int64
+			if err := tx.Model(&kekRow{}).Where(vwhere, vargs...).Count(&n).Error; err != nil {
+				return err
+			}
+			if n != 1 {
+				return errRetry{fmt.Errorf("KEK %s/v%d: row missing", scope, r.Version)}
+			}
 		}
 		return nil
 	}

@@ -36,6 +36,7 @@ type Keyring struct {
 	maxAge time.Duration
 	grace  time.Duration
 	retry  time.Duration
+	failBO time.Duration
 	opTO   time.Duration
 	auto   bool
 	name   string
@@ -51,6 +52,7 @@ type Keyring struct {
 	keks   map[envelope.KEKRef]*kekEntry
 	scopes map[envelope.Scope]*scopeEntry
 	graves []grave
+	fails  map[envelope.KEKRef]failure // recent unwrap failures, to fail fast
 
 	sf     singleflight.Group
 	wg     sync.WaitGroup
@@ -71,6 +73,11 @@ type scopeEntry struct {
 	fetched     time.Time
 	nextAttempt atomic.Int64
 	refreshing  atomic.Bool
+}
+
+type failure struct {
+	err   error
+	until time.Time
 }
 
 type grave struct {
@@ -111,6 +118,12 @@ func WithEvictGrace(d time.Duration) Option { return func(k *Keyring) { k.grace 
 // trying again while serving stale entries (default 30 s).
 func WithRefreshRetry(d time.Duration) Option { return func(k *Keyring) { k.retry = d } }
 
+// WithFailureBackoff sets how long a failed unwrap (KMS unreachable, key
+// revoked, with no servable cached copy) is remembered: lookups of that
+// version fail fast with the same error instead of each waiting for the
+// KMS (default 1 s; 0 disables).
+func WithFailureBackoff(d time.Duration) Option { return func(k *Keyring) { k.failBO = d } }
+
 // WithOpTimeout bounds each KMS call and store read made on behalf of
 // lookups (default 30 s). Lookups share these calls, so one caller's
 // cancellation never fails the others.
@@ -138,6 +151,7 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 		ttl:    cfg.ttl(),
 		maxAge: cfg.maxAge(),
 		grace:  time.Minute,
+		failBO: time.Second,
 		retry:  30 * time.Second,
 		opTO:   30 * time.Second,
 		auto:   true,
@@ -146,6 +160,7 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 		cfg:    cfg.clone(),
 		mks:    map[string]kms.MasterKey{},
 		keks:   map[envelope.KEKRef]*kekEntry{},
+		fails:  map[envelope.KEKRef]failure{},
 		scopes: map[envelope.Scope]*scopeEntry{},
 	}
 	for n, cc := range cfg.Classes {
@@ -199,8 +214,10 @@ func (k *Keyring) Close() error {
 	return nil
 }
 
-// scope normalizes and checks a scope: the class must be configured and
-// encrypted; the tenant is dropped for classes not scoped by tenant.
+// scope checks a scope: the class must be configured and encrypted, and
+// the tenant empty unless the class is tenant-scoped. (The envelope
+// requires the KEK it gets to carry the binding's exact scope, so a tenant
+// cannot silently fall back to the class-wide KEKs.)
 func (k *Keyring) scope(op string, s envelope.Scope) (envelope.Scope, error) {
 	scoped, ok := k.scoped[s.Class]
 	if !ok {
@@ -209,8 +226,9 @@ func (k *Keyring) scope(op string, s envelope.Scope) (envelope.Scope, error) {
 		}
 		return s, scopeErr(op, s, "", "class not configured in keyring "+strconv.Quote(k.name), envelope.ErrUnknownKey)
 	}
-	if !scoped {
-		s.Tenant = ""
+	if !scoped && s.Tenant != "" {
+		return s, scopeErr(op, s, "", "class "+s.Class.String()+" is not tenant-scoped in keyring "+strconv.Quote(k.name)+
+			" (use tenant \"\" or set tenant_scoped)", envelope.ErrInvalidInput)
 	}
 	return s, nil
 }

@@ -128,13 +128,32 @@ func TestTenantScoping(t *testing.T) {
 	assert.Equal(t, ref(envelope.High, "globex", 1), b.Ref())
 	assert.NotSame(t, a, b)
 	assert.Equal(t, "acme", keys[uriHigh].contexts[0][ECTenant], "tenant bound in the encryption context")
-	// critical is not: the tenant is ignored.
-	c1, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+	// critical is not: a tenant is refused, tenant "" works.
+	for _, call := range []func() error{
+		func() error {
+			_, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+			return err
+		},
+		func() error { _, err := kr.KEK(ctx, ref(envelope.Critical, "acme", 1)); return err },
+		func() error {
+			_, err := kr.SearchKEKs(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+			return err
+		},
+		func() error {
+			_, err := kr.Rotate(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+			return err
+		},
+	} {
+		err := call()
+		assert.ErrorIs(t, err, envelope.ErrInvalidInput)
+		assert.Contains(t, err.Error(), "not tenant-scoped")
+	}
+	c, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical})
 	require.NoError(t, err)
-	c2, err := kr.KEK(ctx, ref(envelope.Critical, "globex", 1))
+	assert.Equal(t, ref(envelope.Critical, "", 1), c.Ref())
+	h, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.High})
 	require.NoError(t, err)
-	assert.Same(t, c1, c2)
-	assert.Equal(t, ref(envelope.Critical, "", 1), c1.Ref())
+	assert.Equal(t, ref(envelope.High, "", 1), h.Ref(), "tenant-scoped classes also have a tenant-less scope")
 }
 
 func TestRotateAndSearchKeys(t *testing.T) {
@@ -535,4 +554,40 @@ func TestKeyringName(t *testing.T) {
 	kr2, _ := e.process(other)
 	_, err = kr2.KEK(ctx, ref(envelope.Low, "", 1))
 	assert.ErrorIs(t, err, kms.ErrAuthentication, "a KEK wrapped for one keyring does not unwrap in another")
+}
+
+// TestSearchKeysThroughEnvelope: deterministic ciphertexts follow the
+// search-key lifecycle, not the primary.
+func TestSearchKeysThroughEnvelope(t *testing.T) {
+	e := newEnv(t, nil)
+	kr, _ := e.process(testConfig())
+	env := envelope.New(kr)
+	b := envelope.Binding{Class: envelope.High, Tenant: "acme", Table: "users", Column: "email"}
+	v := []byte("jane@example.com")
+	before, err := env.SealDeterministic(ctx, b, v)
+	require.NoError(t, err)
+
+	_, err = kr.Rotate(ctx, b.Scope())
+	require.NoError(t, err)
+	same, err := env.SealDeterministic(ctx, b, v)
+	require.NoError(t, err)
+	assert.Equal(t, before, same, "rotating the primary leaves search keys alone")
+
+	_, err = kr.RotateSearch(ctx, b.Scope())
+	require.NoError(t, err)
+	after, err := env.SealDeterministic(ctx, b, v)
+	require.NoError(t, err)
+	assert.NotEqual(t, before, after, "new values use the new search key")
+	cands, err := env.DeterministicCandidates(ctx, b, v)
+	require.NoError(t, err)
+	assert.Equal(t, [][]byte{after, before}, cands, "during the transition both match")
+
+	_, err = kr.FinishSearchRotation(ctx, b.Scope())
+	require.NoError(t, err)
+	cands, err = env.DeterministicCandidates(ctx, b, v)
+	require.NoError(t, err)
+	assert.Equal(t, [][]byte{after}, cands)
+	pt, err := env.Open(ctx, b, before)
+	require.NoError(t, err, "v1 is still decrypt-only: old values open")
+	assert.Equal(t, v, pt)
 }

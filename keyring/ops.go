@@ -99,6 +99,9 @@ func (k *Keyring) opErr(op string, s envelope.Scope, uri string, err error) erro
 	if errors.As(err, &ke) {
 		return err
 	}
+	if uri == "" {
+		uri = k.classURI(s.Class)
+	}
 	return scopeErr(op, s, uri, "", err)
 }
 
@@ -250,7 +253,6 @@ func (k *Keyring) transition(ctx context.Context, op string, ref envelope.KEKRef
 	if err != nil {
 		return KEKInfo{}, err
 	}
-	ref.Tenant = s.Tenant
 	var final *ScopeState
 	err = k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
 		r := st.Record(ref.Version)
@@ -300,7 +302,6 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 	if err != nil {
 		return KEKInfo{}, err
 	}
-	ref.Tenant = s.Tenant
 	check := func(st *ScopeState) (*Record, error) {
 		r := st.Record(ref.Version)
 		if r == nil {

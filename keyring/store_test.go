@@ -220,9 +220,50 @@ func TestConcurrentRotation(t *testing.T) {
 			open := sc.open(t)
 			e := newEnv(t, open())
 			krs := make([]*Keyring, procs)
+			keys := make([]map[string]*memKey, procs)
+			var stores []Store
 			for i := range krs {
-				krs[i], _ = e.processOn(testConfig(), open())
+				stores = append(stores, open())
+				krs[i], keys[i] = e.processOn(testConfig(), stores[i])
 			}
+			defer func() {
+				var retries int64
+				for _, s := range stores {
+					if g, ok := s.(*GormStore); ok {
+						retries += g.retries.Load()
+					}
+				}
+				t.Logf("conflicts retried: %d", retries)
+			}()
+
+			// Phase 1: every process meets the new tenant at once; one
+			// version 1 is created, the others unwrap it.
+			gate1 := make(chan struct{})
+			var wg1 sync.WaitGroup
+			refs := make([]envelope.KEKRef, procs)
+			errs1 := make([]error, procs)
+			for i := range krs {
+				wg1.Add(1)
+				go func(i int) {
+					defer wg1.Done()
+					<-gate1
+					k, err := krs[i].PrimaryKEK(ctx, scope)
+					if err == nil {
+						refs[i] = k.Ref()
+					}
+					errs1[i] = err
+				}(i)
+			}
+			close(gate1)
+			wg1.Wait()
+			var created int64
+			for i := range krs {
+				require.NoError(t, errs1[i])
+				assert.Equal(t, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: 1}, refs[i])
+				created += sum(keys[i], wraps)
+			}
+			assert.EqualValues(t, 1, created, "one version 1 created across all processes")
+
 			start := time.Now()
 			gate := make(chan struct{})
 			var wg sync.WaitGroup
@@ -257,15 +298,16 @@ func TestConcurrentRotation(t *testing.T) {
 			}
 			assert.Len(t, seen, procs*rotations)
 
+			const total = procs*rotations + 1 // + version 1 of phase 1
 			st, err := open().LoadScope(ctx, scope)
 			require.NoError(t, err)
-			require.Len(t, st.Records, procs*rotations)
+			require.Len(t, st.Records, total)
 			active := 0
 			for i, r := range st.Records {
 				assert.Equal(t, uint32(i+1), r.Version)
 				if r.State == StateActive {
 					active++
-					assert.Equal(t, uint32(procs*rotations), r.Version, "primary is the newest")
+					assert.Equal(t, uint32(total), r.Version, "primary is the newest")
 				} else {
 					assert.Equal(t, StateDecryptOnly, r.State)
 				}
@@ -279,7 +321,7 @@ func TestConcurrentRotation(t *testing.T) {
 			}
 			// Every process can read every version.
 			fresh, _ := e.processOn(testConfig(), open())
-			for v := uint32(1); v <= procs*rotations; v++ {
+			for v := uint32(1); v <= total; v++ {
 				_, err := fresh.KEK(ctx, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: v})
 				require.NoError(t, err)
 			}
@@ -318,5 +360,72 @@ func testUniquePrimaryIndex(t *testing.T, d testsvc.Dialect) {
 		require.NoError(t, db.Create(&row).Error, "non-primary rows (NULL) do not collide")
 		row = rowOf(scope, rec(2, StateDecryptOnly))
 		require.Error(t, db.Create(&row).Error, "duplicate version refused")
+	}
+}
+
+// TestConcurrentRotationConstraintsOnly disables the scope lock: the unique
+// indexes (one row per version, one primary per scope) plus retries must
+// still keep exactly one primary and distinct versions.
+func TestConcurrentRotationConstraintsOnly(t *testing.T) {
+	const procs, rotations = 6, 3
+	ctx := context.Background()
+	scope := envelope.Scope{Class: envelope.Moderate}
+	for _, d := range []testsvc.Dialect{testsvc.Postgres, testsvc.MySQL} {
+		t.Run(string(d), func(t *testing.T) {
+			_, dsn := testsvc.OpenDSN(t, d)
+			first, err := NewGormStore(ctx, openPool(t, dsn))
+			require.NoError(t, err)
+			e := newEnv(t, first)
+			admin, _ := e.process(testConfig())
+			_, err = admin.EnsureScope(ctx, scope)
+			require.NoError(t, err)
+			var stores []*GormStore
+			var krs []*Keyring
+			for i := 0; i < procs; i++ {
+				s := NewGormStoreNoMigrate(openPool(t, dsn))
+				s.noLock = true
+				stores = append(stores, s)
+				kr, _ := e.processOn(testConfig(), s)
+				krs = append(krs, kr)
+			}
+			gate := make(chan struct{})
+			var wg sync.WaitGroup
+			errs := make(chan error, procs)
+			for _, kr := range krs {
+				wg.Add(1)
+				go func(kr *Keyring) {
+					defer wg.Done()
+					<-gate
+					for j := 0; j < rotations; j++ {
+						if _, err := kr.Rotate(ctx, scope); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}(kr)
+			}
+			close(gate)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			st, err := first.LoadScope(ctx, scope)
+			require.NoError(t, err)
+			require.Len(t, st.Records, procs*rotations+1)
+			active := 0
+			for i, r := range st.Records {
+				assert.Equal(t, uint32(i+1), r.Version)
+				if r.State == StateActive {
+					active++
+				}
+			}
+			assert.Equal(t, 1, active)
+			var retries int64
+			for _, s := range stores {
+				retries += s.retries.Load()
+			}
+			t.Logf("without the lock: %d conflicts retried", retries)
+		})
 	}
 }

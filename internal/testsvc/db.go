@@ -34,7 +34,10 @@ func randomName(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-var quiet = &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
+// quiet returns a fresh config per connection: gorm.Open stores the
+// dialector in the config it is given, so sharing one across dialects makes
+// later connections speak the first one's SQL.
+func quiet() *gorm.Config { return &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)} }
 
 // Open returns a connection to a fresh, empty database of the given dialect,
 // dropped when the test ends. SQLite lives in t.TempDir(). PostgreSQL and
@@ -53,14 +56,14 @@ func OpenDSN(t testing.TB, d Dialect) (*gorm.DB, string) {
 	switch d {
 	case SQLite:
 		path := filepath.Join(t.TempDir(), "test.db")
-		db, err := gorm.Open(sqlite.Open(path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"), quiet)
+		db, err := gorm.Open(sqlite.Open(path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"), quiet())
 		if err != nil {
 			t.Fatalf("open sqlite: %v", err)
 		}
 		t.Cleanup(func() { closeDB(db) })
 		return db, "sqlite://" + path
 	case Postgres:
-		admin, err := gorm.Open(postgres.Open(PostgresDSN()), quiet)
+		admin, err := gorm.Open(postgres.Open(PostgresDSN()), quiet())
 		if err == nil {
 			err = ping(admin)
 		}
@@ -72,7 +75,7 @@ func OpenDSN(t testing.TB, d Dialect) (*gorm.DB, string) {
 			t.Fatalf("create postgres database: %v", err)
 		}
 		dsn := fmt.Sprintf("host=127.0.0.1 port=5432 user=fieldcrypt dbname=%s sslmode=disable", name)
-		db, err := gorm.Open(postgres.Open(dsn), quiet)
+		db, err := gorm.Open(postgres.Open(dsn), quiet())
 		if err != nil {
 			t.Fatalf("open postgres %s: %v", name, err)
 		}
@@ -83,7 +86,7 @@ func OpenDSN(t testing.TB, d Dialect) (*gorm.DB, string) {
 		})
 		return db, "postgres://fieldcrypt@127.0.0.1:5432/" + name + "?sslmode=disable"
 	case MySQL:
-		admin, err := gorm.Open(mysql.Open(MySQLDSN()), quiet)
+		admin, err := gorm.Open(mysql.Open(MySQLDSN()), quiet())
 		if err == nil {
 			err = ping(admin)
 		}
@@ -95,7 +98,7 @@ func OpenDSN(t testing.TB, d Dialect) (*gorm.DB, string) {
 			t.Fatalf("create mariadb database: %v", err)
 		}
 		dsn := fmt.Sprintf("fieldcrypt:fieldcrypt@tcp(127.0.0.1:3306)/%s?parseTime=true", name)
-		db, err := gorm.Open(mysql.Open(dsn), quiet)
+		db, err := gorm.Open(mysql.Open(dsn), quiet())
 		if err != nil {
 			t.Fatalf("open mariadb %s: %v", name, err)
 		}
