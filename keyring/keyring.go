@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
@@ -58,6 +59,7 @@ type Keyring struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	stats  counters
+	audit  audit.Sink
 	onZero func(*envelope.KEK) // test hook
 }
 
@@ -311,6 +313,7 @@ func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 	}
 	k.stats.kmsUnwrap.Add(1)
 	raw, err := mk.Unwrap(ctx, rec.Wrapped, k.ec(ref))
+	k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, nil)
 	if err != nil {
 		k.stats.unwrapErrors.Add(1)
 		return nil, keyErr("unwrap", ref, uri, "", envelope.ErrKeyUnavailable, err)

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
 
@@ -34,13 +35,18 @@ func (k *Keyring) Init(ctx context.Context) ([]KEKInfo, error) {
 // scope has no KEK yet, and returns its primary. Concurrent calls, from any
 // process, create one version 1. A scope whose versions were all
 // destroyed is not recreated (use Rotate to start a new version).
-func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (KEKInfo, error) {
+func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info KEKInfo, err error) {
+	var created *envelope.KEK
+	defer func() {
+		if created != nil || err != nil {
+			k.emit(ctx, audit.KEKCreated, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: info.Ref.Version}, k.classURI(scope.Class), err, nil)
+		}
+	}()
 	s, err := k.scope("ensure", scope)
 	if err != nil {
 		return KEKInfo{}, err
 	}
 	uri := k.classURI(s.Class)
-	var created *envelope.KEK
 	var final *ScopeState
 	err = k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
 		if created != nil { // a previous attempt's key, never stored
@@ -109,7 +115,10 @@ func (k *Keyring) opErr(op string, s envelope.Scope, uri string, err error) erro
 // the class's master key) and moves the previous primary to decrypt-only.
 // Search keys do not change. On an empty scope it creates version 1.
 // Other processes see the new primary within CacheTTL.
-func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (KEKInfo, error) {
+func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInfo, err error) {
+	defer func() {
+		k.emit(ctx, audit.KEKRotated, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: info.Ref.Version}, k.classURI(scope.Class), err, nil)
+	}()
 	s, err := k.scope("rotate", scope)
 	if err != nil {
 		return KEKInfo{}, err
@@ -205,7 +214,8 @@ func (k *Keyring) updateSearch(ctx context.Context, op string, scope envelope.Sc
 // when nothing broke. The primary and live search keys cannot be retired.
 // Retiring a retired version is a no-op. Other processes see it within
 // CacheTTL.
-func (k *Keyring) Retire(ctx context.Context, ref envelope.KEKRef) (KEKInfo, error) {
+func (k *Keyring) Retire(ctx context.Context, ref envelope.KEKRef) (info KEKInfo, err error) {
+	defer func() { k.emit(ctx, audit.KEKRetired, ref, info.MasterKeyURI, err, nil) }()
 	return k.transition(ctx, "retire", ref, func(st *ScopeState, r *Record) error {
 		switch r.State {
 		case StateRetired:
@@ -293,7 +303,8 @@ func WithDestroyCheck(check func(ctx context.Context, ref envelope.KEKRef) error
 // It refuses the primary and live search keys (ErrRefused). Destroying a
 // destroyed version is a no-op. Decrypt-only and retired versions can be
 // destroyed; retiring first is the prudent path.
-func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...DestroyOption) (KEKInfo, error) {
+func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...DestroyOption) (info KEKInfo, err error) {
+	defer func() { k.emit(ctx, audit.KEKDestroyed, ref, info.MasterKeyURI, err, nil) }()
 	var o destroyOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -379,8 +390,15 @@ type ShredReport struct {
 // concurrently in a class where the tenant had none is not shredded (run
 // ShredTenant again). The report lists what was destroyed and when; on
 // error it lists what was destroyed before the error.
-func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (ShredReport, error) {
-	rep := ShredReport{Tenant: tenant, At: k.now()}
+func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredReport, err error) {
+	defer func() {
+		for _, d := range rep.Destroyed {
+			k.emit(ctx, audit.KEKDestroyed, d.Ref, d.MasterKeyURI, nil, nil)
+		}
+		k.emit(ctx, audit.TenantShredded, envelope.KEKRef{Tenant: tenant}, "", err, map[string]int64{
+			"kek_versions_destroyed": int64(len(rep.Destroyed)), "kek_versions_already_destroyed": int64(len(rep.AlreadyDestroyed)), "scopes": int64(len(rep.Scopes))})
+	}()
+	rep = ShredReport{Tenant: tenant, At: k.now()}
 	if tenant == "" {
 		return rep, scopeErr("shred-tenant", envelope.Scope{}, "", "empty tenant (would shred class-wide keys)", ErrRefused)
 	}
@@ -466,8 +484,12 @@ type RewrapReport struct {
 //
 // newURI must be well-formed and not be another class's master key
 // (ErrInvalidConfig).
-func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI string) (RewrapReport, error) {
-	rep := RewrapReport{Class: class, To: newURI}
+func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI string) (rep RewrapReport, err error) {
+	defer func() {
+		k.emit(ctx, audit.KEKRewrapped, envelope.KEKRef{Class: class}, newURI, err, map[string]int64{
+			"rewrapped": int64(rep.Rewrapped), "already_done": int64(rep.AlreadyDone), "destroyed": int64(rep.Destroyed)})
+	}()
+	rep = RewrapReport{Class: class, To: newURI}
 	s, err := k.scope("rewrap", envelope.Scope{Class: class})
 	if err != nil {
 		return rep, err
