@@ -20,7 +20,9 @@ import (
 )
 
 // Progress reports how far an operation got. Callbacks receive cumulative
-// totals after each segment, in order, from a single goroutine.
+// totals after each segment, in segment order; calls never overlap (they
+// are serialized, though they may come from different goroutines), so a
+// callback needs no locking but must not block for long.
 type Progress struct {
 	Segments        int64 // payload segments done
 	PlaintextBytes  int64 // plaintext bytes read (Encrypt) or authenticated (Decrypt, Verify)
@@ -100,8 +102,8 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 //
 // On error, what was written to dst is not a valid backup.
 func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey, opts EncryptOptions) (*Result, error) {
-	if mk == nil {
-		return nil, fmt.Errorf("%w: nil master key", ErrInvalidInput)
+	if mk == nil || dst == nil || src == nil {
+		return nil, fmt.Errorf("%w: nil master key, destination or source", ErrInvalidInput)
 	}
 	if opts.SegmentSize == 0 {
 		opts.SegmentSize = DefaultSegmentSize
@@ -164,10 +166,8 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey
 	segSize := h.SegmentSize
 	limit := maxSegments(segSize)
 	br := bufio.NewReaderSize(src, 4096)
-	workers, slots := sizing(defaultWorkers(opts.Workers), segSize+tagSize)
 	p := &pipeline{
-		workers: workers,
-		slots:   slots,
+		workers: sizing(defaultWorkers(opts.Workers), segSize+tagSize),
 		bufSize: segSize + tagSize,
 		fill: func(s *slot) (bool, error) {
 			n, err := io.ReadFull(br, s.buf[:segSize])
@@ -189,9 +189,8 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey
 			return false, nil
 		},
 		process: func(s *slot) {
-			var nonce [nonceSize]byte
-			segmentNonce(&nonce, s.idx, s.last)
-			s.out = aead.Seal(s.buf[:0], nonce[:], s.buf[:s.n], nil)
+			segmentNonce(&s.nonce, s.idx, s.last)
+			s.out = aead.Seal(s.buf[:0], s.nonce[:], s.buf[:s.n], nil)
 		},
 		emit: func(s *slot) error {
 			if _, err := dst.Write(s.out); err != nil {
@@ -309,10 +308,8 @@ func decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opene
 	encSeg := h.SegmentSize + tagSize
 	limit := maxSegments(h.SegmentSize)
 	offset := func(idx uint64) int64 { return int64(h.Size) + int64(idx)*int64(encSeg) }
-	workers, slots := sizing(defaultWorkers(opts.Workers), encSeg)
 	p := &pipeline{
-		workers: workers,
-		slots:   slots,
+		workers: sizing(defaultWorkers(opts.Workers), encSeg),
 		bufSize: encSeg,
 		fill: func(s *slot) (bool, error) {
 			if s.idx >= limit {
@@ -342,7 +339,7 @@ func decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opene
 			return false, nil
 		},
 		process: func(s *slot) {
-			var nonce [nonceSize]byte
+			nonce := &s.nonce
 			ct := s.buf[:s.n]
 			var keep []byte
 			if s.last {
@@ -350,14 +347,14 @@ func decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opene
 				// Open clears its output on failure.
 				keep = bytes.Clone(ct)
 			}
-			segmentNonce(&nonce, s.idx, s.last)
+			segmentNonce(nonce, s.idx, s.last)
 			out, err := aead.Open(ct[:0], nonce[:], ct, nil)
 			if err == nil {
 				s.out = out
 				return
 			}
 			if s.last {
-				segmentNonce(&nonce, s.idx, false)
+				segmentNonce(nonce, s.idx, false)
 				if _, err := aead.Open(keep[:0], nonce[:], keep, nil); err == nil {
 					s.err = fmt.Errorf("%w: input ends after segment %d (offset %d), which is authentic but not the final segment", ErrTruncated, s.idx, offset(s.idx))
 					return

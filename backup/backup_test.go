@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
@@ -309,10 +310,10 @@ func TestProgress(t *testing.T) {
 
 func TestSizing(t *testing.T) {
 	for _, c := range []struct{ workers, seg int }{{1, DefaultSegmentSize}, {2, DefaultSegmentSize}, {64, DefaultSegmentSize}, {1, MaxSegmentSize}, {64, MaxSegmentSize}, {1000, MinSegmentSize}} {
-		w, s := sizing(c.workers, c.seg+tagSize)
-		// slot buffers + the last-segment copy stay under 64 MiB
-		if w < 1 || s < 2 || w > s || s*(c.seg+tagSize)+c.seg+tagSize > 64<<20 {
-			t.Errorf("sizing(%d, %d) = %d workers, %d slots", c.workers, c.seg, w, s)
+		w := sizing(c.workers, c.seg+tagSize)
+		// worker buffers + the last-segment copy stay under 64 MiB
+		if w < 1 || w > c.workers || (w+1)*(c.seg+tagSize) > 64<<20 {
+			t.Errorf("sizing(%d, %d) = %d workers", c.workers, c.seg, w)
 		}
 	}
 }
@@ -359,5 +360,28 @@ func TestDecryptFile(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("directory holds %d entries after a failed restore, want 1", len(entries))
+	}
+}
+
+// TestOddReaders feeds Encrypt and Decrypt through readers that return
+// short reads, one byte at a time, or data together with io.EOF.
+func TestOddReaders(t *testing.T) {
+	mk := randomMasterKey("local-test://odd")
+	for _, n := range []int{0, 1, MinSegmentSize, 2*MinSegmentSize + 3} {
+		pt := detBytes("odd", n)
+		for name, wrap := range map[string]func(io.Reader) io.Reader{
+			"half":    iotest.HalfReader,
+			"onebyte": iotest.OneByteReader,
+			"dataerr": iotest.DataErrReader,
+		} {
+			var ct bytes.Buffer
+			if _, err := Encrypt(context.Background(), &ct, wrap(bytes.NewReader(pt)), mk, EncryptOptions{Class: envelope.Low, SegmentSize: MinSegmentSize, Workers: 3}); err != nil {
+				t.Fatalf("%s/%d: %v", name, n, err)
+			}
+			var out bytes.Buffer
+			if _, err := Decrypt(context.Background(), &out, wrap(bytes.NewReader(ct.Bytes())), openerFor(mk), DecryptOptions{Workers: 3}); err != nil || !bytes.Equal(out.Bytes(), pt) {
+				t.Fatalf("%s/%d: %v", name, n, err)
+			}
+		}
 	}
 }

@@ -11,135 +11,147 @@ import (
 // input size, segment size or worker count.
 const maxBufferBytes = 40 << 20
 
-// slot is one segment buffer cycling reader -> worker -> writer -> reader.
+// slot is one worker's segment buffer.
 type slot struct {
-	buf  []byte // capacity segmentSize+tagSize
+	buf  []byte // capacity bufSize
 	n    int    // bytes of input in buf
 	out  []byte // output of process, aliases buf
 	idx  uint64
 	last bool
 	err  error
-	done chan struct{} // capacity 1: the worker finished this slot
+
+	nonce [nonceSize]byte // scratch for process: no per-segment allocation
 }
 
-// pipeline runs fill (in the calling goroutine, in order), process (in
-// parallel on workers goroutines) and emit (in one goroutine, in order).
-// Memory is bounded by the number of slots.
+// pipeline runs segments through fill, process and emit on a fixed number
+// of workers, each owning one segment buffer. A worker reads the next
+// segment under the read lock (segments are read in order), processes it
+// in parallel with the other workers (the data is still in its core's
+// cache), then waits for its turn and emits it under the write lock
+// (segments are emitted strictly in order). There is no hand-off between
+// goroutines on the fast path: with one worker the whole pipeline runs on
+// the calling goroutine. Memory is bounded by workers × bufSize.
 type pipeline struct {
 	workers int
-	slots   int
 	bufSize int
 	// fill reads the next segment into s (s.idx is set). It reports
-	// whether s is the last segment.
+	// whether s is the last segment. Calls are serialized, in order.
 	fill func(s *slot) (last bool, err error)
-	// process seals or opens s in place, setting s.out or s.err.
+	// process seals or opens s in place, setting s.out or s.err. Calls run
+	// in parallel.
 	process func(s *slot)
-	// emit consumes s.out, in segment order.
+	// emit consumes s.out. Calls are serialized, in segment order.
 	emit func(s *slot) error
 }
 
-// sizing returns the worker and slot counts for a segment size.
-func sizing(workers, bufSize int) (int, int) {
-	if workers < 1 {
-		workers = 1
-	}
-	slots := 2*workers + 1
-	if limit := maxBufferBytes / bufSize; slots > limit {
-		slots = limit
-	}
-	if slots < 2 {
-		slots = 2
-	}
-	if workers > slots {
-		workers = slots
-	}
-	return workers, slots
+// sizing returns the number of workers for a requested count and buffer
+// size: at least 1, and at most what maxBufferBytes allows (at least 2).
+func sizing(workers, bufSize int) int {
+	limit := max(maxBufferBytes/bufSize, 2)
+	return min(max(workers, 1), limit)
 }
 
 func (p *pipeline) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var (
+		readMu   sync.Mutex
+		next     uint64 // next segment to read
+		readDone bool   // last segment read, or reading failed
+		readErr  error
 
-	free := make(chan *slot, p.slots)
-	for range p.slots {
-		free <- &slot{done: make(chan struct{}, 1)}
+		writeMu   sync.Mutex
+		turn      = sync.NewCond(&writeMu)
+		nextWrite uint64 // next segment to emit
+		writeErr  error
+	)
+	// read fills s with the next segment; false means stop.
+	read := func(s *slot) bool {
+		readMu.Lock()
+		defer readMu.Unlock()
+		if readDone {
+			return false
+		}
+		if err := ctx.Err(); err != nil {
+			readDone, readErr = true, err
+			return false
+		}
+		writeMu.Lock()
+		failed := writeErr != nil
+		writeMu.Unlock()
+		if failed {
+			readDone = true
+			return false
+		}
+		s.idx, s.n, s.out, s.err = next, 0, nil, nil
+		last, err := p.fill(s)
+		if err != nil {
+			readDone, readErr = true, err
+			return false
+		}
+		next++
+		s.last = last
+		readDone = last
+		return true
 	}
-	jobs := make(chan *slot, p.slots)
-	order := make(chan *slot, p.slots)
+	worker := func() {
+		s := &slot{buf: getBuf(p.bufSize)}
+		defer putBuf(s.buf)
+		for read(s) {
+			if err := ctx.Err(); err != nil {
+				s.err = err
+			} else {
+				p.process(s)
+			}
+			writeMu.Lock()
+			for nextWrite != s.idx && writeErr == nil {
+				turn.Wait() // an earlier segment is still being processed
+			}
+			if writeErr == nil {
+				if s.err != nil {
+					writeErr = s.err
+				} else {
+					writeErr = p.emit(s)
+				}
+				nextWrite++
+			}
+			turn.Broadcast()
+			writeMu.Unlock()
+		}
+	}
 
 	var wg sync.WaitGroup
-	for range p.workers {
+	for range p.workers - 1 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for s := range jobs {
-				if err := ctx.Err(); err != nil {
-					s.err = err // the writer has stopped; skip the work
-				} else {
-					p.process(s)
-				}
-				s.done <- struct{}{}
-			}
+			worker()
 		}()
 	}
-
-	writerDone := make(chan error, 1)
-	go func() {
-		var err error
-		for s := range order {
-			<-s.done
-			if err == nil {
-				if s.err != nil {
-					err = s.err
-				} else {
-					err = p.emit(s)
-				}
-				if err != nil {
-					cancel() // stop the reader and the workers
-				}
-			}
-			s.out, s.err = nil, nil
-			free <- s
-		}
-		writerDone <- err
-	}()
-
-	var readErr error
-	for idx := uint64(0); ; idx++ {
-		var s *slot
-		select {
-		case s = <-free:
-		case <-ctx.Done():
-			readErr = ctx.Err()
-		}
-		if readErr != nil {
-			break
-		}
-		if s.buf == nil {
-			s.buf = make([]byte, p.bufSize)
-		}
-		s.idx, s.n, s.err = idx, 0, nil
-		last, err := p.fill(s)
-		if err != nil {
-			readErr = err
-			break
-		}
-		s.last = last
-		jobs <- s // never blocks: both channels hold every slot
-		order <- s
-		if last {
-			break
-		}
-	}
-	close(jobs)
-	close(order)
-	writeErr := <-writerDone
+	worker()
 	wg.Wait()
-	// Segments are emitted in order, and the writer drains every segment
-	// read before the reader stopped, so a writer error concerns an earlier
-	// segment than any reader error.
+	// Segments are emitted in order, and every segment read before reading
+	// stopped is emitted (or fails) first, so a write error concerns an
+	// earlier segment than any read error.
 	if writeErr != nil {
 		return writeErr
 	}
 	return readErr
+}
+
+// Segment buffers are reused across calls (and cleared first: they held
+// plaintext), so repeated backups do not fault in fresh memory each time.
+var bufPools sync.Map // bufSize -> *sync.Pool of *[]byte
+
+func getBuf(size int) []byte {
+	if pool, ok := bufPools.Load(size); ok {
+		if b, ok := pool.(*sync.Pool).Get().(*[]byte); ok {
+			return *b
+		}
+	}
+	return make([]byte, size)
+}
+
+func putBuf(b []byte) {
+	clear(b)
+	pool, _ := bufPools.LoadOrStore(len(b), new(sync.Pool))
+	pool.(*sync.Pool).Put(&b)
 }
