@@ -1,0 +1,110 @@
+package gormcrypt_test
+
+import (
+	"testing"
+
+	"github.com/glebarez/sqlite"
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope/envelopetest"
+	"github.com/fieldcrypt/fieldcrypt/gormcrypt"
+	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
+)
+
+type benchPlain struct {
+	ID    uuid.UUID `gorm:"size:36"`
+	Name  string
+	SSN   string
+	Email string
+}
+
+// benchEncrypted is benchPlain with its three fields encrypted
+// (randomized): the cost of encryption alone.
+type benchEncrypted struct {
+	ID    uuid.UUID `gorm:"size:36"`
+	Name  string    `fieldcrypt:"high"`
+	SSN   string    `fieldcrypt:"critical"`
+	Email string    `fieldcrypt:"high"`
+}
+
+// benchPlainIndexed is benchPlain searchable by SSN (indexed).
+type benchPlainIndexed struct {
+	ID    uuid.UUID `gorm:"size:36"`
+	Name  string
+	SSN   string `gorm:"index"`
+	Email string
+}
+
+// benchSearchable is the issue's model: SSN searchable through an indexed
+// blind index, Email through deterministic encryption.
+type benchSearchable struct {
+	ID    uuid.UUID `gorm:"size:36"`
+	Name  string    `fieldcrypt:"high"`
+	SSN   string    `fieldcrypt:"critical,blindindex"`
+	Email string    `fieldcrypt:"high,deterministic"`
+}
+
+// createFirst runs one Create and one First by primary key per iteration.
+func createFirst[T any](b *testing.B, db *gorm.DB, mk func(id uuid.UUID) *T) {
+	b.ReportAllocs()
+	for b.Loop() {
+		id := uuid.New()
+		if err := db.Create(mk(id)).Error; err != nil {
+			b.Fatal(err)
+		}
+		var got T
+		if err := db.First(&got, "id = ?", id).Error; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCreateFirst measures one Create and one First by primary key of
+// a model with three encrypted fields against the same model in clear, and
+// of the searchable variant against the plain model with an index.
+func BenchmarkCreateFirst(b *testing.B) {
+	dbs := []struct {
+		name string
+		open func(b *testing.B) *gorm.DB
+	}{
+		{"sqlite", func(b *testing.B) *gorm.DB {
+			db, err := gorm.Open(sqlite.Open("file::memory:"), &gorm.Config{Logger: logger.Discard})
+			if err != nil {
+				b.Fatal(err)
+			}
+			sqlDB, _ := db.DB()
+			sqlDB.SetMaxOpenConns(1) // one in-memory database
+			b.Cleanup(func() { sqlDB.Close() })
+			return db
+		}},
+		{"postgres", func(b *testing.B) *gorm.DB {
+			return fresh(b, testsvc.Open(b, testsvc.Postgres), &gorm.Config{Logger: logger.Discard})
+		}},
+	}
+	for _, d := range dbs {
+		b.Run(d.name, func(b *testing.B) {
+			db := d.open(b)
+			if err := db.Use(gormcrypt.New(envelopetest.New())); err != nil {
+				b.Fatal(err)
+			}
+			if err := gormcrypt.AutoMigrate(db, &benchPlain{}, &benchEncrypted{}, &benchPlainIndexed{}, &benchSearchable{}); err != nil {
+				b.Fatal(err)
+			}
+			const name, ssn, email = "Ada Lovelace", "123-45-6789", "ada@example.com"
+			b.Run("plain", func(b *testing.B) {
+				createFirst(b, db, func(id uuid.UUID) *benchPlain { return &benchPlain{id, name, ssn, email} })
+			})
+			b.Run("encrypted", func(b *testing.B) {
+				createFirst(b, db, func(id uuid.UUID) *benchEncrypted { return &benchEncrypted{id, name, ssn, email} })
+			})
+			b.Run("plain-indexed", func(b *testing.B) {
+				createFirst(b, db, func(id uuid.UUID) *benchPlainIndexed { return &benchPlainIndexed{id, name, ssn, email} })
+			})
+			b.Run("encrypted-searchable", func(b *testing.B) {
+				createFirst(b, db, func(id uuid.UUID) *benchSearchable { return &benchSearchable{id, name, ssn, email} })
+			})
+		})
+	}
+}

@@ -1,0 +1,39 @@
+// Package gormcrypt encrypts struct fields transparently in GORM.
+//
+// Tag a field with its classification and register the plugin once; every
+// GORM write path then stores the field as a fieldcrypt ciphertext and every
+// read path gives the plaintext back:
+//
+//	type Patient struct {
+//		ID    uuid.UUID
+//		Name  string  `fieldcrypt:"high"`
+//		SSN   string  `fieldcrypt:"critical,blindindex,unique"`
+//		Email string  `fieldcrypt:"high,deterministic"`
+//		Notes *string `fieldcrypt:"critical"`
+//	}
+//
+//	db.Use(gormcrypt.New(keyring))
+//	gormcrypt.AutoMigrate(db, &Patient{})
+//	db.Create(&p)                                  // name, ssn, email, notes stored as "fc1:..."
+//	db.Where(&Patient{SSN: ssn}).First(&found)     // searches the blind index ssn_bidx
+//
+// Why a plugin and not a serializer: GORM skips serializers on several write
+// paths (Updates with a map, Update, UpdateColumn, Create with a map), calls
+// a serializer several times per WHERE condition, and runs it before an
+// auto-increment key exists. gormcrypt instead rewrites the statement itself
+// in callbacks registered around gorm:create, gorm:update, gorm:query,
+// gorm:delete, gorm:row and gorm:raw, and decrypts while GORM scans a row.
+// The caller's struct is never touched on a write: it keeps the plaintext,
+// only the SQL statement carries the ciphertext.
+//
+// Each value is bound (through the AEAD associated data) to its table,
+// column, classification and tenant, and to the row's primary key when the
+// key is known before the write (client-generated UUIDs, an updated row).
+// A ciphertext copied to another column or row fails to decrypt with an
+// error naming the model, the column and the primary key.
+//
+// Paths GORM gives no hook for (Pluck, Row/Rows scanned by hand, raw SQL)
+// either work or fail closed with ErrUnsupportedPath: gormcrypt never writes
+// a plaintext into an encrypted column and never hands a ciphertext back as
+// if it were the value. docs/gormcrypt.md has the full path table.
+package gormcrypt
