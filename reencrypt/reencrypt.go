@@ -1,0 +1,340 @@
+package reencrypt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
+)
+
+// Sentinel errors. Errors returned by this package wrap one of them (or an
+// envelope sentinel, or a database error).
+var (
+	// ErrInvalidOptions means a Column or Options field is invalid.
+	ErrInvalidOptions = errors.New("reencrypt: invalid column or options")
+	// ErrJobMismatch means a job with this id exists for another table,
+	// column or mode.
+	ErrJobMismatch = errors.New("reencrypt: job id belongs to another table, column or mode")
+	// ErrRowsFailed means some rows could not be processed (they are listed
+	// in Summary.Failures); every other row was.
+	ErrRowsFailed = errors.New("reencrypt: some rows failed")
+	// ErrConflict means a row kept changing under the compare-and-swap
+	// beyond Options.MaxRetries.
+	ErrConflict = errors.New("reencrypt: row changed concurrently too often")
+	// ErrMalformedValue means a value starts like a ciphertext but is not a
+	// well-formed one.
+	ErrMalformedValue = errors.New("reencrypt: malformed ciphertext in column")
+	// errLeaseLost means another process took over the chunk.
+	errLeaseLost = errors.New("reencrypt: chunk lease lost")
+)
+
+// Mode selects what Run does to each value.
+type Mode int
+
+const (
+	// Rewrap moves randomized values to the scope's primary KEK by
+	// rewrapping the data key in the header; the plaintext is never
+	// computed. Deterministic values are left alone (they follow the search
+	// key, which a primary rotation does not change).
+	Rewrap Mode = iota + 1
+	// Full opens every value and seals it again with a fresh data key under
+	// the primary KEK; deterministic values are moved to the newest search
+	// key.
+	Full
+	// EncryptExisting encrypts plaintext values in place (a migration) and
+	// leaves values that are already ciphertext alone.
+	EncryptExisting
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Rewrap:
+		return "rewrap"
+	case Full:
+		return "full"
+	case EncryptExisting:
+		return "encrypt-existing"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// ParseMode parses "rewrap", "full" or "encrypt-existing".
+func ParseMode(s string) (Mode, error) {
+	for m := Rewrap; m <= EncryptExisting; m++ {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unknown mode %q (want rewrap, full or encrypt-existing)", ErrInvalidOptions, s)
+}
+
+// MarshalText implements encoding.TextMarshaler (JSON output of Summary).
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// Column names the column to process and how its values are bound.
+type Column struct {
+	Table  string // table name (may be schema-qualified: schema.table)
+	PK     string // single-column primary key (integer, text or UUID)
+	Column string // the encrypted (or, for EncryptExisting, plaintext) column
+
+	Class  envelope.Class
+	Tenant string // fixed tenant of every value, "" for none
+	// TenantColumn, when set, names a column holding each row's tenant
+	// (overrides Tenant).
+	TenantColumn string
+
+	// RowBound binds values sealed by EncryptExisting (and re-sealed by
+	// Full) to their row key. Values already row-bound stay row-bound.
+	RowBound bool
+	// Deterministic seals plaintext with SealDeterministic
+	// (EncryptExisting only; Full keeps each value's suite).
+	Deterministic bool
+	// Text says the column stores the text form ("fc1:" + base64) and
+	// takes string parameters; otherwise it is binary (bytea, BLOB).
+	Text bool
+
+	// RowKey, when set, renders a primary key as the Binding.Row string
+	// instead of the package's RowKey.
+	RowKey func(pk any) string
+}
+
+// Options tune a Run. The zero value is usable: Rewrap, one worker.
+type Options struct {
+	Mode      Mode    // default Rewrap
+	Workers   int     // concurrent chunk workers in this process (default 1)
+	BatchSize int     // rows read and swapped per statement (default 500)
+	ChunkSize int     // rows per leased chunk, fixed when the job is planned (default 10000)
+	RateLimit float64 // rows per second for this process, 0 = unlimited
+	// DryRun reads and counts what would change and writes nothing at all
+	// (not even the job tables).
+	DryRun bool
+	// JobID names the job so that several processes share it and a rerun
+	// resumes it. Empty: "<mode>:<table>.<column>", and a finished job of
+	// that id is planned afresh. With an explicit id a finished job stays
+	// finished: Run returns at once.
+	JobID string
+	// Owner names this process in leases (default hostname:pid:random).
+	Owner string
+	// LeaseTTL is how long a chunk lease lasts without a heartbeat
+	// (default 30s). A killed worker's chunks are taken over after it.
+	LeaseTTL   time.Duration
+	MaxRetries int // compare-and-swap retries per row (default 5)
+	// MaxFailures caps Summary.Failures (default 1000); Summary.Failed
+	// counts them all.
+	MaxFailures int
+	// Progress, when set, is called (serially) about every ProgressEvery
+	// and once at the end.
+	Progress      func(Progress)
+	ProgressEvery time.Duration // default 1s
+	Logger        *slog.Logger  // default: discard
+
+	// transform replaces the crypto step (benchmark baseline only).
+	transform func(v []byte) []byte
+}
+
+// Progress is a progress event.
+type Progress struct {
+	JobID       string
+	Scanned     int64 // rows read by this process
+	Done        int64 // rows done in the job (checkpointed before this run + Scanned)
+	Total       int64 // rows in the table when the job was planned
+	Changed     int64
+	Conflicts   int64
+	Failed      int64
+	ChunksDone  int // chunks finished by this process
+	ChunksTotal int
+	Rate        float64       // rows per second of this process
+	ETA         time.Duration // 0 when unknown
+	Elapsed     time.Duration
+	Final       bool
+}
+
+// RowFailure is a row that could not be processed. Err says why, naming the
+// row, never the value.
+type RowFailure struct {
+	Row string
+	Err error
+}
+
+func (f RowFailure) Error() string { return "row " + f.Row + ": " + f.Err.Error() }
+
+// Unwrap returns the reason.
+func (f RowFailure) Unwrap() error { return f.Err }
+
+// MarshalJSON renders {"row": ..., "error": ...} for the CLI's JSON output.
+func (f RowFailure) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Row   string `json:"row"`
+		Error string `json:"error"`
+	}{f.Row, f.Err.Error()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes (the reason becomes a plain
+// error).
+func (f *RowFailure) UnmarshalJSON(b []byte) error {
+	var v struct {
+		Row   string `json:"row"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	f.Row, f.Err = v.Row, errors.New(v.Error)
+	return nil
+}
+
+// Summary is what a Run did (this process only).
+type Summary struct {
+	JobID  string
+	Mode   Mode
+	DryRun bool
+
+	Scanned int64 // rows read
+	// Changed counts values rewrapped (Rewrap), re-encrypted (Full) or
+	// encrypted (EncryptExisting); in a dry run, values that would be.
+	Changed int64
+	// Current counts values already on the target key (or, for
+	// EncryptExisting, already ciphertext; for Rewrap, deterministic
+	// values).
+	Current int64
+	Nulls   int64 // NULL values, skipped
+	// Plaintext counts plaintext values found and left alone (Rewrap,
+	// Full). EncryptExisting counts the plaintext it encrypts in Changed.
+	Plaintext int64
+	Conflicts int64 // compare-and-swap misses that were re-read and retried
+	Vanished  int64 // rows deleted between read and swap
+	Failed    int64 // rows that could not be processed
+	Failures  []RowFailure
+
+	ChunksDone      int  // chunks this process finished
+	ChunksTakenOver int  // chunks this process took over from an expired lease
+	JobFinished     bool // every chunk of the job is done
+	Duration        time.Duration
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
+
+func (c Column) validate() error {
+	for _, f := range []struct{ name, v string }{{"Table", c.Table}, {"PK", c.PK}, {"Column", c.Column}} {
+		if !identRE.MatchString(f.v) {
+			return fmt.Errorf("%w: %s %q is not a plain identifier", ErrInvalidOptions, f.name, f.v)
+		}
+	}
+	if c.TenantColumn != "" && !identRE.MatchString(c.TenantColumn) {
+		return fmt.Errorf("%w: TenantColumn %q is not a plain identifier", ErrInvalidOptions, c.TenantColumn)
+	}
+	if !c.Class.Encrypted() {
+		return fmt.Errorf("%w: class %s is not an encrypted class", ErrInvalidOptions, c.Class)
+	}
+	return nil
+}
+
+func (c Column) rowKey(pk any) string {
+	if c.RowKey != nil {
+		return c.RowKey(pk)
+	}
+	return RowKey(pk)
+}
+
+func (o *Options) defaults(col Column) error {
+	if o.Mode == 0 {
+		o.Mode = Rewrap
+	}
+	if o.Mode < Rewrap || o.Mode > EncryptExisting {
+		return fmt.Errorf("%w: unknown mode %d", ErrInvalidOptions, int(o.Mode))
+	}
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.BatchSize > 5000 {
+		return fmt.Errorf("%w: BatchSize %d above 5000", ErrInvalidOptions, o.BatchSize)
+	}
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = 10000
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 30 * time.Second
+	}
+	if o.MaxRetries <= 0 {
+		o.MaxRetries = 5
+	}
+	if o.MaxFailures <= 0 {
+		o.MaxFailures = 1000
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = time.Second
+	}
+	if o.RateLimit < 0 {
+		return fmt.Errorf("%w: negative RateLimit", ErrInvalidOptions)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Owner == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		o.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if len(o.JobID) > 191 || len(o.Owner) > 191 {
+		return fmt.Errorf("%w: JobID and Owner are limited to 191 bytes", ErrInvalidOptions)
+	}
+	return nil
+}
+
+func defaultJobID(col Column, m Mode) string {
+	return m.String() + ":" + col.Table + "." + col.Column
+}
+
+// Run processes every row of col according to opts.Mode and returns what
+// this process did. Several processes (on any hosts) running Run with the
+// same JobID share the work; a rerun after a crash or cancellation resumes
+// from the checkpoints. Run returns when every chunk of the job is done (or
+// ctx ends: then the leases it holds are released and the error is ctx's).
+//
+// A row that fails (say, it does not decrypt) does not stop the job: it is
+// listed in Summary.Failures and Run returns an error wrapping
+// ErrRowsFailed together with the full Summary.
+func Run(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column, opts Options) (Summary, error) {
+	if err := col.validate(); err != nil {
+		return Summary{}, err
+	}
+	if err := opts.defaults(col); err != nil {
+		return Summary{}, err
+	}
+	if env == nil && opts.transform == nil {
+		return Summary{}, fmt.Errorf("%w: nil envelope", ErrInvalidOptions)
+	}
+	explicitID := opts.JobID != ""
+	if !explicitID {
+		opts.JobID = defaultJobID(col, opts.Mode)
+	}
+	r, err := newRunner(ctx, db, env, col, opts)
+	if err != nil {
+		return Summary{}, err
+	}
+	return r.run(ctx, explicitID)
+}

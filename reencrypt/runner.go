@@ -1,0 +1,659 @@
+package reencrypt
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+	"gorm.io/gorm"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
+)
+
+type runner struct {
+	db    *sql.DB
+	d     dialect
+	env   *envelope.Envelope
+	col   Column
+	opts  Options
+	intPK bool
+
+	qt, qpk, qc, qten string
+	pkType, colType   string // PostgreSQL casts
+
+	clockOffset time.Duration // database clock minus local clock
+	limiter     *rate.Limiter
+
+	mu       sync.Mutex
+	sum      Summary
+	started  time.Time
+	total    int64
+	baseDone int64
+	chunks   int
+	progMu   sync.Mutex
+}
+
+func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Column, opts Options) (*runner, error) {
+	d, err := dialectOf(gdb)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := gdb.DB()
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{db: sqlDB, d: d, env: env, col: col, opts: opts,
+		qt: d.quote(col.Table), qpk: d.quote(col.PK), qc: d.quote(col.Column)}
+	if col.TenantColumn != "" {
+		r.qten = d.quote(col.TenantColumn)
+	}
+	// Each worker uses two connections (reading the next batch while the
+	// current one commits) plus heartbeats. database/sql keeps only two
+	// idle connections by default and would close and reopen the rest
+	// after every statement, re-preparing the large swap statement each
+	// time.
+	sqlDB.SetMaxIdleConns(2*opts.Workers + 2)
+	if opts.RateLimit > 0 {
+		r.limiter = rate.NewLimiter(rate.Limit(opts.RateLimit), opts.BatchSize)
+	}
+	if err := r.introspect(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// introspect learns the key type, the PostgreSQL column types and the
+// database clock.
+func (r *runner) introspect(ctx context.Context) error {
+	// An argument forces MySQL's binary protocol, which returns integers
+	// as int64 rather than as text.
+	s := &sqlBuf{d: r.d}
+	s.w("SELECT ", r.qpk, " FROM ", r.qt, " WHERE 1 = ").p(1).w(" ORDER BY ", r.qpk, " LIMIT 1")
+	var pk any
+	switch err := r.db.QueryRowContext(ctx, s.String(), s.args...).Scan(&pk); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("reencrypt: reading %s.%s: %w", r.col.Table, r.col.PK, err)
+	}
+	switch pk.(type) {
+	case int64, int32, int, uint64:
+		r.intPK = true
+	}
+	switch r.d {
+	case dPostgres:
+		const q = `SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`
+		if err := r.db.QueryRowContext(ctx, q, r.qt, r.col.PK).Scan(&r.pkType); err != nil {
+			return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.PK, err)
+		}
+		if err := r.db.QueryRowContext(ctx, q, r.qt, r.col.Column).Scan(&r.colType); err != nil {
+			return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.Column, err)
+		}
+		if !r.intPK {
+			switch r.pkType {
+			case "bigint", "integer", "smallint":
+				r.intPK = true
+			}
+		}
+		var ms int64
+		if err := r.db.QueryRowContext(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint`).Scan(&ms); err == nil {
+			r.clockOffset = time.Until(time.UnixMilli(ms))
+		}
+	case dMySQL:
+		var ms int64
+		if err := r.db.QueryRowContext(ctx, `SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)`).Scan(&ms); err == nil {
+			r.clockOffset = time.Until(time.UnixMilli(ms))
+		}
+	}
+	return nil
+}
+
+// nowMS is the database's clock in Unix milliseconds, so leases compare
+// the same on every host.
+func (r *runner) nowMS() int64 { return time.Now().Add(r.clockOffset).UnixMilli() }
+
+// counts is a delta of Summary counters.
+type counts struct {
+	scanned, changed, current, nulls, plain, conflicts, vanished, failed int64
+	failures                                                             []RowFailure
+}
+
+func (c *counts) add(o outcome) {
+	switch o {
+	case oNull:
+		c.nulls++
+	case oCurrent:
+		c.current++
+	case oChange:
+		c.changed++
+	case oPlain:
+		c.plain++
+	}
+}
+
+type outcome int
+
+const (
+	oNull outcome = iota
+	oCurrent
+	oChange
+	oPlain
+	oFail
+)
+
+// transform decides what happens to one value.
+func (r *runner) transform(ctx context.Context, rw row) ([]byte, outcome, error) {
+	if rw.val == nil {
+		return nil, oNull, nil
+	}
+	if r.opts.transform != nil {
+		return r.opts.transform(rw.val), oChange, nil
+	}
+	b := envelope.Binding{Class: r.col.Class, Tenant: rw.tenant, Table: r.col.Table, Column: r.col.Column}
+	if !envelope.IsCiphertext(rw.val) {
+		if r.opts.Mode != EncryptExisting {
+			return nil, oPlain, nil
+		}
+		var (
+			out []byte
+			err error
+		)
+		if r.col.Deterministic {
+			out, err = r.env.SealDeterministic(ctx, b, rw.val)
+		} else {
+			if r.col.RowBound {
+				b.Row = rw.key
+			}
+			out, err = r.env.Seal(ctx, b, rw.val)
+		}
+		if err != nil {
+			return nil, oFail, err
+		}
+		if r.col.Text {
+			out = []byte(envelope.EncodeText(out))
+		}
+		return out, oChange, nil
+	}
+	h, err := envelope.Inspect(rw.val)
+	if err != nil {
+		return nil, oFail, fmt.Errorf("%w: %w", ErrMalformedValue, err)
+	}
+	if h.Class != r.col.Class {
+		return nil, oFail, fmt.Errorf("%w: value is of class %s, column is %s", envelope.ErrAuthentication, h.Class, r.col.Class)
+	}
+	switch r.opts.Mode {
+	case EncryptExisting:
+		return nil, oCurrent, nil
+	case Rewrap:
+		if h.Suite != envelope.SuiteRandomized {
+			return nil, oCurrent, nil
+		}
+		out, err := r.env.Rewrap(ctx, b, rw.val)
+		if err != nil {
+			return nil, oFail, err
+		}
+		if bytes.Equal(out, rw.val) {
+			return nil, oCurrent, nil
+		}
+		return out, oChange, nil
+	default: // Full
+		if h.RowBound || r.col.RowBound {
+			b.Row = rw.key
+		}
+		out, err := r.env.Reencrypt(ctx, b, rw.val)
+		if err != nil {
+			return nil, oFail, err
+		}
+		if bytes.Equal(out, rw.val) {
+			return nil, oCurrent, nil
+		}
+		return out, oChange, nil
+	}
+}
+
+// fatal reports errors that must stop the run rather than mark a row
+// failed: the key source is unreachable, or the context ended.
+func fatal(err error) bool {
+	return errors.Is(err, envelope.ErrKeyUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// prepare transforms a batch: it returns the swaps to make and counts the
+// rest into c.
+func (r *runner) prepare(ctx context.Context, rows []row, c *counts) ([]update, error) {
+	ups := make([]update, 0, len(rows))
+	for _, rw := range rows {
+		nv, o, err := r.transform(ctx, rw)
+		if err != nil {
+			if fatal(err) {
+				return nil, err
+			}
+			c.failed++
+			c.failures = append(c.failures, RowFailure{Row: rw.key, Err: err})
+			continue
+		}
+		if o == oChange {
+			ups = append(ups, update{pk: rw.pk, old: rw.val, new: nv})
+			continue
+		}
+		c.add(o)
+	}
+	return ups, nil
+}
+
+func (r *runner) run(ctx context.Context, explicitID bool) (Summary, error) {
+	r.started = time.Now()
+	r.sum = Summary{JobID: r.opts.JobID, Mode: r.opts.Mode, DryRun: r.opts.DryRun}
+	if r.opts.DryRun {
+		err := r.runDry(ctx)
+		return r.finish(err)
+	}
+	if err := ensureSchema(ctx, r.db, r.d); err != nil {
+		return r.sum, err
+	}
+	job, err := r.plan(ctx, explicitID)
+	if err != nil {
+		return r.sum, err
+	}
+	if job.finished {
+		r.sum.JobFinished = true
+		return r.finish(nil)
+	}
+	r.total, r.chunks = job.total, job.chunks
+	r.baseDone = r.doneRows(ctx)
+
+	stopProg := r.startProgress()
+	g, gctx := errgroup.WithContext(ctx)
+	for i := 0; i < r.opts.Workers; i++ {
+		g.Go(func() error { return r.worker(gctx) })
+	}
+	err = g.Wait()
+	stopProg()
+	if err == nil {
+		var n int64
+		if n, _, err = r.pending(ctx); err == nil && n == 0 {
+			if err = r.finishJob(ctx); err == nil {
+				r.sum.JobFinished = true
+			}
+		}
+	}
+	return r.finish(err)
+}
+
+func (r *runner) finish(err error) (Summary, error) {
+	r.mu.Lock()
+	r.sum.Duration = time.Since(r.started)
+	s := r.sum
+	r.mu.Unlock()
+	r.emit(true)
+	if err == nil && s.Failed > 0 {
+		err = fmt.Errorf("%w: %d of %d rows in %s.%s (first: %v)", ErrRowsFailed, s.Failed, s.Scanned, r.col.Table, r.col.Column, s.Failures[0])
+	}
+	return s, err
+}
+
+func (r *runner) worker(ctx context.Context) error {
+	poll := min(r.opts.LeaseTTL/4, time.Second)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := r.claim(ctx)
+		if err != nil {
+			if isRetryable(err) || errors.Is(err, errLeaseLost) {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if c == nil {
+			n, minUntil, err := r.pending(ctx)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return nil
+			}
+			// Chunks are leased by others: wait for them to finish or for a
+			// lease to expire, then try again.
+			wait := poll
+			switch d := time.Duration(minUntil-r.nowMS()) * time.Millisecond; {
+			case d <= 0: // claimable now: we lost a race for it
+				wait = 10 * time.Millisecond
+			case d < wait:
+				wait = d + 10*time.Millisecond
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			continue
+		}
+		if c.takeover {
+			r.opts.Logger.InfoContext(ctx, "reencrypt: took over chunk with an expired lease", "job", r.opts.JobID, "chunk", c.no)
+			r.mu.Lock()
+			r.sum.ChunksTakenOver++
+			r.mu.Unlock()
+		}
+		err = r.processChunk(ctx, c)
+		switch {
+		case err == nil:
+			r.mu.Lock()
+			r.sum.ChunksDone++
+			r.mu.Unlock()
+		case errors.Is(err, errLeaseLost):
+			r.opts.Logger.WarnContext(ctx, "reencrypt: lost the lease of a chunk; another process continues it", "job", r.opts.JobID, "chunk", c.no)
+		default:
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			r.release(rctx, c)
+			cancel()
+			return err
+		}
+	}
+}
+
+func (r *runner) processChunk(ctx context.Context, c *chunk) error {
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		t := time.NewTicker(r.opts.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-cctx.Done():
+				return
+			case <-t.C:
+				ok, err := r.heartbeat(cctx, c)
+				if err != nil {
+					r.opts.Logger.WarnContext(cctx, "reencrypt: lease heartbeat failed", "job", r.opts.JobID, "chunk", c.no, "err", err)
+					continue
+				}
+				if !ok {
+					cancel(errLeaseLost)
+					return
+				}
+			}
+		}
+	}()
+	defer func() { cancel(nil); <-hbDone }()
+
+	// A two-stage pipeline: while batch k's swaps and checkpoint commit,
+	// batch k+1 is read and its new values computed, so the key
+	// operations overlap the database's work instead of adding to it.
+	pipe := make(chan *batch, 1)
+	pctx, stopProducer := context.WithCancel(cctx)
+	prodDone := make(chan struct{})
+	go func() {
+		defer close(prodDone)
+		defer close(pipe)
+		after := c.start()
+		for {
+			b := r.readPrepare(pctx, c, after)
+			select {
+			case pipe <- b:
+			case <-pctx.Done():
+				return
+			}
+			if b.err != nil || b.done {
+				return
+			}
+			after = b.last
+		}
+	}()
+	defer func() { stopProducer(); <-prodDone }()
+
+	for b := range pipe {
+		err := b.err
+		if err == nil {
+			err = cctx.Err()
+		}
+		for attempt := 0; err == nil; attempt++ {
+			err = r.commitBatch(cctx, c, b)
+			if err == nil || !isRetryable(err) || attempt >= 5 || cctx.Err() != nil {
+				break
+			}
+			// Deadlock or serialization failure: read the batch again.
+			time.Sleep(time.Duration(20*(attempt+1)) * time.Millisecond)
+			// Same range as before, whatever its length now: the next
+			// batch, already read, starts after b.last.
+			if b = r.rereadPrepare(cctx, b); b.err != nil {
+				err = b.err
+			}
+		}
+		if err != nil {
+			if cause := context.Cause(cctx); errors.Is(cause, errLeaseLost) {
+				return errLeaseLost
+			}
+			return err
+		}
+		r.account(b.d)
+		if b.done {
+			return nil
+		}
+	}
+	if cause := context.Cause(cctx); errors.Is(cause, errLeaseLost) {
+		return errLeaseLost
+	}
+	return cctx.Err()
+}
+
+// batch is a batch read and prepared, waiting to be committed.
+type batch struct {
+	after, last *string // checkpoint before and after it
+	done        bool    // short batch: the chunk ends with it
+	ups         []update
+	d           *counts
+	err         error
+}
+
+// readPrepare reads the batch after `after` and computes its new values.
+func (r *runner) readPrepare(ctx context.Context, c *chunk, after *string) *batch {
+	b := &batch{after: after, last: after}
+	rows, err := r.readBatch(ctx, r.db, after, c.hi, r.opts.BatchSize)
+	if err != nil {
+		b.err = err
+		return b
+	}
+	b.d = &counts{scanned: int64(len(rows))}
+	b.done = len(rows) < r.opts.BatchSize
+	if len(rows) > 0 {
+		k := pkText(rows[len(rows)-1].pk)
+		b.last = &k
+		if r.limiter != nil {
+			if err := r.limiter.WaitN(ctx, len(rows)); err != nil {
+				b.err = err
+				return b
+			}
+		}
+	}
+	b.ups, b.err = r.prepare(ctx, rows, b.d)
+	return b
+}
+
+// rereadPrepare reads and prepares the range (b.after, b.last] again,
+// keeping its bounds.
+func (r *runner) rereadPrepare(ctx context.Context, b *batch) *batch {
+	nb := &batch{after: b.after, last: b.last, done: b.done, d: &counts{}}
+	if b.last == nil || (b.after != nil && *b.after == *b.last) {
+		return nb
+	}
+	rows, err := r.readBatch(ctx, r.db, b.after, b.last, 1<<30)
+	if err != nil {
+		nb.err = err
+		return nb
+	}
+	nb.d.scanned = int64(len(rows))
+	nb.ups, nb.err = r.prepare(ctx, rows, nb.d)
+	return nb
+}
+
+// commitBatch swaps a prepared batch and checkpoints it, all or nothing.
+// On error nothing of the batch is counted (b.d may hold partial retry
+// counts, and the caller prepares the batch afresh).
+//
+// A batch once begun is finished even if ctx ends meanwhile (it is short,
+// and the lease's fencing token still guards it): a commit cut off by a
+// cancellation would leave the caller not knowing whether it happened.
+func (r *runner) commitBatch(ctx context.Context, c *chunk, b *batch) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	d := *b.d
+	if err := r.swap(ctx, tx, b.ups, &d); err != nil {
+		return err
+	}
+	if err := r.checkpoint(ctx, tx, c, b.last, b.done, &d); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("reencrypt: committing batch: %w", err)
+	}
+	*b.d = d
+	return nil
+}
+
+// swap applies ups with compare-and-swap; rows that changed meanwhile are
+// re-read under a row lock, transformed again and swapped again, at most
+// MaxRetries times.
+func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) error {
+	for attempt := 0; len(ups) > 0; attempt++ {
+		applied, err := r.bulkCAS(ctx, tx, ups)
+		if err != nil {
+			return err
+		}
+		var missed []any
+		for _, u := range ups {
+			if !applied[pkText(u.pk)] {
+				missed = append(missed, u.pk)
+			}
+		}
+		d.changed += int64(len(ups) - len(missed))
+		if len(missed) == 0 {
+			return nil
+		}
+		d.conflicts += int64(len(missed))
+		if attempt >= r.opts.MaxRetries {
+			for _, pk := range missed {
+				k := r.col.rowKey(pk)
+				d.failed++
+				d.failures = append(d.failures, RowFailure{Row: k, Err: fmt.Errorf("%w: %s.%s row %s after %d retries", ErrConflict, r.col.Table, r.col.Column, k, attempt)})
+			}
+			return nil
+		}
+		fresh, err := r.readLocked(ctx, tx, missed)
+		if err != nil {
+			return err
+		}
+		d.vanished += int64(len(missed) - len(fresh))
+		ups, err = r.prepare(ctx, fresh, d)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) account(d *counts) {
+	r.mu.Lock()
+	s := &r.sum
+	s.Scanned += d.scanned
+	s.Changed += d.changed
+	s.Current += d.current
+	s.Nulls += d.nulls
+	s.Plaintext += d.plain
+	s.Conflicts += d.conflicts
+	s.Vanished += d.vanished
+	s.Failed += d.failed
+	for _, f := range d.failures {
+		if len(s.Failures) < r.opts.MaxFailures {
+			s.Failures = append(s.Failures, f)
+		}
+		r.opts.Logger.Warn("reencrypt: row failed", "job", r.opts.JobID, "table", r.col.Table, "column", r.col.Column, "row", f.Row, "err", f.Err)
+	}
+	r.mu.Unlock()
+}
+
+// runDry walks the table once and counts; it writes nothing.
+func (r *runner) runDry(ctx context.Context) error {
+	var after *string
+	for {
+		rows, err := r.readBatch(ctx, r.db, after, nil, r.opts.BatchSize)
+		if err != nil {
+			return err
+		}
+		if len(rows) > 0 && r.limiter != nil {
+			if err := r.limiter.WaitN(ctx, len(rows)); err != nil {
+				return err
+			}
+		}
+		d := &counts{scanned: int64(len(rows))}
+		ups, err := r.prepare(ctx, rows, d)
+		if err != nil {
+			return err
+		}
+		d.changed += int64(len(ups))
+		r.account(d)
+		r.emit(false)
+		if len(rows) < r.opts.BatchSize {
+			r.sum.JobFinished = true
+			return nil
+		}
+		k := pkText(rows[len(rows)-1].pk)
+		after = &k
+	}
+}
+
+func (r *runner) startProgress() func() {
+	if r.opts.Progress == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(r.opts.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				r.emit(false)
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+func (r *runner) emit(final bool) {
+	if r.opts.Progress == nil {
+		return
+	}
+	r.progMu.Lock()
+	defer r.progMu.Unlock()
+	r.mu.Lock()
+	s := r.sum
+	r.mu.Unlock()
+	el := time.Since(r.started)
+	p := Progress{JobID: s.JobID, Scanned: s.Scanned, Done: r.baseDone + s.Scanned, Total: r.total,
+		Changed: s.Changed, Conflicts: s.Conflicts, Failed: s.Failed, ChunksDone: s.ChunksDone,
+		ChunksTotal: r.chunks, Elapsed: el, Final: final}
+	if el > 0 {
+		p.Rate = float64(s.Scanned) / el.Seconds()
+	}
+	if p.Rate > 0 && p.Total > p.Done {
+		p.ETA = time.Duration(float64(p.Total-p.Done) / p.Rate * float64(time.Second))
+	}
+	r.opts.Progress(p)
+}
