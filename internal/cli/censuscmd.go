@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) keysCensusCmd() *cobra.Command {
+	var class string
+	var columns []string
+	var headersOnly bool
+	var batch int
+	cmd := &cobra.Command{
+		Use:   "census",
+		Short: "Count values per (class, KEK version), plaintext values and values that fail to open",
+		Long: `census scans the configured columns (read-only, in batches by primary key) and
+counts, per column and overall: values per class and KEK version, values
+still in plaintext, and values that fail to open, by reason
+(authentication, malformed: integrity; key_destroyed, key_retired,
+key_unknown: keys). By default it opens every value;
+--headers-only only reads ciphertext headers (faster, no KMS use).
+
+Exit code 3 when any value fails authentication or is malformed (each such
+row is also an audit event decrypt.failed, up to 100 per run).`,
+		Example: `  fieldcrypt keys census
+  fieldcrypt keys census --class critical -o json
+  fieldcrypt keys census --column patients.ssn --headers-only`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			kr, err := a.keyring(ctx, false)
+			if err != nil {
+				return err
+			}
+			opt := censusOptions{Verify: !headersOnly, BatchSize: batch, Columns: columns}
+			if class != "" {
+				if opt.Class, err = parseEncryptedClass(class); err != nil {
+					return err
+				}
+			}
+			if len(a.cfg.Columns) == 0 {
+				return usageErrorf("no columns configured: list the encrypted columns under 'columns:' in %s", orDefault(a.cfg.Path, DefaultConfigFile))
+			}
+			db, err := a.openDB(ctx)
+			if err != nil {
+				return err
+			}
+			res, err := a.census(ctx, db, kr, a.cfg, opt)
+			if err != nil {
+				return err
+			}
+			if err := a.emit(res, func(w io.Writer) { printCensus(w, res) }); err != nil {
+				return err
+			}
+			if n := res.integrityFailures(); n > 0 {
+				return fmt.Errorf("%w: %d values failed authentication or are malformed", errIntegrity, n)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&class, "class", "", "only columns of this class")
+	cmd.Flags().StringArrayVar(&columns, "column", nil, "only this TABLE.COLUMN (repeatable)")
+	cmd.Flags().BoolVar(&headersOnly, "headers-only", false, "read headers only; do not open values")
+	cmd.Flags().IntVar(&batch, "batch-size", 1000, "rows per query")
+	return cmd
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func printCensus(w io.Writer, res *censusResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "COLUMN\tCLASS\tROWS\tPLAINTEXT\tNULL\tKEK VERSIONS\tFAILED")
+	for _, c := range res.Columns {
+		var vs []string
+		for _, v := range c.Versions {
+			vs = append(vs, fmt.Sprintf("%s=%d", verName(v), v.Count))
+		}
+		var fs []string
+		for _, r := range []string{failAuthentication, failMalformed, failKeyDestroyed, failKeyRetired, failKeyUnknown, failOther} {
+			if n := c.Failed[r]; n > 0 {
+				fs = append(fs, fmt.Sprintf("%s=%d", r, n))
+			}
+		}
+		fmt.Fprintf(tw, "%s.%s\t%s\t%d\t%d\t%d\t%s\t%s\n", c.Table, c.Column, c.Class, c.Rows, c.Plaintext, c.Null, dash(strings.Join(vs, " ")), dash(strings.Join(fs, " ")))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nTotal: %d encrypted, %d plaintext", res.Encrypted, res.Plaintext)
+	if n := sumFailed(res.Failed); n > 0 {
+		fmt.Fprintf(w, ", %d failed to open", n)
+	}
+	fmt.Fprintln(w)
+	for _, v := range res.Versions {
+		fmt.Fprintf(w, "  %-28s %d values\n", verName(v), v.Count)
+	}
+	if !res.Verified {
+		fmt.Fprintln(w, "(headers only: values were not opened)")
+	}
+}
+
+func verName(v versionCount) string {
+	return scopeName(v.Class, v.Tenant) + "/v" + fmt.Sprint(v.Version)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func sumFailed(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// result is what one in-process run of the command produced.
+type result struct {
+	code   int
+	stdout string
+	stderr string
+}
+
+func (r result) all() string { return r.stdout + "\n" + r.stderr }
+
+// env is a test's isolated environment: a working directory, environment
+// variables (the process's are never read) and everything printed.
+type env struct {
+	t        *testing.T
+	dir      string
+	vars     map[string]string
+	terminal bool // stdin is a terminal (prompts allowed)
+	outputs  []string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	return &env{t: t, dir: t.TempDir(), vars: map[string]string{"FIELDCRYPT_ACTOR": "tester"}}
+}
+
+func (e *env) run(args ...string) result { return e.runIn("", args...) }
+
+// runIn runs args with stdin.
+func (e *env) runIn(stdin string, args ...string) result {
+	e.t.Helper()
+	return e.runCtx(context.Background(), stdin, args...)
+}
+
+func (e *env) runCtx(ctx context.Context, stdin string, args ...string) result {
+	e.t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(ctx, args, IO{
+		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb, Dir: e.dir,
+		Getenv:        func(k string) string { return e.vars[k] },
+		StdinTerminal: e.terminal,
+	})
+	r := result{code: code, stdout: out.String(), stderr: errb.String()}
+	e.outputs = append(e.outputs, r.stdout, r.stderr)
+	return r
+}
+
+// ok runs args and requires exit 0.
+func (e *env) ok(args ...string) result {
+	e.t.Helper()
+	r := e.run(args...)
+	require.Equal(e.t, 0, r.code, "fieldcrypt %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.stdout, r.stderr)
+	return r
+}
+
+// code runs args and requires the exit code.
+func (e *env) code(want int, args ...string) result {
+	e.t.Helper()
+	r := e.run(args...)
+	require.Equal(e.t, want, r.code, "fieldcrypt %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.stdout, r.stderr)
+	return r
+}
+
+// auditLog returns the audit log bootstrap configured, if any.
+func (e *env) auditLog() string {
+	data, _ := os.ReadFile(filepath.Join(e.dir, ".fieldcrypt", "audit.jsonl"))
+	return string(data)
+}
+
+// everything is all output so far plus the audit log.
+func (e *env) everything() string {
+	return strings.Join(e.outputs, "\n") + "\n" + e.auditLog()
+}
+
+func (e *env) write(name, content string) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, name)
+	require.NoError(e.t, os.WriteFile(p, []byte(content), 0o600))
+	return p
+}
