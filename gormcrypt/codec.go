@@ -304,7 +304,15 @@ func (cf *cfield) scanInto(ctx context.Context, rv reflect.Value, raw *rawValue)
 }
 
 func (cf *cfield) open(ctx context.Context, rv, fv reflect.Value, row string, ct []byte) error {
-	pt, err := cf.p.env.Open(ctx, cf.binding(ctx, row), ct)
+	b := cf.binding(ctx, row)
+	pt, err := cf.p.env.Open(ctx, b, ct)
+	if cf.p.audit != nil {
+		ab := b
+		if ab.Row == "" { // not row-bound: the audit still says which row was read
+			ab.Row = cf.pl.rowOf(ctx, rv)
+		}
+		cf.p.opened(ctx, ab, ct, err)
+	}
 	if err != nil {
 		fv.Set(reflect.Zero(fv.Type()))
 		if row == "" {
@@ -382,7 +390,9 @@ func (cf *cfield) decodeStored(ctx context.Context, row string, haveRow bool, st
 	if !rowBound(b) {
 		row = ""
 	}
-	pt, err := cf.p.env.Open(ctx, cf.binding(ctx, row), b)
+	bind := cf.binding(ctx, row)
+	pt, err := cf.p.env.Open(ctx, bind, b)
+	cf.p.opened(ctx, bind, b, err)
 	if err != nil {
 		return nil, cf.fail("decrypt", row, ErrDecrypt, err)
 	}

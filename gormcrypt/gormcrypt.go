@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
 
@@ -106,6 +107,7 @@ func tenantOf(ctx context.Context) string {
 // db.Use. One Plugin serves one *gorm.DB (and its sessions).
 type Plugin struct {
 	env   *envelope.Envelope
+	audit audit.Sink // nil: no audit events
 	mu    sync.Mutex
 	plans sync.Map // *schema.Schema -> *plan
 	// tables maps a table name to its plan, for raw SQL checks.
