@@ -2,7 +2,6 @@ package gormcrypt
 
 import (
 	"context"
-	"database/sql/driver"
 	"encoding/base64"
 	"fmt"
 	"reflect"
@@ -406,52 +405,9 @@ func (pl *plan) rowOf(ctx context.Context, rv reflect.Value) string {
 	return strings.Join(parts, ",")
 }
 
-// keyString is the canonical text of a primary key value. The same key
-// gives the same text whether it comes from a struct, a map or a scan.
-func keyString(v interface{}) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	case int:
-		return strconv.Itoa(x)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case uint:
-		return strconv.FormatUint(uint64(x), 10)
-	case uint64:
-		return strconv.FormatUint(x, 10)
-	case int32:
-		return strconv.FormatInt(int64(x), 10)
-	case uint32:
-		return strconv.FormatUint(uint64(x), 10)
-	case fmt.Stringer:
-		return x.String()
-	case driver.Valuer:
-		if dv, err := x.Value(); err == nil {
-			return keyString(dv)
-		}
-	}
-	rv := reflect.ValueOf(v)
-	for rv.Kind() == reflect.Ptr {
-		if rv.IsNil() {
-			return ""
-		}
-		rv = rv.Elem()
-	}
-	switch rv.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return strconv.FormatInt(rv.Int(), 10)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return strconv.FormatUint(rv.Uint(), 10)
-	case reflect.String:
-		return rv.String()
-	}
-	return fmt.Sprint(rv.Interface())
-}
+// keyString is the canonical text of a primary key value: envelope.RowKey,
+// shared with the reencrypt engine so both bind rows identically.
+func keyString(v interface{}) string { return envelope.RowKey(v) }
 
 func isZeroValue(v interface{}) bool {
 	if v == nil {

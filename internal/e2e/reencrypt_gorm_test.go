@@ -99,3 +99,32 @@ func TestReencryptFullOfGormcryptRows(t *testing.T) {
 		assert.Equal(t, "Name 7", bySSN.Name)
 	})
 }
+
+type pgMember struct {
+	ID   uuid.UUID `gorm:"type:uuid;primaryKey"`
+	Name string    `fieldcrypt:"high"`
+}
+
+// TestRowBoundUUIDIntoMapsOnPostgres: a row-bound value in a table with a
+// native uuid key, read into maps (the path without a struct field to take
+// the key from), opens with the same row key it was bound to at insert.
+func TestRowBoundUUIDIntoMapsOnPostgres(t *testing.T) {
+	ctx := context.Background()
+	raw := testsvc.Open(t, testsvc.Postgres)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "high.key")
+	_, err := localkms.Create(p)
+	require.NoError(t, err)
+	kr, err := keyring.New(keyring.Config{Name: "e2e", Classes: map[string]keyring.ClassConfig{"high": {MasterKey: localkms.URI(p)}}},
+		keyring.NewFileStore(filepath.Join(dir, "kr.json")))
+	require.NoError(t, err)
+	defer kr.Close()
+	require.NoError(t, raw.Use(gormcrypt.New(kr)))
+	require.NoError(t, gormcrypt.AutoMigrate(raw, &pgMember{}))
+	m := pgMember{ID: uuid.New(), Name: "Grace"}
+	require.NoError(t, raw.WithContext(ctx).Create(&m).Error)
+	var rows []map[string]any
+	require.NoError(t, raw.Model(&pgMember{}).Find(&rows).Error)
+	require.Len(t, rows, 1)
+	assert.Equal(t, "Grace", rows[0]["name"])
+}
