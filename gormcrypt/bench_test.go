@@ -61,12 +61,12 @@ func createFirst[T any](b *testing.B, db *gorm.DB, mk func(id uuid.UUID) *T) {
 	}
 }
 
-// Run with a fixed iteration count (-benchtime 3000x) so every model ends with
-// the same table size: SQLite's cost grows with the table.
-//
 // BenchmarkCreateFirst measures one Create and one First by primary key of
 // a model with three encrypted fields against the same model in clear, and
 // of the searchable variant against the plain model with an index.
+//
+// Run it with a fixed iteration count (-benchtime 3000x) so every model ends
+// with the same table size: SQLite's cost grows with the table.
 func BenchmarkCreateFirst(b *testing.B) {
 	dbs := []struct {
 		name string
