@@ -374,6 +374,9 @@ func (p *Plugin) beforeRaw(db *gorm.DB) {
 	if db.Error != nil || len(db.Statement.Vars) == 0 {
 		return
 	}
+	if ctx := db.Statement.Context; ctx != nil && ctx.Value(trustedKey{}) != nil {
+		return // RebuildBlindIndexes' own compare-and-swap
+	}
 	sql := db.Statement.SQL.String()
 	toks := sqlTokens(sql)
 	if len(toks) == 0 {
