@@ -150,7 +150,7 @@ destroyed. To move them:
   --search          the current primary becomes the first search key; older
                     search keys stay live so equality queries still match
   (re-encrypt deterministic columns with 'reencrypt --full', and have the
-   application rewrite blind index columns)
+   application run gormcrypt.RebuildBlindIndexes for blind index columns)
   --finish-search   drop the older search keys; refused (exit 5) while a
                     census finds deterministic values under them (--force)`,
 		Example: `  fieldcrypt keys rotate --class critical
@@ -265,7 +265,7 @@ func (a *app) checkSearchFinished(ctx context.Context, kr *keyring.Keyring, scop
 	if stale > 0 && !force {
 		return fmt.Errorf("%w: census found %d deterministic values of %s under older search keys: run 'fieldcrypt reencrypt --full' on those columns first (or --force)", errRefused, stale, scope)
 	}
-	a.note("note: blind index columns cannot be checked by census: make sure the application rewrote them under search key v%d", first)
+	a.note("note: blind index columns cannot be checked by census: make sure the application ran gormcrypt.RebuildBlindIndexes under search key v%d", first)
 	return nil
 }
 
