@@ -188,6 +188,19 @@ func CheckWrapInput(key []byte, ec EncryptionContext) error {
 	return ec.Validate()
 }
 
+// CheckUnwrapInput validates Unwrap's arguments for backends whose wrapped
+// keys are at most max bytes: wrapped must be non-empty and within max, and
+// ec valid. Errors wrap ErrInvalidInput and carry sizes only.
+func CheckUnwrapInput(wrapped []byte, ec EncryptionContext, max int) error {
+	switch {
+	case len(wrapped) == 0:
+		return fmt.Errorf("%w: empty wrapped key", ErrInvalidInput)
+	case len(wrapped) > max:
+		return fmt.Errorf("%w: wrapped key is %d bytes, at most %d possible", ErrInvalidInput, len(wrapped), max)
+	}
+	return ec.Validate()
+}
+
 // ContextError returns nil if ctx is live, or an error wrapping both
 // ErrUnavailable and ctx.Err() (so errors.Is works for context.Canceled and
 // context.DeadlineExceeded too). Backends call it before and after I/O.

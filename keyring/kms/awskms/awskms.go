@@ -202,13 +202,7 @@ func (k *MasterKey) Unwrap(ctx context.Context, wrapped []byte, ec kms.Encryptio
 	if err := kms.ContextError(ctx); err != nil {
 		return nil, k.err("unwrap", err)
 	}
-	switch {
-	case len(wrapped) == 0:
-		return nil, k.err("unwrap", fmt.Errorf("%w: empty wrapped key", kms.ErrInvalidInput))
-	case len(wrapped) > maxCiphertext:
-		return nil, k.err("unwrap", fmt.Errorf("%w: wrapped key is %d bytes, at most %d possible", kms.ErrInvalidInput, len(wrapped), maxCiphertext))
-	}
-	if err := ec.Validate(); err != nil {
+	if err := kms.CheckUnwrapInput(wrapped, ec, maxCiphertext); err != nil {
 		return nil, k.err("unwrap", err)
 	}
 	out, err := k.client.Decrypt(ctx, &kmssdk.DecryptInput{
