@@ -165,9 +165,9 @@ func TestRewrapKeepsDataBytesAndMovesKey(t *testing.T) {
 				rawIn, _ = envelope.DecodeText(string(ct))
 				rawOut, _ = envelope.DecodeText(string(out))
 			}
-			hdrIn := len(rawIn) - 40 - (len(rawIn) - 6 - 40)
-			hdrOut := len(rawOut) - 40 - (len(rawOut) - 6 - 40)
-			assert.Equal(t, rawIn[hdrIn+40:], rawOut[hdrOut+40:], "data ciphertext must be byte-identical")
+			// 6-byte header (KEK versions below 128), 40-byte wrapped key, then data.
+			const dataStart = 6 + 40
+			assert.Equal(t, rawIn[dataStart:], rawOut[dataStart:], "data ciphertext must be byte-identical")
 
 			// Readable under the new KEK only: forget the old version.
 			keys.Forget(envelope.KEKRef{Class: b.Class, Version: h0.KEKVersion})
