@@ -157,14 +157,20 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	guard := func(decrypt func(*gorm.DB) bool) func(*gorm.DB) {
 		return func(db *gorm.DB) {
 			if db.Error == nil {
-				p.install(db, decrypt(db))
+				p.install(db, decrypt(db), false)
 			}
 		}
 	}
 	never := func(*gorm.DB) bool { return false }
-	always := func(db *gorm.DB) bool { // internal reads of stored ciphertexts are trusted
+	guardRows := func(db *gorm.DB) {
+		if db.Error != nil {
+			return
+		}
+		// Internal reads of stored ciphertexts (RebuildBlindIndexes) are
+		// trusted: guarded, not decrypted.
 		ctx := db.Statement.Context
-		return ctx == nil || ctx.Value(trustedKey{}) == nil
+		trusted := ctx != nil && ctx.Value(trustedKey{}) != nil
+		p.install(db, !trusted, !trusted)
 	}
 	regs := []error{
 		cb.Create().Before("gorm:create").Register("gormcrypt:create", p.beforeCreate),
@@ -183,7 +189,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		cb.Delete().Before("gorm:delete").After("gormcrypt:delete").Register("gormcrypt:guard_delete", guard(never)),
 		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("gormcrypt:unguard_delete", p.uninstall),
 		cb.Row().Before("gorm:row").Register("gormcrypt:row", p.beforeRow),
-		cb.Row().Before("gorm:row").After("gormcrypt:row").Register("gormcrypt:guard_row", guard(always)),
+		cb.Row().Before("gorm:row").After("gormcrypt:row").Register("gormcrypt:guard_row", guardRows),
 		cb.Row().After("gorm:row").Register("gormcrypt:unguard_row", p.uninstall),
 		cb.Raw().Before("gorm:raw").Register("gormcrypt:guard_raw", guard(never)),
 		cb.Raw().After("gorm:raw").Register("gormcrypt:unguard_raw", p.uninstall),

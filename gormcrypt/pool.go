@@ -29,6 +29,11 @@ type guardPool struct {
 	// a value without the ciphertext prefix in a column named like an
 	// encrypted one is returned as stored rather than refused.
 	raw bool
+	// rowsOut: the statement hands its *sql.Rows to the caller (Row, Rows,
+	// Scan): its rows are always served through the decrypting driver, so
+	// even a ciphertext of a table gormcrypt does not know never reaches
+	// the caller's scan (GORM runs no callback after it).
+	rowsOut bool
 	refused error
 	tables  []*tableEntry // the registered tables of the rows it decrypted
 	mu      sync.Mutex
@@ -46,8 +51,9 @@ func (r *refusal) Error() string { return r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
 // install wraps the statement's pool; decrypt says whether result rows
-// are decrypted on the way out (non-model destinations, Row, Rows, Scan).
-func (p *Plugin) install(db *gorm.DB, decrypt bool) {
+// are decrypted on the way out (non-model destinations), rowsOut that the
+// rows go to the caller (Row, Rows, Scan).
+func (p *Plugin) install(db *gorm.DB, decrypt, rowsOut bool) {
 	stmt := db.Statement
 	if stmt.ConnPool == nil || db.DryRun {
 		return
@@ -55,10 +61,10 @@ func (p *Plugin) install(db *gorm.DB, decrypt bool) {
 	if _, ok := stmt.ConnPool.(*guardPool); ok {
 		return
 	}
-	if p.reg.empty() {
+	if p.reg.empty() && !rowsOut {
 		return
 	}
-	g := &guardPool{ConnPool: stmt.ConnPool, p: p, d: dialectOf(db.Dialector.Name()), decrypt: decrypt, raw: stmt.SQL.Len() > 0}
+	g := &guardPool{ConnPool: stmt.ConnPool, p: p, d: dialectOf(db.Dialector.Name()), decrypt: decrypt || rowsOut, rowsOut: rowsOut, raw: stmt.SQL.Len() > 0}
 	stmt.ConnPool = g
 	stmt.Settings.Store(poolKey, g)
 }
@@ -131,8 +137,8 @@ func (g *guardPool) QueryContext(ctx context.Context, query string, args ...any)
 		return rows, err
 	}
 	tables := g.tablesFor(a)
-	if len(tables) == 0 {
-		return rows, nil // no registered table: nothing to decrypt
+	if len(tables) == 0 && !g.rowsOut {
+		return rows, nil // nothing to decrypt; afterQuery checks the destination
 	}
 	return g.p.decryptRows(ctx, rows, tables, g.raw)
 }
@@ -143,7 +149,7 @@ func (g *guardPool) QueryRowContext(ctx context.Context, query string, args ...a
 		return g.p.fake.QueryRowContext(ctx, fakeQuery, &handoff{err: err})
 	}
 	tables := g.tablesFor(a)
-	if !g.decrypt || len(tables) == 0 {
+	if !g.decrypt || len(tables) == 0 && !g.rowsOut {
 		return g.ConnPool.QueryRowContext(ctx, query, args...)
 	}
 	rows, err := g.ConnPool.QueryContext(ctx, query, args...)

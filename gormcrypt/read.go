@@ -153,9 +153,9 @@ func (p *Plugin) afterQuery(db *gorm.DB) {
 			break
 		}
 	}
-	if db.Error == nil {
-		p.checkDest(db)
-	}
+	// Even a failed query (a driver's scan error) must not leave a
+	// ciphertext in the destination.
+	p.checkDest(db)
 	if isOurs(db.Error) {
 		resetDest(db)
 	}
@@ -234,6 +234,9 @@ func (p *Plugin) checkDest(db *gorm.DB) {
 		tables = v.([]*tableEntry)
 	}
 	conv := func(m map[string]interface{}) {
+		if db.Error != nil {
+			return
+		}
 		for k, v := range m {
 			if cf := p.mapField(pl, tables, k); cf != nil {
 				m[k] = cf.fromStd(v)

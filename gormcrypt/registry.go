@@ -68,7 +68,14 @@ func (r *registry) add(pl *plan) {
 func (r *registry) get(name string) *tableEntry {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.tables[strings.ToLower(name)]
+	return r.tables[normName(name)]
+}
+
+// normName is the registry's form of a name: lower case, without any
+// quoting (also quotes inside quotes: db.Table(`"accts"`) makes GORM quote
+// the quotes, and the statement must still count as naming accts).
+func normName(name string) string {
+	return strings.ToLower(strings.Trim(name, "`\"[] "))
 }
 
 func (r *registry) empty() bool {
@@ -87,7 +94,7 @@ func (r *registry) encryptedColumn(tables []string, column string) bool {
 
 // field returns the encrypted field column names in one of tables, or nil.
 func (r *registry) field(tables []string, column string) *cfield {
-	column = strings.ToLower(column)
+	column = normName(column)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, t := range tables {
@@ -143,7 +150,7 @@ func (p *Plugin) statementTables(db *gorm.DB) []*tableEntry {
 		}
 	}
 	if stmt.Table != "" {
-		add(strings.Trim(stmt.Table, "`\"[]"))
+		add(stmt.Table)
 	}
 	if stmt.Schema != nil {
 		add(stmt.Schema.Table)

@@ -124,8 +124,8 @@ func analyzeTokens(toks []token, reg tableColumns) *analysis {
 			continue
 		}
 		for _, p := range t.parts {
-			if reg.isTable(p) && !containsStr(a.tables, p) {
-				a.tables = append(a.tables, p)
+			if reg.isTable(p) && !containsStr(a.tables, normName(p)) {
+				a.tables = append(a.tables, normName(p))
 			}
 		}
 	}
