@@ -46,6 +46,46 @@ type benchSearchable struct {
 	Email string    `fieldcrypt:"high,deterministic"`
 }
 
+// benchPlainSerial and benchSerial have a database-generated key: the
+// encrypted model's values are sealed again, bound to the key, after the
+// INSERT (one UPDATE per row, in the INSERT's transaction).
+type benchPlainSerial struct {
+	ID    uint
+	Name  string
+	SSN   string
+	Email string
+}
+
+type benchSerial struct {
+	ID    uint
+	Name  string `fieldcrypt:"high"`
+	SSN   string `fieldcrypt:"critical"`
+	Email string `fieldcrypt:"high"`
+}
+
+// benchSerialUnbound opts out of the re-seal.
+type benchSerialUnbound struct {
+	ID    uint
+	Name  string `fieldcrypt:"high,unbound"`
+	SSN   string `fieldcrypt:"critical,unbound"`
+	Email string `fieldcrypt:"high,unbound"`
+}
+
+// createFirstSerial is createFirst for a database-generated key.
+func createFirstSerial[T any](b *testing.B, db *gorm.DB, mk func() *T, id func(*T) uint) {
+	b.ReportAllocs()
+	for b.Loop() {
+		v := mk()
+		if err := db.Create(v).Error; err != nil {
+			b.Fatal(err)
+		}
+		var got T
+		if err := db.First(&got, id(v)).Error; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // createFirst runs one Create and one First by primary key per iteration.
 func createFirst[T any](b *testing.B, db *gorm.DB, mk func(id uuid.UUID) *T) {
 	b.ReportAllocs()
@@ -92,7 +132,8 @@ func BenchmarkCreateFirst(b *testing.B) {
 			if err := db.Use(gormcrypt.New(envelopetest.New())); err != nil {
 				b.Fatal(err)
 			}
-			if err := gormcrypt.AutoMigrate(db, &benchPlain{}, &benchEncrypted{}, &benchPlainIndexed{}, &benchSearchable{}); err != nil {
+			if err := gormcrypt.AutoMigrate(db, &benchPlain{}, &benchEncrypted{}, &benchPlainIndexed{}, &benchSearchable{},
+				&benchPlainSerial{}, &benchSerial{}, &benchSerialUnbound{}); err != nil {
 				b.Fatal(err)
 			}
 			const name, ssn, email = "Ada Lovelace", "123-45-6789", "ada@example.com"
@@ -107,6 +148,18 @@ func BenchmarkCreateFirst(b *testing.B) {
 			})
 			b.Run("encrypted-searchable", func(b *testing.B) {
 				createFirst(b, db, func(id uuid.UUID) *benchSearchable { return &benchSearchable{id, name, ssn, email} })
+			})
+			b.Run("serial-plain", func(b *testing.B) {
+				createFirstSerial(b, db, func() *benchPlainSerial { return &benchPlainSerial{Name: name, SSN: ssn, Email: email} },
+					func(v *benchPlainSerial) uint { return v.ID })
+			})
+			b.Run("serial-encrypted", func(b *testing.B) {
+				createFirstSerial(b, db, func() *benchSerial { return &benchSerial{Name: name, SSN: ssn, Email: email} },
+					func(v *benchSerial) uint { return v.ID })
+			})
+			b.Run("serial-encrypted-unbound", func(b *testing.B) {
+				createFirstSerial(b, db, func() *benchSerialUnbound { return &benchSerialUnbound{Name: name, SSN: ssn, Email: email} },
+					func(v *benchSerialUnbound) uint { return v.ID })
 			})
 		})
 	}

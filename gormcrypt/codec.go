@@ -283,6 +283,22 @@ func (cf *cfield) scanInto(ctx context.Context, rv reflect.Value, raw *rawValue)
 		fv.Set(reflect.Zero(fv.Type()))
 		return nil
 	}
+	if st := stateOf(ctx); st != nil && st.failed {
+		// A value of this result already failed: the query fails, so the
+		// rest is not decrypted (no key lookup, no KMS wait per value).
+		fv.Set(reflect.Zero(fv.Type()))
+		return nil
+	}
+	if raw.plain { // decrypted by the guard pool (Scan, ScanRows)
+		val, err := cf.decode(raw.b)
+		clear(raw.b)
+		if err != nil {
+			fv.Set(reflect.Zero(fv.Type()))
+			return cf.failed(ctx, cf.fail("decrypt", cf.pl.rowOf(ctx, rv), ErrDecrypt, err))
+		}
+		cf.store(fv, val)
+		return nil
+	}
 	if raw.other != nil || !envelope.IsText(string(raw.b[:min(len(raw.b), len(envelope.TextPrefix))])) {
 		return cf.legacy(ctx, rv, fv, raw)
 	}
@@ -297,7 +313,7 @@ func (cf *cfield) scanInto(ctx context.Context, rv reflect.Value, raw *rawValue)
 					return nil
 				}
 			}
-			return cf.fail("decrypt", "", ErrDecrypt, fmt.Errorf("%w: the value is bound to its row but the primary key was not read before it (select the primary key)", ErrUnsupportedPath))
+			return cf.failed(ctx, cf.fail("decrypt", "", ErrDecrypt, fmt.Errorf("%w: the value is bound to its row but the primary key was not read before it (select the primary key)", ErrUnsupportedPath)))
 		}
 	}
 	return cf.open(ctx, rv, fv, row, raw.b)
@@ -318,7 +334,7 @@ func (cf *cfield) open(ctx context.Context, rv, fv reflect.Value, row string, ct
 		if row == "" {
 			row = cf.pl.rowOf(ctx, rv)
 		}
-		return cf.fail("decrypt", row, ErrDecrypt, err)
+		return cf.failed(ctx, cf.fail("decrypt", row, ErrDecrypt, err))
 	}
 	if cf.kind == kString && !cf.ptr && fv.Kind() == reflect.String {
 		fv.SetString(string(pt))
@@ -329,18 +345,27 @@ func (cf *cfield) open(ctx context.Context, rv, fv reflect.Value, row string, ct
 	clear(pt)
 	if err != nil {
 		fv.Set(reflect.Zero(fv.Type()))
-		return cf.fail("decrypt", cf.pl.rowOf(ctx, rv), ErrDecrypt, err)
+		return cf.failed(ctx, cf.fail("decrypt", cf.pl.rowOf(ctx, rv), ErrDecrypt, err))
 	}
 	cf.store(fv, val)
 	return nil
+}
+
+// failed records that a value of the current result failed (so the rest
+// of the result is not decrypted) and returns err.
+func (cf *cfield) failed(ctx context.Context, err error) error {
+	if st := stateOf(ctx); st != nil {
+		st.failed = true
+	}
+	return err
 }
 
 // legacy handles a value without the ciphertext prefix.
 func (cf *cfield) legacy(ctx context.Context, rv, fv reflect.Value, raw *rawValue) error {
 	if !cf.Migrate {
 		fv.Set(reflect.Zero(fv.Type()))
-		return &Error{Op: "decrypt", Model: cf.Model, Field: cf.Name, Table: cf.Table, Column: cf.Column,
-			Row: cf.pl.rowOf(ctx, rv), Kind: ErrDecrypt, Err: ErrNotCiphertext}
+		return cf.failed(ctx, &Error{Op: "decrypt", Model: cf.Model, Field: cf.Name, Table: cf.Table, Column: cf.Column,
+			Row: cf.pl.rowOf(ctx, rv), Kind: ErrDecrypt, Err: ErrNotCiphertext})
 	}
 	if raw.other != nil {
 		return cf.origSet(ctx, rv, raw.other)
@@ -349,59 +374,12 @@ func (cf *cfield) legacy(ctx context.Context, rv, fv reflect.Value, raw *rawValu
 	case kString, kBytes, kJSON, kInt, kUint, kBool, kFloat:
 		val, err := cf.decode(raw.b)
 		if err != nil {
-			return cf.fail("decrypt", cf.pl.rowOf(ctx, rv), ErrDecrypt, err)
+			return cf.failed(ctx, cf.fail("decrypt", cf.pl.rowOf(ctx, rv), ErrDecrypt, err))
 		}
 		cf.store(fv, val)
 		return nil
 	}
 	return cf.origSet(ctx, rv, string(raw.b))
-}
-
-// decodeStored decrypts a stored value found outside a struct (a map row),
-// returning the Go value of the field's base type.
-func (cf *cfield) decodeStored(ctx context.Context, row string, haveRow bool, stored interface{}) (interface{}, error) {
-	var b []byte
-	switch x := stored.(type) {
-	case nil:
-		return nil, nil
-	case string:
-		b = []byte(x)
-	case []byte:
-		b = x
-	default:
-		if cf.Migrate {
-			return stored, nil
-		}
-		return nil, cf.fail("decrypt", row, ErrDecrypt, ErrNotCiphertext)
-	}
-	if !envelope.IsText(string(b[:min(len(b), len(envelope.TextPrefix))])) {
-		if !cf.Migrate {
-			return nil, cf.fail("decrypt", row, ErrDecrypt, ErrNotCiphertext)
-		}
-		v, err := cf.decode(b)
-		if err != nil {
-			return nil, cf.fail("decrypt", row, ErrDecrypt, err)
-		}
-		return v.Interface(), nil
-	}
-	if rowBound(b) && !haveRow {
-		return nil, cf.fail("decrypt", "", ErrDecrypt, fmt.Errorf("%w: the value is bound to its row; select the primary key too", ErrUnsupportedPath))
-	}
-	if !rowBound(b) {
-		row = ""
-	}
-	bind := cf.binding(ctx, row)
-	pt, err := cf.p.env.Open(ctx, bind, b)
-	cf.p.opened(ctx, bind, b, err)
-	if err != nil {
-		return nil, cf.fail("decrypt", row, ErrDecrypt, err)
-	}
-	v, err := cf.decode(pt)
-	clear(pt)
-	if err != nil {
-		return nil, cf.fail("decrypt", row, ErrDecrypt, err)
-	}
-	return v.Interface(), nil
 }
 
 // state is the per-query scan state carried in the statement context.
@@ -414,6 +392,8 @@ type state struct {
 	schema   *schema.Schema // set aside for a map destination
 	// addedSelect: the SELECT clause is gormcrypt's (see selectReadable).
 	addedSelect bool
+	// failed: a value failed to decrypt; the query fails as a whole.
+	failed bool
 }
 
 type pendingItem struct {

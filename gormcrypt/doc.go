@@ -32,8 +32,26 @@
 // A ciphertext copied to another column or row fails to decrypt with an
 // error naming the model, the column and the primary key.
 //
-// Paths GORM gives no hook for (Pluck, Row/Rows scanned by hand, raw SQL)
-// either work or fail closed with ErrUnsupportedPath: gormcrypt never writes
-// a plaintext into an encrypted column and never hands a ciphertext back as
-// if it were the value. docs/gormcrypt.md has the full path table.
+// Values written with a key the database generates (auto-increment) are
+// sealed again, bound to the key, once the INSERT returns it (tag a field
+// `unbound` to skip that).
+//
+// # Failing closed, whatever the path
+//
+// Register every model at startup (AutoMigrate, Register or Fields): the
+// plugin keeps one registry of the tables it has prepared and their
+// encrypted columns, and checks every statement against it, whether it
+// names a model, a table (db.Table("patients") is treated as its model), or
+// carries raw SQL. Every SQL statement GORM sends passes a guard before it
+// reaches the database or the SQL log: a plaintext (parameter or literal)
+// that would reach an encrypted column in an assignment, a comparison or an
+// INSERT, however the names are spelled, quoted or qualified, refuses the
+// statement with ErrUnsupportedPath. Every result read into something that
+// is not a model (maps, scalars, untagged structs, Row, Rows, Scan,
+// ScanRows) comes back decrypted; a ciphertext gormcrypt cannot attribute
+// to a registered column fails the read and empties the destination.
+// gormcrypt never writes a plaintext into an encrypted column and never
+// hands a ciphertext back as if it were the value. docs/gormcrypt.md has
+// the rules per database and the full path table, which TestPathMatrix
+// checks on SQLite, PostgreSQL and MariaDB.
 package gormcrypt

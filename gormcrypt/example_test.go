@@ -45,9 +45,16 @@ func Example() {
 	}
 	fmt.Println("caller keeps the plaintext:", c.Name)
 
+	// What the database holds, read around GORM (database/sql):
+	sqlDB, _ := db.DB()
 	var stored string
-	db.Raw("SELECT name FROM customers WHERE id = ?", c.ID).Row().Scan(&stored)
+	sqlDB.QueryRow("SELECT name FROM customers WHERE id = ?", c.ID).Scan(&stored)
 	fmt.Println("the database holds a ciphertext:", strings.HasPrefix(stored, "fc1:"))
+
+	// Every GORM path decrypts, even a raw query scanned by hand.
+	var name string
+	db.Raw("SELECT name, id FROM customers WHERE id = ?", c.ID).Row().Scan(&name, new(string))
+	fmt.Println("raw query through GORM:", name)
 
 	var found Customer
 	db.Where(&Customer{SSN: "123-45-6789"}).First(&found) // blind index lookup
@@ -58,7 +65,6 @@ func Example() {
 
 	// A ciphertext copied to another row does not decrypt.
 	db.Create(&Customer{ID: "c-2", Name: "Charles Babbage", SSN: "987-65-4321", Email: "charles@example.com"})
-	sqlDB, _ := db.DB()
 	sqlDB.Exec("UPDATE customers SET name = ? WHERE id = 'c-2'", stored)
 	var other Customer
 	err = db.First(&other, "id = ?", "c-2").Error
@@ -66,6 +72,7 @@ func Example() {
 	// Output:
 	// caller keeps the plaintext: Ada Lovelace
 	// the database holds a ciphertext: true
+	// raw query through GORM: Ada Lovelace
 	// found by SSN: Ada Lovelace true
 	// found by email: c-1
 	// gormcrypt: decrypt Customer.Name (column customers.name, primary key c-2): cannot decrypt value: open customers.name row c-2 (KEK high/v1): authentication failed: value does not authenticate for this table, column, row, class and tenant

@@ -2,9 +2,13 @@ package gormcrypt
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"gorm.io/gorm"
 
@@ -107,36 +111,123 @@ func tenantOf(ctx context.Context) string {
 // db.Use. One Plugin serves one *gorm.DB (and its sessions).
 type Plugin struct {
 	env   *envelope.Envelope
+	keys  envelope.KeySource
 	audit audit.Sink // nil: no audit events
 	mu    sync.Mutex
 	plans sync.Map // *schema.Schema -> *plan
-	// tables maps a table name to its plan, for raw SQL checks.
-	tables sync.Map // string -> *plan
+	// reg is every table of a prepared model with encrypted columns.
+	reg registry
+	// analyses caches the statement guard's analysis per SQL text.
+	analyses      sync.Map // analysisKey -> *cachedAnalysis
+	analysisCount atomic.Int64
+	// fake serves decrypted result rows (rows.go).
+	fake *sql.DB
 }
 
+// ErrNoKeySource is returned by db.Use(gormcrypt.New(keys)) when keys is
+// nil (or a nil pointer, such as the *keyring.Keyring of an ignored
+// error): the plugin refuses to start rather than fail on the first write.
+var ErrNoKeySource = errors.New("gormcrypt: no key source (gormcrypt.New was given a nil key source)")
+
 // New returns the plugin, taking keys from keys (a *keyring.Keyring in an
-// application, envelopetest.New() in tests).
+// application, envelopetest.New() in tests). Register it with db.Use,
+// which fails with ErrNoKeySource when keys is nil.
 func New(keys envelope.KeySource) *Plugin {
-	return &Plugin{env: envelope.New(keys)}
+	return &Plugin{env: envelope.New(keys), keys: keys, fake: sql.OpenDB(fakeConnector{})}
 }
 
 // Name implements gorm.Plugin.
 func (p *Plugin) Name() string { return "fieldcrypt:gormcrypt" }
 
-// Initialize implements gorm.Plugin: it registers the callbacks.
+// Initialize implements gorm.Plugin: it checks the key source and
+// registers the callbacks.
+//
+// Each GORM processor gets three kinds of callback: gormcrypt's own
+// rewriting before GORM builds the statement (encrypt values, rewrite
+// conditions), the guard pool around the one callback that executes the
+// SQL (pool.go), and the read path after it.
 func (p *Plugin) Initialize(db *gorm.DB) error {
+	if p == nil || isNilKeySource(p.keys) {
+		return ErrNoKeySource
+	}
+	if p.fake == nil {
+		p.fake = sql.OpenDB(fakeConnector{})
+	}
 	cb := db.Callback()
+	guard := func(decrypt func(*gorm.DB) bool) func(*gorm.DB) {
+		return func(db *gorm.DB) {
+			if db.Error == nil {
+				p.install(db, decrypt(db), false)
+			}
+		}
+	}
+	never := func(*gorm.DB) bool { return false }
+	guardRows := func(db *gorm.DB) {
+		if db.Error != nil {
+			return
+		}
+		// Internal reads of stored ciphertexts (RebuildBlindIndexes) are
+		// trusted: guarded, not decrypted.
+		ctx := db.Statement.Context
+		trusted := ctx != nil && ctx.Value(trustedKey{}) != nil
+		p.install(db, !trusted, !trusted)
+	}
 	regs := []error{
 		cb.Create().Before("gorm:create").Register("gormcrypt:create", p.beforeCreate),
+		cb.Create().Before("gorm:create").After("gormcrypt:create").Register("gormcrypt:guard_create", guard(never)),
+		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("gormcrypt:unguard_create", p.uninstall),
+		cb.Create().After("gormcrypt:unguard_create").Before("gorm:commit_or_rollback_transaction").Register("gormcrypt:after_create", p.afterCreate),
 		cb.Update().Before("gorm:update").Register("gormcrypt:update", p.beforeUpdate),
+		cb.Update().Before("gorm:update").After("gormcrypt:update").Register("gormcrypt:guard_update", guard(never)),
+		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("gormcrypt:unguard_update", p.uninstall),
 		cb.Update().After("gorm:update").Register("gormcrypt:after_update", p.afterUpdate),
 		cb.Query().Before("gorm:query").Register("gormcrypt:query", p.beforeQuery),
+		cb.Query().Before("gorm:query").After("gormcrypt:query").Register("gormcrypt:guard_query", guard(p.queryDecrypts)),
+		cb.Query().After("gorm:query").Before("gorm:preload").Register("gormcrypt:unguard_query", p.uninstall),
 		cb.Query().After("gorm:query").Register("gormcrypt:after_query", p.afterQuery),
 		cb.Delete().Before("gorm:delete").Register("gormcrypt:delete", p.beforeDelete),
+		cb.Delete().Before("gorm:delete").After("gormcrypt:delete").Register("gormcrypt:guard_delete", guard(never)),
+		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("gormcrypt:unguard_delete", p.uninstall),
 		cb.Row().Before("gorm:row").Register("gormcrypt:row", p.beforeRow),
-		cb.Raw().Before("gorm:raw").Register("gormcrypt:raw", p.beforeRaw),
+		cb.Row().Before("gorm:row").After("gormcrypt:row").Register("gormcrypt:guard_row", guardRows),
+		cb.Row().After("gorm:row").Register("gormcrypt:unguard_row", p.uninstall),
+		cb.Raw().Before("gorm:raw").Register("gormcrypt:guard_raw", guard(never)),
+		cb.Raw().After("gorm:raw").Register("gormcrypt:unguard_raw", p.uninstall),
 	}
 	return errors.Join(regs...)
+}
+
+// isNilKeySource reports a nil key source, including a typed nil pointer
+// (var kr *keyring.Keyring; gormcrypt.New(kr)).
+func isNilKeySource(k envelope.KeySource) bool {
+	if k == nil {
+		return true
+	}
+	rv := reflect.ValueOf(k)
+	switch rv.Kind() {
+	case reflect.Ptr, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// Register prepares models for encryption without migrating them: it
+// records their tables and encrypted columns, so statements that name a
+// table instead of a model (db.Table("patients"), raw SQL) are encrypted,
+// decrypted or refused like the model's own. AutoMigrate and Fields
+// register too; call one of them at startup for every model with
+// fieldcrypt tags.
+func Register(db *gorm.DB, models ...any) error {
+	p, err := pluginOf(db)
+	if err != nil {
+		return err
+	}
+	for _, m := range models {
+		if _, err := p.prepareModel(db, m); err != nil {
+			return fmt.Errorf("gormcrypt: register %T: %w", m, err)
+		}
+	}
+	return nil
 }
 
 // pluginOf returns the gormcrypt plugin registered on db.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
@@ -46,6 +47,10 @@ type Field struct {
 	BlindIndexSpec envelope.BlindIndex
 	Unique         bool // the blind index column has a unique index
 	Migrate        bool // legacy plaintext values are accepted on read
+	// Unbound: a value written by a Create whose primary key the database
+	// generates is not sealed again once the key is known (see rebind.go);
+	// it is bound to its row from its first update.
+	Unbound bool
 }
 
 type kind uint8
@@ -85,12 +90,17 @@ type plan struct {
 	fields []*cfield
 	byCol  map[string]*cfield // column -> field
 	byBidx map[string]*cfield // blind index column -> field
-	pks    []*schema.Field
+	// byFold and bidxFold hold the same under lower-cased names: names
+	// in statements compare the way the database compares them.
+	byFold, bidxFold map[string]*cfield
+	pks              []*schema.Field
 	// treeEncrypted: this schema or one reachable through relationships
 	// (Joins, Preload) has encrypted fields; valid once treeDone.
 	treeEncrypted, treeDone atomic.Bool
 }
 
+// lookup finds the encrypted field a column or Go field name names,
+// case-insensitively and without quotes.
 func (pl *plan) lookup(name string) *cfield {
 	if pl == nil {
 		return nil
@@ -98,12 +108,38 @@ func (pl *plan) lookup(name string) *cfield {
 	if cf := pl.byCol[name]; cf != nil {
 		return cf
 	}
+	if cf := pl.col(name); cf != nil {
+		return cf
+	}
 	for _, cf := range pl.fields {
-		if cf.Name == name {
+		if strings.EqualFold(cf.Name, strings.Trim(name, "`\"[]")) {
 			return cf
 		}
 	}
 	return nil
+}
+
+// col returns the encrypted field stored in column name (any case, quotes
+// and qualifier ignored), or nil.
+func (pl *plan) col(name string) *cfield {
+	if pl == nil {
+		return nil
+	}
+	if cf := pl.byCol[name]; cf != nil {
+		return cf
+	}
+	return pl.byFold[columnName(clause.Column{Name: name})]
+}
+
+// bidxCol returns the field whose blind index is column name, or nil.
+func (pl *plan) bidxCol(name string) *cfield {
+	if pl == nil {
+		return nil
+	}
+	if cf := pl.byBidx[name]; cf != nil {
+		return cf
+	}
+	return pl.bidxFold[columnName(clause.Column{Name: name})]
 }
 
 func (cf *cfield) binding(ctx context.Context, row string) envelope.Binding {
@@ -164,9 +200,11 @@ func parseTag(tag string) (Field, error) {
 			f.Unique = true
 		case "migrate":
 			f.Migrate = true
+		case "unbound":
+			f.Unbound = true
 		case "":
 		default:
-			return f, fmt.Errorf("%w %q: unknown option %q (want deterministic, blindindex[=size:N;argon2;column:NAME], unique, migrate)", ErrTag, tag, opt)
+			return f, fmt.Errorf("%w %q: unknown option %q (want deterministic, blindindex[=size:N;argon2;column:NAME], unique, migrate, unbound)", ErrTag, tag, opt)
 		}
 	}
 	switch {
@@ -218,9 +256,7 @@ func (p *Plugin) planFor(s *schema.Schema) (*plan, error) {
 		return nil, err
 	}
 	p.plans.Store(s, pl)
-	if len(pl.fields) > 0 {
-		p.tables.LoadOrStore(s.Table, pl)
-	}
+	p.reg.add(pl)
 	return pl, nil
 }
 
@@ -261,7 +297,7 @@ func (p *Plugin) prepareTree(s *schema.Schema) (*plan, error) {
 // become text, their scanner and setter decrypt, a hidden blind index field
 // is added.
 func (p *Plugin) build(s *schema.Schema) (*plan, error) {
-	pl := &plan{s: s, byCol: map[string]*cfield{}, byBidx: map[string]*cfield{}, pks: s.PrimaryFields}
+	pl := &plan{s: s, byCol: map[string]*cfield{}, byBidx: map[string]*cfield{}, byFold: map[string]*cfield{}, bidxFold: map[string]*cfield{}, pks: s.PrimaryFields}
 	for _, sf := range s.Fields {
 		tag, ok := sf.Tag.Lookup("fieldcrypt")
 		if !ok {
@@ -285,6 +321,7 @@ func (p *Plugin) build(s *schema.Schema) (*plan, error) {
 		cf.kind = kindOf(cf.base)
 		pl.fields = append(pl.fields, cf)
 		pl.byCol[f.Column] = cf
+		pl.byFold[strings.ToLower(f.Column)] = cf
 	}
 	if len(pl.fields) == 0 {
 		return pl, nil
@@ -323,6 +360,7 @@ func (p *Plugin) build(s *schema.Schema) (*plan, error) {
 		}
 		bf := newBidxField(s, cf)
 		pl.byBidx[cf.BlindIndex] = cf
+		pl.bidxFold[strings.ToLower(cf.BlindIndex)] = cf
 		fields = append(fields, bf)
 		dbNames = append(dbNames, bf.DBName)
 		byDB[bf.DBName] = bf
@@ -435,11 +473,12 @@ func rowBound(ct []byte) bool {
 type rawValue struct {
 	b     []byte
 	null  bool
+	plain bool        // b is a plaintext the guard pool decrypted (rows.go)
 	other interface{} // a non-text driver value (legacy plaintext)
 }
 
 func (r *rawValue) Scan(src interface{}) error {
-	r.other, r.null = nil, false
+	r.other, r.null, r.plain = nil, false, false
 	r.b = r.b[:0]
 	switch v := src.(type) {
 	case nil:
@@ -449,6 +488,12 @@ func (r *rawValue) Scan(src interface{}) error {
 	case string:
 		r.b = append(r.b, v...)
 	default:
+		if pt, ok := plaintextOf(v); ok {
+			r.b = append(r.b, pt...)
+			clear(pt)
+			r.plain = true
+			return nil
+		}
 		r.other = v
 	}
 	return nil
@@ -460,7 +505,7 @@ func (vp *valuePool) Get() interface{} { return vp.p.Get() }
 func (vp *valuePool) Put(v interface{}) {
 	if r, ok := v.(*rawValue); ok {
 		clear(r.b)
-		r.other = nil
+		r.other, r.plain = nil, false
 		vp.p.Put(r)
 	}
 }

@@ -35,7 +35,8 @@ func (p *Plugin) beforeQuery(db *gorm.DB) {
 		}
 		needState = needState || dp != nil && dp.treeEncrypted.Load()
 	}
-	if !needState {
+	wpl, _ := p.targetPlan(db, pl)
+	if !needState && (wpl == nil || len(wpl.fields) == 0) {
 		return
 	}
 	ctx := db.Statement.Context
@@ -43,11 +44,12 @@ func (p *Plugin) beforeQuery(db *gorm.DB) {
 		ctx = context.Background()
 	}
 	st := &state{parent: ctx, deferOK: true}
-	if pl != nil && len(pl.fields) > 0 && isMapDest(db.Statement.Dest) && pl.hasTypedFields() {
+	if db.Statement.Schema != nil && pl != nil && len(pl.fields) > 0 && isMapDest(db.Statement.Dest) && pl.hasTypedFields() {
 		// GORM scans map results into the model's Go field types, which
-		// cannot hold a ciphertext of a time, number or struct. Scan by
-		// column type instead (the model's query clauses, e.g. soft delete,
-		// are added here) and decrypt into the map after the query.
+		// cannot hold a JSON struct. Scan by column type instead (the
+		// model's query clauses, e.g. soft delete, are added here): the
+		// guard pool decrypts, and afterQuery gives each value its field's
+		// Go type.
 		for _, c := range db.Statement.Schema.QueryClauses {
 			db.Statement.AddClause(c)
 		}
@@ -57,13 +59,37 @@ func (p *Plugin) beforeQuery(db *gorm.DB) {
 	if pl != nil && len(pl.byBidx) > 0 && st.schema == nil {
 		p.selectReadable(db, pl, st)
 	}
-	if pl != nil && len(pl.fields) > 0 {
+	if wpl != nil && len(wpl.fields) > 0 {
 		// The rewritten WHERE is put back after the query: FirstOrCreate
 		// reads the conditions back into the struct it creates.
 		st.where, st.hadWhere = db.Statement.Clauses["WHERE"]
-		p.rewriteWhere(db, pl)
+		p.rewriteWhere(db, wpl)
 	}
 	db.Statement.Context = context.WithValue(ctx, stateKey{}, st)
+}
+
+// queryDecrypts reports whether a query's result rows are decrypted by the
+// guard pool (rows.go): yes unless the destination is a model (or a view
+// struct) with fieldcrypt tags, whose own fields decrypt while GORM scans.
+func (p *Plugin) queryDecrypts(db *gorm.DB) bool {
+	if ctx := db.Statement.Context; ctx != nil && ctx.Value(trustedKey{}) != nil {
+		return false
+	}
+	dt := destStructType(db.Statement.Dest)
+	if dt == nil {
+		return true // a map, a scalar, a slice of scalars
+	}
+	if s := db.Statement.Schema; s != nil && dt == s.ModelType {
+		if v, ok := p.plans.Load(s); ok {
+			if pl := v.(*plan); len(pl.fields) > 0 || pl.treeEncrypted.Load() {
+				return false
+			}
+		}
+	}
+	if dp := p.planOfType(db, dt); dp != nil && (len(dp.fields) > 0 || dp.treeEncrypted.Load()) {
+		return false
+	}
+	return true
 }
 
 // selectReadable replaces SELECT * by the model's readable columns when
@@ -127,9 +153,9 @@ func (p *Plugin) afterQuery(db *gorm.DB) {
 			break
 		}
 	}
-	if db.Error == nil {
-		p.checkDest(db)
-	}
+	// Even a failed query (a driver's scan error) must not leave a
+	// ciphertext in the destination.
+	p.checkDest(db)
 	if isOurs(db.Error) {
 		resetDest(db)
 	}
@@ -183,9 +209,11 @@ func resetDest(db *gorm.DB) {
 	}
 }
 
-// checkDest handles results GORM scanned without the model's fields: maps
-// are decrypted when the statement has a model, any other ciphertext
-// reaching a destination fails the query.
+// checkDest finishes results GORM scanned without the model's fields.
+// The guard pool has decrypted them already (rows.go); map values are
+// turned into the field's Go type, as a model read gives them. Any
+// ciphertext still in the destination (a table gormcrypt does not know)
+// fails the query: it is never handed back as if it were the value.
 func (p *Plugin) checkDest(db *gorm.DB) {
 	stmt := db.Statement
 	var pl *plan
@@ -196,38 +224,62 @@ func (p *Plugin) checkDest(db *gorm.DB) {
 		if pl == nil || len(pl.fields) == 0 {
 			// A model without encrypted fields: only check when a
 			// different (non-model) destination could hold ciphertexts.
-			if dt := destStructType(stmt.Dest); dt == stmt.Schema.ModelType {
+			if dt := destStructType(stmt.Dest); dt == stmt.Schema.ModelType && !p.readsRegistered(db) {
 				return
+			}
+		}
+	}
+	var tables []*tableEntry
+	if v, ok := stmt.Settings.LoadAndDelete(tablesKey); ok {
+		tables = v.([]*tableEntry)
+	}
+	conv := func(m map[string]interface{}) {
+		if db.Error != nil {
+			return
+		}
+		for k, v := range m {
+			if cf := p.mapField(pl, tables, k); cf != nil {
+				m[k] = cf.fromStd(v)
 			}
 		}
 	}
 	switch d := stmt.Dest.(type) {
 	case *map[string]interface{}:
-		db.AddError(p.decryptMap(db, pl, *d))
-		return
+		conv(*d)
 	case map[string]interface{}:
-		db.AddError(p.decryptMap(db, pl, d))
-		return
+		conv(d)
 	case *[]map[string]interface{}:
 		for _, m := range *d {
-			if err := p.decryptMap(db, pl, m); err != nil {
-				db.AddError(err)
-				return
-			}
-		}
-		return
-	}
-	if dt := destStructType(stmt.Dest); dt != nil {
-		if stmt.Schema != nil && dt == stmt.Schema.ModelType {
-			return
-		}
-		if dp := p.planOfType(db, dt); dp != nil && len(dp.fields) > 0 {
-			return
+			conv(m)
 		}
 	}
 	if path := findCiphertext(reflect.ValueOf(stmt.Dest), 0); path != "" {
-		db.AddError(fmt.Errorf("%w: a ciphertext was scanned into %s, which gormcrypt cannot decrypt (Pluck, a scalar, or a struct without fieldcrypt tags); query the model with Find", ErrUnsupportedPath, path))
+		db.AddError(fmt.Errorf("%w: a ciphertext was scanned into %s, and gormcrypt cannot tell which encrypted column it came from (a table not registered with gormcrypt, or an alias); query through the model", ErrUnsupportedPath, path))
 	}
+}
+
+// readsRegistered reports whether the statement names a registered table
+// other than through its model.
+func (p *Plugin) readsRegistered(db *gorm.DB) bool {
+	return len(p.statementTables(db)) > 0 && (db.Statement.Schema == nil || p.reg.get(db.Statement.Schema.Table) == nil)
+}
+
+// mapField returns the encrypted field of a map result column.
+func (p *Plugin) mapField(pl *plan, tables []*tableEntry, column string) *cfield {
+	if cf := pl.col(column); cf != nil {
+		return cf
+	}
+	name := strings.ToLower(column)
+	var found *cfield
+	for _, t := range tables {
+		if cf := t.cols[name]; cf != nil {
+			if found != nil {
+				return nil // two tables encrypt it: leave the value as read
+			}
+			found = cf
+		}
+	}
+	return found
 }
 
 func (p *Plugin) planOfType(db *gorm.DB, t reflect.Type) *plan {
@@ -240,56 +292,6 @@ func (p *Plugin) planOfType(db *gorm.DB, t reflect.Type) *plan {
 		return nil
 	}
 	return v.(*plan)
-}
-
-// decryptMap decrypts the encrypted columns of one result row in place.
-func (p *Plugin) decryptMap(db *gorm.DB, pl *plan, m map[string]interface{}) error {
-	if pl == nil || len(pl.fields) == 0 {
-		for k, v := range m {
-			if isCiphertextValue(v) {
-				return fmt.Errorf("%w: column %q holds a ciphertext and the query has no model to decrypt it with (use db.Model(&T{}))", ErrUnsupportedPath, k)
-			}
-		}
-		return nil
-	}
-	row, haveRow := "", len(pl.pks) > 0
-	if len(pl.pks) == 1 {
-		v, ok := m[pl.pks[0].DBName]
-		if ok && !isZeroValue(v) {
-			row = keyString(v)
-		} else {
-			haveRow = false
-		}
-	} else if len(pl.pks) > 1 {
-		parts := make([]string, len(pl.pks))
-		for i, pk := range pl.pks {
-			v, ok := m[pk.DBName]
-			if !ok || isZeroValue(v) {
-				haveRow = false
-				break
-			}
-			parts[i] = quoteKey(keyString(v))
-		}
-		if haveRow {
-			row = strings.Join(parts, ",")
-		}
-	}
-	ctx := db.Statement.Context
-	for k, v := range m {
-		cf := pl.byCol[k]
-		if cf == nil {
-			if isCiphertextValue(v) {
-				return fmt.Errorf("%w: column %q holds a ciphertext but is not an encrypted field of %s", ErrUnsupportedPath, k, pl.s.Name)
-			}
-			continue
-		}
-		dv, err := cf.decodeStored(ctx, row, haveRow, v)
-		if err != nil {
-			return err
-		}
-		m[k] = dv
-	}
-	return nil
 }
 
 func isCiphertextValue(v interface{}) bool {
@@ -363,70 +365,11 @@ func (p *Plugin) beforeRow(db *gorm.DB) {
 	if db.Error != nil {
 		return
 	}
-	if pl := p.planOf(db); pl != nil && len(pl.fields) > 0 {
+	pl := p.planOf(db)
+	if db.Error != nil {
+		return
+	}
+	if pl, _ = p.targetPlan(db, pl); pl != nil && len(pl.fields) > 0 {
 		p.rewriteWhere(db, pl)
-	}
-}
-
-// beforeRaw fails raw writes (Exec) that name an encrypted column of a
-// known model and pass a parameter that is not a ciphertext.
-func (p *Plugin) beforeRaw(db *gorm.DB) {
-	if db.Error != nil || len(db.Statement.Vars) == 0 {
-		return
-	}
-	if ctx := db.Statement.Context; ctx != nil && ctx.Value(trustedKey{}) != nil {
-		return // RebuildBlindIndexes' own compare-and-swap
-	}
-	sql := db.Statement.SQL.String()
-	toks := sqlTokens(sql)
-	if len(toks) == 0 {
-		return
-	}
-	switch strings.ToUpper(toks[0]) {
-	case "INSERT", "UPDATE", "REPLACE", "MERGE", "UPSERT", "WITH":
-	default:
-		return
-	}
-	var hit *cfield
-	for _, t := range toks {
-		v, ok := p.tables.Load(t)
-		if !ok {
-			continue
-		}
-		pl := v.(*plan)
-		for _, t2 := range toks {
-			if cf := pl.byCol[t2]; cf != nil {
-				hit = cf
-				break
-			}
-		}
-		if hit != nil {
-			break
-		}
-	}
-	if hit == nil {
-		return
-	}
-	for _, v := range db.Statement.Vars {
-		if dv, ok := v.(driver.Valuer); ok {
-			if x, err := dv.Value(); err == nil {
-				v = x
-			}
-		}
-		plain := false
-		switch x := v.(type) {
-		case string:
-			plain = !envelope.IsText(x)
-		case []byte:
-			plain = !envelope.IsCiphertext(x)
-		}
-		if plain {
-			db.AddError(hit.fail("exec", "", ErrUnsupportedPath, errors.New("raw SQL writes an encrypted column with a parameter that is not a ciphertext; write through the model (Create, Save, Updates)")))
-			// GORM logs any statement with SQL, even a failed one: drop it
-			// so the parameters never reach the log.
-			db.Statement.SQL.Reset()
-			db.Statement.Vars = nil
-			return
-		}
 	}
 }

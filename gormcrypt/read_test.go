@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/envelope/envelopetest"
 	"github.com/fieldcrypt/fieldcrypt/gormcrypt"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
 )
@@ -172,9 +173,22 @@ func TestReadPaths(t *testing.T) {
 					assert.False(t, strings.HasPrefix(m["name"].(string), "fc1:"))
 				}
 			}},
-			{"Find into map without model fails closed", func(t *testing.T) {
+			{"Find into map by table name decrypts", func(t *testing.T) {
 				var ms []map[string]any
-				err := db.Table("patients").Find(&ms).Error
+				require.NoError(t, db.Table("patients").Find(&ms).Error)
+				require.Len(t, ms, 3)
+				for _, m := range ms {
+					p := byID(uuid.MustParse(fmt.Sprint(m["id"])))
+					assert.Equal(t, p.Name, m["name"])
+					assert.Equal(t, p.SSN, m["ssn"])
+				}
+			}},
+			{"Find into map from a table gormcrypt does not know fails closed", func(t *testing.T) {
+				other := fresh(t, raw, nil) // a plugin that never saw Patient
+				require.NoError(t, other.Use(gormcrypt.New(envelopetest.New())))
+				require.NoError(t, gormcrypt.Register(other, &Doctor{}))
+				var ms []map[string]any
+				err := other.Table("patients").Find(&ms).Error
 				require.ErrorIs(t, err, gormcrypt.ErrUnsupportedPath)
 				assert.Empty(t, ms)
 			}},
@@ -193,21 +207,28 @@ func TestReadPaths(t *testing.T) {
 				require.ErrorIs(t, err, gormcrypt.ErrUnsupportedPath)
 				assert.Empty(t, got)
 			}},
-			{"Select without primary key works for unbound values", func(t *testing.T) {
+			{"Select without primary key fails closed for auto-increment rows too", func(t *testing.T) {
+				// Auto-increment keys are row-bound by default (sealed again once
+				// the INSERT returns the key).
 				var got []Doctor
-				require.NoError(t, db.Select("name").Find(&got).Error)
+				err := db.Select("name").Find(&got).Error
+				require.ErrorIs(t, err, gormcrypt.ErrUnsupportedPath)
+				assert.Empty(t, got)
+				require.NoError(t, db.Select("id", "name").Find(&got).Error)
 				require.Len(t, got, 2)
 				assert.ElementsMatch(t, []string{"Dr Who", "Dr No"}, []string{got[0].Name, got[1].Name})
 			}},
-			{"Find into a struct without tags fails closed", func(t *testing.T) {
+			{"Find into a struct without tags decrypts", func(t *testing.T) {
 				type patientView struct {
 					ID   uuid.UUID
 					Name string
 				}
 				var got []patientView
-				err := db.Model(&Patient{}).Find(&got).Error
-				require.ErrorIs(t, err, gormcrypt.ErrUnsupportedPath)
-				assert.Empty(t, got)
+				require.NoError(t, db.Model(&Patient{}).Find(&got).Error)
+				require.Len(t, got, 3)
+				for _, v := range got {
+					assert.Equal(t, byID(v.ID).Name, v.Name)
+				}
 			}},
 			{"Find into a tagged view with the model's table", func(t *testing.T) {
 				var got []patientNameView
@@ -342,8 +363,9 @@ func TestBinding(t *testing.T) {
 			{"same column, another row", "patients", "ssn", a.ID, "ssn", b.ID, true, &Patient{}, "Patient.SSN", "patients.ssn", b.ID.String()},
 			{"another column, same row", "patients", "name", a.ID, "notes", a.ID, true, &Patient{}, "Patient.Notes", "patients.notes", a.ID.String()},
 			{"deterministic, another column", "patients", "email", a.ID, "name", a.ID, true, &Patient{}, "Patient.Name", "patients.name", a.ID.String()},
-			// Created with an auto-increment key: not row-bound (documented).
-			{"auto-increment, created, another row", "doctors", "name", doc1.ID, "name", doc2.ID, false, &Doctor{}, "", "", ""},
+			// Created with an auto-increment key: row-bound too (sealed again
+			// once the INSERT returned the key).
+			{"auto-increment, created, another row", "doctors", "name", doc1.ID, "name", doc2.ID, true, &Doctor{}, "Doctor.Name", "doctors.name", fmt.Sprint(doc2.ID)},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -361,6 +383,9 @@ func TestBinding(t *testing.T) {
 				case "doctors":
 					var d Doctor
 					err = db.First(&d, tc.toID).Error
+					if tc.wantErr {
+						assert.Equal(t, Doctor{}, d, "no half-filled result")
+					}
 				}
 				if !tc.wantErr {
 					require.NoError(t, err)

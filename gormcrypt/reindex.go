@@ -87,10 +87,10 @@ func (p *Plugin) rebuildField(ctx context.Context, db *gorm.DB, pl *plan, cf *cf
 	for {
 		var rows *sql.Rows
 		var err error
-		if last == nil {
-			rows, err = db.WithContext(ctx).Raw(first).Rows()
+		if last == nil { // trusted: the stored ciphertexts, not decrypted rows
+			rows, err = trusted.Raw(first).Rows()
 		} else {
-			rows, err = db.WithContext(ctx).Raw(next, last).Rows()
+			rows, err = trusted.Raw(next, last).Rows()
 		}
 		if err != nil {
 			return res, cf.fail("rebuild-index", "", ErrDecrypt, err)

@@ -106,16 +106,20 @@ func (p *Plugin) rewriteExprs(db *gorm.DB, pl *plan, exprs []clause.Expression) 
 	return out, true, nil
 }
 
-// resolve finds the encrypted field a condition column names.
+// resolve finds the encrypted field a condition column names. Names
+// compare the way the database compares them (case-insensitively, without
+// quotes); a qualifier naming another registered table resolves there. A
+// column it cannot resolve (an expression, an alias) is left alone: the
+// statement guard refuses a plaintext compared with it.
 func (p *Plugin) resolve(db *gorm.DB, pl *plan, col interface{}) (*cfield, clause.Column) {
 	var c clause.Column
 	switch x := col.(type) {
 	case string:
 		name := x
 		if i := strings.LastIndexByte(name, '.'); i >= 0 {
-			c.Table, name = strings.Trim(name[:i], "`\""), name[i+1:]
+			c.Table, name = strings.Trim(name[:i], "`\"[]"), name[i+1:]
 		}
-		c.Name = strings.Trim(name, "`\"")
+		c.Name = strings.Trim(name, "`\"[]")
 	case clause.Column:
 		if x.Raw {
 			return nil, c
@@ -124,15 +128,16 @@ func (p *Plugin) resolve(db *gorm.DB, pl *plan, col interface{}) (*cfield, claus
 	default:
 		return nil, c
 	}
-	target := pl
-	if c.Table != "" && c.Table != clause.CurrentTable && c.Table != db.Statement.Table && (pl == nil || c.Table != pl.s.Table) {
-		v, ok := p.tables.Load(c.Table)
-		if !ok {
-			return nil, c
-		}
-		target = v.(*plan)
+	if c.Table != "" && c.Table != clause.CurrentTable && !strings.EqualFold(c.Table, db.Statement.Table) && (pl == nil || !strings.EqualFold(c.Table, pl.s.Table)) {
+		return p.reg.get(c.Table).lookupFold(c.Name), c
 	}
-	return target.lookup(c.Name), c
+	if cf := pl.lookup(c.Name); cf != nil {
+		return cf, c
+	}
+	if tables := p.statementTables(db); len(tables) > 0 && (pl == nil || len(pl.fields) == 0) {
+		return tables[0].lookupFold(c.Name), c
+	}
+	return nil, c
 }
 
 func (p *Plugin) rewriteExpr(db *gorm.DB, pl *plan, e clause.Expression) (clause.Expression, bool, error) {
@@ -190,20 +195,6 @@ func (p *Plugin) rewriteExpr(db *gorm.DB, pl *plan, e clause.Expression) (clause
 	case clause.Where:
 		exprs, changed, err := p.rewriteExprs(db, pl, x.Exprs)
 		return clause.Where{Exprs: exprs}, changed, err
-	case clause.Expr:
-		if len(x.Vars) > 0 {
-			if col := comparedColumn(x.SQL, pl); col != nil {
-				return e, false, col.fail("query", "", ErrUnsupportedPath,
-					fmt.Errorf("a string condition compares the encrypted column with a parameter; use gormcrypt.Eq(%q, v) or a struct condition", col.Column))
-			}
-		}
-	case clause.NamedExpr:
-		if len(x.Vars) > 0 {
-			if col := comparedColumn(x.SQL, pl); col != nil {
-				return e, false, col.fail("query", "", ErrUnsupportedPath,
-					fmt.Errorf("a string condition compares the encrypted column with a parameter; use gormcrypt.Eq(%q, v) or a struct condition", col.Column))
-			}
-		}
 	}
 	return e, false, nil
 }
@@ -262,81 +253,4 @@ func (p *Plugin) searchExpr(db *gorm.DB, cf *cfield, col clause.Column, values [
 		e = clause.Not(e)
 	}
 	return e, nil
-}
-
-// comparedColumn reports an encrypted column of pl (or of any prepared
-// table) that an SQL fragment compares with something: the column name
-// followed by a comparison operator.
-func comparedColumn(sql string, pl *plan) *cfield {
-	if pl == nil || len(pl.byCol) == 0 {
-		return nil
-	}
-	toks := sqlTokens(sql)
-	for i, t := range toks {
-		cf := pl.byCol[t]
-		if cf == nil || i+1 >= len(toks) {
-			continue
-		}
-		switch strings.ToUpper(toks[i+1]) {
-		case "=", "<>", "!=", "<", ">", "<=", ">=", "IN", "LIKE", "ILIKE", "BETWEEN", "REGEXP", "RLIKE", "GLOB", "<=>":
-			return cf
-		}
-	}
-	return nil
-}
-
-// sqlTokens splits SQL into identifiers (unquoted, last part of a dotted
-// name), operators and other single characters; string literals are
-// skipped.
-func sqlTokens(sql string) []string {
-	var toks []string
-	for i := 0; i < len(sql); {
-		c := sql[i]
-		switch {
-		case c == '\'':
-			j := i + 1
-			for j < len(sql) && sql[j] != '\'' {
-				j++
-			}
-			i = j + 1
-			toks = append(toks, "'")
-		case c == '"' || c == '`':
-			j := i + 1
-			for j < len(sql) && sql[j] != c {
-				j++
-			}
-			toks = append(toks, sql[i+1:min(j, len(sql))])
-			i = j + 1
-		case isIdent(c):
-			j := i
-			for j < len(sql) && (isIdent(sql[j]) || sql[j] >= '0' && sql[j] <= '9') {
-				j++
-			}
-			toks = append(toks, sql[i:j])
-			i = j
-		case c == '.':
-			// "t.col": drop the qualifier so the column is the token.
-			if len(toks) > 0 {
-				toks = toks[:len(toks)-1]
-			}
-			i++
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			i++
-		case strings.IndexByte("<>!=", c) >= 0:
-			j := i
-			for j < len(sql) && strings.IndexByte("<>!=", sql[j]) >= 0 {
-				j++
-			}
-			toks = append(toks, sql[i:j])
-			i = j
-		default:
-			toks = append(toks, sql[i:i+1])
-			i++
-		}
-	}
-	return toks
-}
-
-func isIdent(c byte) bool {
-	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
@@ -32,32 +33,40 @@ func (p *Plugin) planOf(db *gorm.DB) *plan {
 
 // beforeCreate builds the INSERT itself, with ciphertexts in place of the
 // plaintexts, so gorm:create only executes it. The caller's struct is never
-// modified: it keeps the plaintext.
+// modified: it keeps the plaintext. A statement that names a registered
+// table instead of a model (db.Table("patients").Create(map)) is encrypted
+// with that table's model.
 func (p *Plugin) beforeCreate(db *gorm.DB) {
 	if db.Error != nil {
 		return
 	}
 	pl := p.planOf(db)
+	if db.Error != nil {
+		return
+	}
+	pl, _ = p.targetPlan(db, pl)
 	if pl == nil || len(pl.fields) == 0 || db.Statement.SQL.Len() > 0 {
 		return
 	}
 	stmt := db.Statement
 	// What gorm:create does before building, in the same order.
-	if !stmt.Unscoped {
-		for _, c := range stmt.Schema.CreateClauses {
-			stmt.AddClause(c)
-		}
-	}
-	if slices.Contains(stmt.BuildClauses, "RETURNING") && len(stmt.Schema.FieldsWithDefaultDBValue) > 0 {
-		if _, ok := stmt.Clauses["RETURNING"]; !ok {
-			cols := make([]clause.Column, 0, len(stmt.Schema.FieldsWithDefaultDBValue))
-			for _, f := range stmt.Schema.FieldsWithDefaultDBValue {
-				if f.Readable {
-					cols = append(cols, clause.Column{Name: f.DBName})
-				}
+	if stmt.Schema != nil {
+		if !stmt.Unscoped {
+			for _, c := range stmt.Schema.CreateClauses {
+				stmt.AddClause(c)
 			}
-			if len(cols) > 0 {
-				stmt.AddClause(clause.Returning{Columns: cols})
+		}
+		if slices.Contains(stmt.BuildClauses, "RETURNING") && len(stmt.Schema.FieldsWithDefaultDBValue) > 0 {
+			if _, ok := stmt.Clauses["RETURNING"]; !ok {
+				cols := make([]clause.Column, 0, len(stmt.Schema.FieldsWithDefaultDBValue))
+				for _, f := range stmt.Schema.FieldsWithDefaultDBValue {
+					if f.Readable {
+						cols = append(cols, clause.Column{Name: f.DBName})
+					}
+				}
+				if len(cols) > 0 {
+					stmt.AddClause(clause.Returning{Columns: cols})
+				}
 			}
 		}
 	}
@@ -67,13 +76,17 @@ func (p *Plugin) beforeCreate(db *gorm.DB) {
 		return
 	}
 	unbound := p.upsertUnbound(db, pl)
-	if err := p.encryptValues(db, pl, &values, unbound); err != nil {
+	rebind, err := p.encryptValues(db, pl, &values, unbound)
+	if err != nil {
 		db.AddError(err)
 		return
 	}
 	if err := p.encryptOnConflict(db, pl); err != nil {
 		db.AddError(err)
 		return
+	}
+	if len(rebind) > 0 {
+		stmt.Settings.Store(rebindKey, &rebindState{pl: pl, rows: rebind})
 	}
 	stmt.AddClause(values)
 	stmt.SQL.Grow(180)
@@ -103,13 +116,13 @@ func (p *Plugin) upsertUnbound(db *gorm.DB, pl *plan) bool {
 	return false
 }
 
-func (p *Plugin) encryptValues(db *gorm.DB, pl *plan, values *clause.Values, unbound bool) error {
+func (p *Plugin) encryptValues(db *gorm.DB, pl *plan, values *clause.Values, unbound bool) ([]rebindRow, error) {
 	ctx := db.Statement.Context
 	// Blind index columns GORM listed (with empty values) are dropped: they
 	// are added back below, after their source column, whatever Select says.
 	dropped := false
 	for _, c := range values.Columns {
-		if pl.byBidx[c.Name] != nil {
+		if pl.bidxCol(c.Name) != nil {
 			dropped = true
 		}
 	}
@@ -117,7 +130,7 @@ func (p *Plugin) encryptValues(db *gorm.DB, pl *plan, values *clause.Values, unb
 		cols := make([]clause.Column, 0, len(values.Columns))
 		keepIdx := make([]int, 0, len(values.Columns))
 		for j, c := range values.Columns {
-			if pl.byBidx[c.Name] == nil {
+			if pl.bidxCol(c.Name) == nil {
 				cols = append(cols, c)
 				keepIdx = append(keepIdx, j)
 			}
@@ -142,11 +155,11 @@ func (p *Plugin) encryptValues(db *gorm.DB, pl *plan, values *clause.Values, unb
 		pkPos[i] = -1
 	}
 	for j, c := range values.Columns {
-		if cf := pl.byCol[c.Name]; cf != nil {
+		if cf := pl.col(c.Name); cf != nil {
 			targets = append(targets, target{cf: cf, col: j, bidx: -1})
 		}
 		for i, pk := range pl.pks {
-			if pk.DBName == c.Name {
+			if strings.EqualFold(pk.DBName, columnName(c)) {
 				pkPos[i] = j
 			}
 		}
@@ -160,24 +173,37 @@ func (p *Plugin) encryptValues(db *gorm.DB, pl *plan, values *clause.Values, unb
 			}
 		}
 	}
+	var rebind []rebindRow
 	for i, row := range values.Values {
 		key := ""
 		if !unbound && len(pl.pks) > 0 {
 			key = rowKeyOf(row, pkPos)
 		}
+		var rb *rebindRow
 		for _, t := range targets {
-			ct, bidx, err := t.cf.encryptAny(ctx, key, row[t.col])
+			orig := row[t.col]
+			ct, bidx, err := t.cf.encryptAny(ctx, key, orig)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			row[t.col] = ct
 			if t.bidx >= 0 {
 				row[t.bidx] = bidx
 			}
+			// A value sealed before the database assigned the row's key is
+			// sealed again, bound to the key, once the INSERT returns it.
+			if key == "" && !unbound && len(pl.pks) > 0 && ct != nil && t.cf.Mode == Randomized && !t.cf.Unbound {
+				if rb == nil {
+					rebind = append(rebind, rebindRow{index: i})
+					rb = &rebind[len(rebind)-1]
+				}
+				rb.fields = append(rb.fields, t.cf)
+				rb.values = append(rb.values, orig)
+			}
 		}
 		values.Values[i] = row
 	}
-	return nil
+	return rebind, nil
 }
 
 // rowKeyOf returns the row key of an INSERT row from its primary key
@@ -230,10 +256,10 @@ func (p *Plugin) encryptSet(db *gorm.DB, pl *plan, set clause.Set, row string, e
 	ctx := db.Statement.Context
 	out := make(clause.Set, 0, len(set)+1)
 	for _, a := range set {
-		if pl.byBidx[a.Column.Name] != nil {
+		if pl.bidxCol(a.Column.Name) != nil {
 			continue // recomputed below
 		}
-		cf := pl.byCol[a.Column.Name]
+		cf := pl.col(a.Column.Name)
 		if cf == nil {
 			out = append(out, a)
 			continue
@@ -267,6 +293,10 @@ func (p *Plugin) beforeUpdate(db *gorm.DB) {
 		return
 	}
 	pl := p.planOf(db)
+	if db.Error != nil {
+		return
+	}
+	pl, _ = p.targetPlan(db, pl)
 	if pl == nil || len(pl.fields) == 0 {
 		return
 	}
@@ -289,12 +319,12 @@ func (p *Plugin) beforeUpdate(db *gorm.DB) {
 	// Bind to the model's key only when GORM built the SET clause: then it
 	// also added "WHERE <primary key> = <the model's key>".
 	row := ""
-	if ours && stmt.ReflectValue.Kind() == reflect.Struct && len(pl.pks) > 0 && stmt.Schema.ModelType == stmt.ReflectValue.Type() {
+	if ours && stmt.Schema != nil && stmt.Schema == pl.s && stmt.ReflectValue.Kind() == reflect.Struct && len(pl.pks) > 0 && stmt.Schema.ModelType == stmt.ReflectValue.Type() {
 		row = pl.rowOf(stmt.Context, stmt.ReflectValue)
 	}
 	for _, a := range set {
 		for _, pk := range pl.pks {
-			if a.Column.Name == pk.DBName {
+			if strings.EqualFold(columnName(a.Column), pk.DBName) {
 				// The statement changes the key: bind to the new one.
 				row = ""
 				if len(pl.pks) == 1 && !isZeroValue(a.Value) {
@@ -324,7 +354,11 @@ func (p *Plugin) beforeDelete(db *gorm.DB) {
 	if db.Error != nil {
 		return
 	}
-	if pl := p.planOf(db); pl != nil && len(pl.fields) > 0 {
+	pl := p.planOf(db)
+	if db.Error != nil {
+		return
+	}
+	if pl, _ = p.targetPlan(db, pl); pl != nil && len(pl.fields) > 0 {
 		p.rewriteWhere(db, pl)
 	}
 }

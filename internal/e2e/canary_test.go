@@ -125,7 +125,7 @@ func TestNoCanaryLeaks(t *testing.T) {
 
 			// Failing paths: each error goes into the transcript.
 			var rawSSN string
-			require.NoError(t, db.Raw("SELECT ssn FROM patients WHERE id = ?", "p-1").Row().Scan(&rawSSN))
+			require.NoError(t, raw.Raw("SELECT ssn FROM patients WHERE id = ?", "p-1").Row().Scan(&rawSSN)) // around the plugin
 			require.NoError(t, db.Create(&patient{ID: "p-2", Name: "Bob", SSN: "other", Email: "b@example.com"}).Error)
 			// The attacker (a DBA) writes with plain SQL, no plugin.
 			require.NoError(t, raw.Exec("UPDATE patients SET ssn = ? WHERE id = ?", rawSSN, "p-2").Error)
