@@ -109,9 +109,11 @@ func Example() {
 	fmt.Println("sealed under", envelope.KEKRef{Class: h.Class, Tenant: "acme", Version: h.KEKVersion})
 	st := kr.Stats()
 	fmt.Printf("KMS calls: %d wraps, %d unwraps\n", st.KMSWrapCalls, st.KMSUnwrapCalls)
+	// One wrap per KEK and one per class key (which authenticates what the
+	// store says about the class's KEKs); no unwrap: this process created them.
 	// Output:
 	// sealed under high/tenant=acme/v1
-	// KMS calls: 3 wraps, 0 unwraps
+	// KMS calls: 5 wraps, 0 unwraps
 }
 
 func ExampleConfig_Validate() {
@@ -145,8 +147,14 @@ func ExampleKeyring_Rotate() {
 	_, _ = kr.Rotate(ctx, scope)       // v2 seals new values; v1 still opens old ones
 	_, _ = kr.RotateSearch(ctx, scope) // blind indexes move to v2; v1 stays queryable
 	_, _ = kr.FinishSearchRotation(ctx, scope)
-	_, _ = kr.Retire(ctx, envelope.KEKRef{Class: envelope.Critical, Version: 1})
-	_, err := kr.Destroy(ctx, envelope.KEKRef{Class: envelope.Critical, Version: 1},
+	v1 := envelope.KEKRef{Class: envelope.Critical, Version: 1}
+	_, err := kr.Retire(ctx, v1)
+	// Refused: other processes may still seal under v1 until they re-read
+	// the keyring (KEKInfo.InUseUntil: MaxStateAge + DemotionSlack after
+	// the rotation). Wait; here, with no other process, force it.
+	fmt.Println(errors.Is(err, keyring.ErrTooSoon))
+	_, _ = kr.Retire(ctx, v1, keyring.Force())
+	_, err = kr.Destroy(ctx, v1, keyring.Force(),
 		keyring.WithDestroyCheck(func(ctx context.Context, ref envelope.KEKRef) error {
 			return nil // e.g. count rows still sealed under ref
 		}))
@@ -160,6 +168,7 @@ func ExampleKeyring_Rotate() {
 	_, err = kr.KEK(ctx, envelope.KEKRef{Class: envelope.Critical, Version: 1})
 	fmt.Println(errors.Is(err, envelope.ErrKeyDestroyed))
 	// Output:
+	// true
 	// critical/v1 destroyed primary: false search rank: 0
 	// critical/v2 active primary: true search rank: 1
 	// true

@@ -30,18 +30,20 @@ const (
 // operations the CLI drives (Rotate, RewrapAll, Retire, Destroy, ...).
 // It is safe for concurrent use. Call Close when done.
 type Keyring struct {
-	store  Store
-	opener kms.Opener
-	now    func() time.Time
-	ttl    time.Duration
-	maxAge time.Duration
-	grace  time.Duration
-	retry  time.Duration
-	failBO time.Duration
-	opTO   time.Duration
-	auto   bool
-	name   string
-	scoped map[envelope.Class]bool // configured encrypted classes → tenant scoped
+	store         Store
+	opener        kms.Opener
+	now           func() time.Time
+	ttl           time.Duration
+	maxAge        time.Duration
+	refresh       time.Duration // Config.StateRefresh
+	grace         time.Duration
+	retry         time.Duration
+	failBO        time.Duration
+	opTO          time.Duration
+	auto          bool
+	allowUnsealed bool
+	name          string
+	scoped        map[envelope.Class]bool // configured encrypted classes → tenant scoped
 
 	cfgMu sync.RWMutex
 	cfg   Config
@@ -49,11 +51,17 @@ type Keyring struct {
 	mkMu sync.Mutex
 	mks  map[string]kms.MasterKey
 
-	mu     sync.RWMutex
-	keks   map[envelope.KEKRef]*kekEntry
-	scopes map[envelope.Scope]*scopeEntry
-	graves []grave
-	fails  map[envelope.KEKRef]failure // recent unwrap failures, to fail fast
+	mu              sync.RWMutex
+	keks            map[envelope.KEKRef]*kekEntry
+	scopes          map[envelope.Scope]*scopeEntry
+	classKeys       map[envelope.Class]*classKeyEntry
+	graves          []grave
+	fails           map[envelope.KEKRef]failure  // recent unwrap failures, to fail fast
+	scopeFails      map[envelope.Scope]failure   // recent failed state loads, to fail fast
+	epochs          map[envelope.Scope]uint64    // highest epoch seen per scope (rollback detection)
+	sealedClasses   map[envelope.Class]bool      // classes seen with a class key
+	unsealedChecked map[envelope.Class]time.Time // when an unsealed class was last checked for sealed scopes
+	unsealedWarned  map[envelope.Scope]bool      // unsealed scopes already audited
 
 	sf     singleflight.Group
 	wg     sync.WaitGroup
@@ -71,8 +79,8 @@ type kekEntry struct {
 }
 
 type scopeEntry struct {
-	st          *ScopeState // immutable once cached
-	fetched     time.Time
+	st          *ScopeState // verified; immutable once cached
+	fetched     time.Time   // when the read that returned st started
 	nextAttempt atomic.Int64
 	refreshing  atomic.Bool
 }
@@ -116,8 +124,10 @@ func WithClock(now func() time.Time) Option { return func(k *Keyring) { k.now = 
 // that obtained it just before eviction can finish (default 1 min).
 func WithEvictGrace(d time.Duration) Option { return func(k *Keyring) { k.grace = d } }
 
-// WithRefreshRetry sets how long to wait after a failed refresh before
-// trying again while serving stale entries (default 30 s).
+// WithRefreshRetry sets how long to wait after a failed KEK refresh before
+// trying again while serving stale entries (default 30 s). Scope states are
+// retried at every lookup once StateRefresh has passed, since they may not
+// be served past MaxStateAge.
 func WithRefreshRetry(d time.Duration) Option { return func(k *Keyring) { k.retry = d } }
 
 // WithFailureBackoff sets how long a failed unwrap (KMS unreachable, key
@@ -147,23 +157,31 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 		return nil, configErr("nil store")
 	}
 	k := &Keyring{
-		store:  store,
-		opener: kms.OpenerFunc(kms.Open),
-		now:    time.Now,
-		ttl:    cfg.ttl(),
-		maxAge: cfg.maxAge(),
-		grace:  time.Minute,
-		failBO: time.Second,
-		retry:  30 * time.Second,
-		opTO:   30 * time.Second,
-		auto:   true,
-		name:   cfg.Name,
-		scoped: map[envelope.Class]bool{},
-		cfg:    cfg.clone(),
-		mks:    map[string]kms.MasterKey{},
-		keks:   map[envelope.KEKRef]*kekEntry{},
-		fails:  map[envelope.KEKRef]failure{},
-		scopes: map[envelope.Scope]*scopeEntry{},
+		store:           store,
+		opener:          kms.OpenerFunc(kms.Open),
+		now:             time.Now,
+		ttl:             cfg.ttl(),
+		maxAge:          cfg.maxAge(),
+		refresh:         cfg.stateRefresh(),
+		grace:           time.Minute,
+		failBO:          time.Second,
+		retry:           30 * time.Second,
+		opTO:            30 * time.Second,
+		auto:            true,
+		allowUnsealed:   cfg.AllowUnsealedStore,
+		name:            cfg.Name,
+		scoped:          map[envelope.Class]bool{},
+		cfg:             cfg.clone(),
+		mks:             map[string]kms.MasterKey{},
+		keks:            map[envelope.KEKRef]*kekEntry{},
+		fails:           map[envelope.KEKRef]failure{},
+		scopes:          map[envelope.Scope]*scopeEntry{},
+		classKeys:       map[envelope.Class]*classKeyEntry{},
+		scopeFails:      map[envelope.Scope]failure{},
+		epochs:          map[envelope.Scope]uint64{},
+		sealedClasses:   map[envelope.Class]bool{},
+		unsealedChecked: map[envelope.Class]time.Time{},
+		unsealedWarned:  map[envelope.Scope]bool{},
 	}
 	for n, cc := range cfg.Classes {
 		c, _ := envelope.ParseClass(n)
@@ -213,6 +231,10 @@ func (k *Keyring) Close() error {
 	}
 	k.graves = nil
 	k.scopes = map[envelope.Scope]*scopeEntry{}
+	for c, e := range k.classKeys {
+		clear(e.macKey)
+		delete(k.classKeys, c)
+	}
 	return nil
 }
 
@@ -300,11 +322,15 @@ func (k *Keyring) wrap(ctx context.Context, ref envelope.KEKRef, uri string, raw
 	return wrapped, nil
 }
 
-// unwrap returns the plaintext KEK of rec; the caller must clear it.
+// unwrap returns the plaintext KEK of rec; the caller must clear it. The
+// record's master key URI only selects among the master keys the
+// configuration lists for the class: any other is refused and audited.
 func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) ([]byte, error) {
 	uri := rec.MasterKeyURI
-	if owner := k.uriOwner(uri); owner != 0 && owner != ref.Class {
-		return nil, keyErr("unwrap", ref, uri, "stored under the master key of class "+owner.String()+" (keys never cross classification levels)", envelope.ErrKeyUnavailable, ErrStore)
+	if !k.trusts(ref.Class, uri) {
+		err := keyErr("unwrap", ref, uri, k.untrustedReason(ref.Class, uri), envelope.ErrKeyUnavailable, ErrUntrustedKey)
+		k.emitTamper(ctx, ref.Scope(), ref.Version, uri, err)
+		return nil, err
 	}
 	mk, err := k.masterKey(ctx, uri)
 	if err != nil {
@@ -326,12 +352,13 @@ func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 	return raw, nil
 }
 
-// uriOwner returns the configured class whose master key is uri, or 0.
+// uriOwner returns the configured class that lists uri as a master key
+// (current or previous), or 0.
 func (k *Keyring) uriOwner(uri string) envelope.Class {
 	k.cfgMu.RLock()
 	defer k.cfgMu.RUnlock()
 	for n, cc := range k.cfg.Classes {
-		if cc.MasterKey == uri {
+		if cc.trusts(uri) {
 			c, _ := envelope.ParseClass(n)
 			return c
 		}
