@@ -34,7 +34,7 @@ var (
 // rawWrite replaces the stored state of st.Scope, bypassing the store's
 // code and every check: plain SQL on a GormStore, a rewritten file for a
 // FileStore.
-func rawWrite(t *testing.T, store Store, st *ScopeState) {
+func rawWrite(t testing.TB, store Store, st *ScopeState) {
 	t.Helper()
 	switch s := store.(type) {
 	case *GormStore:
@@ -45,6 +45,11 @@ func rawWrite(t *testing.T, store Store, st *ScopeState) {
 			require.NoError(t, db.Exec("INSERT INTO "+KEKTable+" (class, tenant, version, is_primary, state, master_key_uri, wrapped_key, created_at, updated_at, demoted_at, destroyed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 				class, tenant, int64(r.Version), orNull(r.State == StateActive, true), string(r.State), r.MasterKeyURI, bytesOrNull(r.Wrapped),
 				r.CreatedAt.UTC(), r.UpdatedAt.UTC(), orNull(!r.DemotedAt.IsZero(), r.DemotedAt.UTC()), orNull(!r.DestroyedAt.IsZero(), r.DestroyedAt.UTC())).Error)
+		}
+		var n int64
+		require.NoError(t, db.Raw("SELECT COUNT(*) FROM "+ScopeTable+" WHERE class = ? AND tenant = ?", class, tenant).Scan(&n).Error)
+		if n == 0 {
+			require.NoError(t, db.Exec("INSERT INTO "+ScopeTable+" (class, tenant, search_versions, lock_seq, updated_at) VALUES (?, ?, '', 0, ?)", class, tenant, time.Now().UTC()).Error)
 		}
 		var ckURI, ckWrapped, ckCreated any
 		if ck := st.ClassKey; ck != nil {
@@ -76,7 +81,7 @@ func bytesOrNull(b []byte) any {
 	return b
 }
 
-func rawRead(t *testing.T, store Store, s envelope.Scope) *ScopeState {
+func rawRead(t testing.TB, store Store, s envelope.Scope) *ScopeState {
 	t.Helper()
 	st, err := store.LoadScope(context.Background(), s)
 	require.NoError(t, err)
