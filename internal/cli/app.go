@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -48,6 +49,9 @@ type IO struct {
 	StdinTerminal bool
 	// StderrTerminal says progress bars may be drawn on Stderr.
 	StderrTerminal bool
+	// Now is the clock the keyring decides with (when a demoted key may be
+	// destroyed); nil means time.Now. Tests move it forward.
+	Now func() time.Time
 }
 
 // Main runs the command with the process's arguments and environment and
@@ -208,6 +212,14 @@ func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
 	return db, nil
 }
 
+// now is the clock of this invocation (IO.Now, else time.Now).
+func (a *app) now() time.Time {
+	if a.io.Now != nil {
+		return a.io.Now()
+	}
+	return time.Now()
+}
+
 // opener opens master keys, resolving relative local:// paths against the
 // config file's directory (the working directory when there is none).
 func (a *app) opener() kms.Opener {
@@ -272,7 +284,7 @@ func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, erro
 		}
 		store = keyring.NewGormStoreNoMigrate(db)
 	}
-	kr, err := keyring.New(kc, store, keyring.WithOpener(a.opener()), keyring.WithAudit(a.keyringAudit()))
+	kr, err := keyring.New(kc, store, keyring.WithOpener(a.opener()), keyring.WithAudit(a.keyringAudit()), keyring.WithClock(a.now))
 	if err != nil {
 		return nil, err
 	}

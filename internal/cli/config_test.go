@@ -3,7 +3,6 @@ package cli
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -125,8 +124,15 @@ func TestWriteAndUpdateConfigKeepsComments(t *testing.T) {
 	require.NoError(t, err)
 	s := string(data)
 	assert.Contains(t, s, "# top comment")
-	assert.Contains(t, s, "local://new.key")
-	assert.False(t, strings.Contains(s, "local://old.key"))
+	var cfg Config
+	require.NoError(t, decodeConfig(data, &cfg))
+	assert.Equal(t, ClassConfig{MasterKey: "local://new.key", PreviousMasterKeys: []string{"local://old.key"}}, cfg.Classes["critical"],
+		"the old master key stays trusted, as a previous one")
+	require.NoError(t, updateConfigMasterKey(path, "critical", "local://old.key"))
+	data, err = os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, decodeConfig(data, &cfg))
+	assert.Equal(t, ClassConfig{MasterKey: "local://old.key", PreviousMasterKeys: []string{"local://new.key"}}, cfg.Classes["critical"], "back again")
 	fi, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
