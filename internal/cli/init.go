@@ -28,8 +28,8 @@ type kekJSON struct {
 	MasterKeyURI string     `json:"master_key_uri"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
-	DemotedAt    *time.Time `json:"demoted_at,omitempty"`    // when it stopped being the primary
-	InUseUntil   *time.Time `json:"in_use_until,omitempty"`  // until then retire/destroy refuse (exit 5) without --force
+	DemotedAt    *time.Time `json:"demoted_at,omitempty"`   // when it stopped being the primary
+	InUseUntil   *time.Time `json:"in_use_until,omitempty"` // until then retire/destroy refuse (exit 5) without --force
 	DestroyedAt  *time.Time `json:"destroyed_at,omitempty"`
 }
 
