@@ -16,6 +16,9 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
 
+// unsealedReason explains ErrUnsealed.
+const unsealedReason = "the key store predates integrity protection: run 'fieldcrypt keys upgrade' (Keyring.Upgrade) once, or set allow_unsealed_store (Config.AllowUnsealedStore) while you migrate"
+
 // macSize is the size of ScopeState.MAC (HMAC-SHA256).
 const macSize = sha256.Size
 
@@ -213,7 +216,7 @@ func (k *Keyring) verifyUnsealed(ctx context.Context, op string, st *ScopeState,
 		return tamper("the class has no class key but other scopes of it are sealed: the class key was deleted")
 	}
 	if !k.allowUnsealed {
-		return scopeErr(op, s, k.classURI(s.Class), "the key store predates integrity protection: run 'fieldcrypt keys upgrade' (Keyring.Upgrade) once, or set allow_unsealed_store (Config.AllowUnsealedStore) while you migrate", envelope.ErrKeyUnavailable, ErrUnsealed)
+		return scopeErr(op, s, k.classURI(s.Class), unsealedReason, envelope.ErrKeyUnavailable, ErrUnsealed)
 	}
 	k.warnUnsealed(ctx, s)
 	return nil
@@ -263,8 +266,12 @@ func (k *Keyring) warnUnsealed(ctx context.Context, s envelope.Scope) {
 // is sealed (epoch + 1, MAC) before the store writes it. It returns the
 // state written (or found, if fn changed nothing), already cached.
 func (k *Keyring) update(ctx context.Context, op string, s envelope.Scope, fn func(*ScopeState) error) (*ScopeState, error) {
-	if _, err := k.sealingKey(ctx, s.Class); err != nil {
+	switch macKey, err := k.sealingKey(ctx, s.Class); {
+	case err != nil:
 		return nil, err
+	case macKey == nil && !k.allowUnsealed:
+		// Never write what this keyring would refuse to read.
+		return nil, scopeErr(op, s, k.classURI(s.Class), unsealedReason, envelope.ErrKeyUnavailable, ErrUnsealed)
 	}
 	floor := k.epochFloor(s)
 	var final *ScopeState

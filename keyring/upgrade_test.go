@@ -52,6 +52,10 @@ func TestUnsealedStoreAndUpgrade(t *testing.T) {
 			assert.ErrorContains(t, err, "fieldcrypt keys upgrade")
 			_, err = kr.Rotate(ctx, critical)
 			require.ErrorIs(t, err, ErrUnsealed, "no writes either")
+			globex := envelope.Scope{Class: envelope.High, Tenant: "globex"}
+			_, err = kr.PrimaryKEK(ctx, globex)
+			require.ErrorIs(t, err, ErrUnsealed, "not even a new tenant's first KEK, which it would then refuse")
+			assert.Empty(t, rawRead(t, e.store, globex).Records)
 			_, err = kr.List(ctx)
 			require.ErrorIs(t, err, ErrUnsealed)
 
