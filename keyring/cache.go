@@ -18,10 +18,10 @@ type Stats struct {
 	UnwrapErrors   uint64 // failed Unwrap calls (or master keys that failed to open)
 	CacheHits      uint64 // KEK lookups served from a fresh cache entry
 	CacheMisses    uint64 // KEK lookups that had to load (store read, KMS unwrap)
-	StaleServes    uint64 // lookups served from an entry past CacheTTL (KEK or scope)
+	StaleServes    uint64 // lookups served from a KEK past CacheTTL or a scope state past StateRefresh
 	Refreshes      uint64 // background revalidations started
 	RefreshErrors  uint64 // background revalidations that failed
-	StoreReads     uint64 // scope reads from the store by lookups and refreshes
+	StoreReads     uint64 // store reads by lookups and refreshes (scope states, class keys)
 	CachedKEKs     int    // unwrapped KEKs in the cache now
 }
 

@@ -58,9 +58,10 @@ type Config struct {
 	// "public") to its settings. Classes not listed have no keys: lookups
 	// for them fail. "public" may be listed only without a master key.
 	Classes map[string]ClassConfig `json:"classes"`
-	// CacheTTL is how long an unwrapped KEK (and a scope's primary and
-	// search versions) is served without revalidation. 0 means
-	// DefaultCacheTTL.
+	// CacheTTL is how long an unwrapped KEK (or class key) is served
+	// without asking the KMS again. It does not delay rotations,
+	// retirements or destructions: those are scope state, refreshed every
+	// StateRefresh. 0 means DefaultCacheTTL.
 	CacheTTL time.Duration `json:"cache_ttl,omitempty"`
 	// MaxAge is how long a cached KEK may be served after its last
 	// successful unwrap while refreshes fail (KMS unreachable). 0 means

@@ -148,7 +148,8 @@ func (a *app) keysRotateCmd() *cobra.Command {
 		Long: `rotate creates a new KEK version, wrapped under the class's master key, and
 makes it the primary: new values are sealed under it. The previous primary
 becomes decrypt-only, so every existing value stays readable. Other running
-processes pick the new primary up within the keyring cache TTL.
+processes pick the new primary up within their state refresh (30 s by
+default) plus one read, and never later than 2 minutes.
 Then run 'fieldcrypt reencrypt' to move existing values to the new version.
 
 Search keys (deterministic values and blind indexes derive from them) do not
