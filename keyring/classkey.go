@@ -276,26 +276,38 @@ func (k *Keyring) sealingKey(ctx context.Context, c envelope.Class) ([]byte, err
 	if !errors.Is(err, errNoClassKey) {
 		return macKey, err
 	}
-	fresh, err := k.classFresh(ctx, c)
-	if err != nil || !fresh {
+	home, fresh, err := k.classFresh(ctx, c)
+	switch {
+	case err != nil:
 		return nil, err
+	case home != nil && home.ClassKey != nil: // created since we looked
+		return k.classMAC(ctx, c, home)
+	case fresh:
+		return k.createClassKey(ctx, c)
 	}
-	return k.createClassKey(ctx, c)
+	return nil, nil
 }
 
-// classFresh reports whether nothing of class c is stored yet.
-func (k *Keyring) classFresh(ctx context.Context, c envelope.Class) (bool, error) {
+// classFresh reports whether nothing of class c is stored yet, and returns
+// the class-wide scope's state if it is stored.
+func (k *Keyring) classFresh(ctx context.Context, c envelope.Class) (*ScopeState, bool, error) {
 	k.stats.storeReads.Add(1)
 	all, err := k.store.ListScopes(ctx)
 	if err != nil {
-		return false, scopeErr("seal", envelope.Scope{Class: c}, k.classURI(c), "list scopes", envelope.ErrKeyUnavailable, err)
+		return nil, false, scopeErr("seal", envelope.Scope{Class: c}, k.classURI(c), "list scopes", envelope.ErrKeyUnavailable, err)
 	}
+	var home *ScopeState
+	fresh := true
 	for _, st := range all {
-		if st.Scope.Class == c && !st.empty() {
-			return false, nil
+		if st.Scope.Class != c {
+			continue
 		}
+		if st.Scope.Tenant == "" {
+			home = st
+		}
+		fresh = fresh && st.empty()
 	}
-	return true, nil
+	return home, fresh, nil
 }
 
 // createClassKey stores a new class key in the (empty) class-wide scope of
