@@ -181,13 +181,8 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 		}
 	}
 	k.stats.misses.Add(1)
-	if k.failBO > 0 {
-		k.mu.RLock()
-		f, failed := k.fails[ref]
-		k.mu.RUnlock()
-		if failed && now.Before(f.until) {
-			return nil, f.err
-		}
+	if err := recentFailure(k, k.fails, ref, now); err != nil {
+		return nil, err
 	}
 	ch := k.sf.DoChan("kek:"+ref.String(), func() (any, error) { return k.loadKEK(ctx, ref, rec) })
 	select {
@@ -321,53 +316,35 @@ func (k *Keyring) spawn(fn func()) bool {
 	return true
 }
 
+// refreshKEK revalidates a stale entry in the background: unwrap again
+// (to see KMS revocation), from the record of the cached scope state (no
+// store read: states have their own, shorter refresh). On an outage the
+// entry is kept and retried after the retry interval; on a definitive KMS
+// answer it is evicted. The cached *KEK object is kept on success: the
+// key bytes of a version never change.
 func (k *Keyring) refreshKEKAsync(ref envelope.KEKRef, e *kekEntry, now time.Time) {
-	if now.UnixNano() < e.nextAttempt.Load() || !e.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	if !k.spawn(func() {
-		defer e.refreshing.Store(false)
-		k.refreshKEK(ref, e)
-	}) {
-		e.refreshing.Store(false)
-	}
-}
-
-// refreshKEK revalidates a stale entry: unwrap again (to see KMS
-// revocation), from the record of the cached scope state (no store read:
-// states have their own, shorter refresh). On an outage the entry is kept
-// and retried after the retry interval; on a definitive KMS answer it is
-// evicted. The cached *KEK object is kept on success: the key bytes of a
-// version never change.
-func (k *Keyring) refreshKEK(ref envelope.KEKRef, e *kekEntry) {
-	ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
-	defer cancel()
-	k.stats.refreshes.Add(1)
-	fail := func() {
-		k.stats.refreshErrors.Add(1)
-		e.nextAttempt.Store(k.now().Add(k.retry).UnixNano())
-	}
-	k.mu.RLock()
-	se := k.scopes[ref.Scope()]
-	k.mu.RUnlock()
-	if se == nil {
-		fail() // the next lookup reloads the state first
-		return
-	}
-	rec := se.st.Record(ref.Version)
-	if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired {
-		k.evict(ref, e, rec == nil || rec.State == StateDestroyed)
-		return
-	}
-	raw, err := k.unwrap(ctx, ref, rec)
-	if err != nil {
-		fail()
-		if definitive(err) || errors.Is(err, ErrUntrustedKey) {
-			k.evict(ref, e, false)
+	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
+		retry := k.now().Add(k.retry)
+		k.mu.RLock()
+		se := k.scopes[ref.Scope()]
+		k.mu.RUnlock()
+		if se == nil {
+			return retry // the next lookup reloads the state first
 		}
-		return
-	}
-	clear(raw)
-	e.verified.Store(k.now().UnixNano())
-	e.nextAttempt.Store(0)
+		rec := se.st.Record(ref.Version)
+		if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired {
+			k.evict(ref, e, rec == nil || rec.State == StateDestroyed)
+			return time.Time{}
+		}
+		raw, err := k.unwrap(ctx, ref, rec)
+		if err != nil {
+			if definitive(err) || errors.Is(err, ErrUntrustedKey) {
+				k.evict(ref, e, false)
+			}
+			return retry
+		}
+		clear(raw)
+		e.verified.Store(k.now().UnixNano())
+		return time.Time{}
+	})
 }

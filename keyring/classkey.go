@@ -38,10 +38,9 @@ var errNoClassKey = errors.New("no class key")
 // (CacheTTL, MaxAge), so sealing costs one KMS unwrap per class per
 // process per cache lifetime.
 type classKeyEntry struct {
-	macKey      []byte // HKDF(class key, macInfo || keyring || class); immutable
-	verified    atomic.Int64
-	nextAttempt atomic.Int64
-	refreshing  atomic.Bool
+	refresher
+	macKey   []byte // HKDF(class key, macInfo || keyring || class); immutable
+	verified atomic.Int64
 
 	mu  sync.Mutex
 	src WrappedClassKey // the newest stored form seen, for refreshes
@@ -93,16 +92,9 @@ func (k *Keyring) newClassKey(ctx context.Context, c envelope.Class) (*WrappedCl
 }
 
 func (k *Keyring) wrapClassKey(ctx context.Context, c envelope.Class, uri string, raw []byte) ([]byte, error) {
-	s := envelope.Scope{Class: c}
-	mk, err := k.masterKey(ctx, uri)
+	wrapped, step, err := k.wrapUnder(ctx, uri, raw, k.classKeyEC(c))
 	if err != nil {
-		return nil, scopeErr("wrap class key", s, uri, "open master key", envelope.ErrKeyUnavailable, err)
-	}
-	k.stats.kmsWrap.Add(1)
-	wrapped, err := mk.Wrap(ctx, raw, k.classKeyEC(c))
-	if err != nil {
-		k.stats.wrapErrors.Add(1)
-		return nil, scopeErr("wrap class key", s, uri, "", envelope.ErrKeyUnavailable, err)
+		return nil, scopeErr("wrap class key", envelope.Scope{Class: c}, uri, step, envelope.ErrKeyUnavailable, err)
 	}
 	return wrapped, nil
 }
@@ -240,30 +232,19 @@ func (k *Keyring) dropClassKey(c envelope.Class, e *classKeyEntry) {
 }
 
 func (k *Keyring) refreshClassKeyAsync(c envelope.Class, e *classKeyEntry, now time.Time) {
-	if now.UnixNano() < e.nextAttempt.Load() || !e.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	if !k.spawn(func() {
-		defer e.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
-		defer cancel()
-		k.stats.refreshes.Add(1)
+	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
 		src := e.source()
 		raw, err := k.unwrapClassKey(ctx, c, &src)
 		if err != nil {
-			k.stats.refreshErrors.Add(1)
-			e.nextAttempt.Store(k.now().Add(k.retry).UnixNano())
 			if definitive(err) || errors.Is(err, ErrTampered) || errors.Is(err, ErrUntrustedKey) {
 				k.dropClassKey(c, e)
 			}
-			return
+			return k.now().Add(k.retry)
 		}
 		clear(raw)
 		e.verified.Store(k.now().UnixNano())
-		e.nextAttempt.Store(0)
-	}) {
-		e.refreshing.Store(false)
-	}
+		return time.Time{}
+	})
 }
 
 // sealingKey returns the state MAC key of class c for a write, creating

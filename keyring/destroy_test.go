@@ -40,14 +40,7 @@ func TestForceSkipsTheWait(t *testing.T) {
 	s := envelope.Scope{Class: envelope.Low}
 	_, err := kr.Init(ctx)
 	require.NoError(t, err)
-	for range 2 {
-		_, err = kr.Rotate(ctx, s)
-		require.NoError(t, err)
-	}
-	_, err = kr.RotateSearch(ctx, s)
-	require.NoError(t, err)
-	_, err = kr.FinishSearchRotation(ctx, s)
-	require.NoError(t, err)
+	rotateWithSearch(t, kr, s, 2)
 	list, err := kr.List(ctx)
 	require.NoError(t, err)
 	for _, i := range list {
@@ -95,14 +88,7 @@ func TestWriterLearnsDestruction(t *testing.T) {
 
 	_, err = admin.ShredTenant(ctx, "acme")
 	require.NoError(t, err)
-	_, err = admin.Rotate(ctx, low.Scope())
-	require.NoError(t, err)
-	_, err = admin.Destroy(ctx, ref(envelope.Low, "", 1), Force())
-	require.ErrorIs(t, err, ErrRefused, "v1 is still the search key")
-	_, err = admin.RotateSearch(ctx, low.Scope())
-	require.NoError(t, err)
-	_, err = admin.FinishSearchRotation(ctx, low.Scope())
-	require.NoError(t, err)
+	rotateWithSearch(t, admin, low.Scope(), 1)
 	_, err = admin.Destroy(ctx, ref(envelope.Low, "", 1), Force())
 	require.NoError(t, err)
 

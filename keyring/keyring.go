@@ -72,22 +72,64 @@ type Keyring struct {
 }
 
 type kekEntry struct {
-	kek         *envelope.KEK
-	verified    atomic.Int64 // unix nanos of the last successful unwrap
+	refresher
+	kek      *envelope.KEK
+	verified atomic.Int64 // unix nanos of the last successful unwrap
+}
+
+type scopeEntry struct {
+	refresher
+	st      *ScopeState // verified; immutable once cached
+	fetched time.Time   // when the read that returned st started
+}
+
+// refresher is the background-refresh bookkeeping of a cache entry.
+type refresher struct {
 	nextAttempt atomic.Int64 // unix nanos before which no refresh is tried
 	refreshing  atomic.Bool
 }
 
-type scopeEntry struct {
-	st          *ScopeState // verified; immutable once cached
-	fetched     time.Time   // when the read that returned st started
-	nextAttempt atomic.Int64
-	refreshing  atomic.Bool
+// refreshAsync runs refresh in the background, with the op timeout, unless
+// one is running for the entry already or the last one failed too
+// recently. refresh returns when to try again after a failure (zero after
+// a success).
+func (k *Keyring) refreshAsync(r *refresher, now time.Time, refresh func(ctx context.Context) (retryAt time.Time)) {
+	if now.UnixNano() < r.nextAttempt.Load() || !r.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	if !k.spawn(func() {
+		defer r.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
+		defer cancel()
+		k.stats.refreshes.Add(1)
+		var next int64
+		if at := refresh(ctx); !at.IsZero() {
+			k.stats.refreshErrors.Add(1)
+			next = at.UnixNano()
+		}
+		r.nextAttempt.Store(next)
+	}) {
+		r.refreshing.Store(false)
+	}
 }
 
 type failure struct {
 	err   error
 	until time.Time
+}
+
+// recentFailure returns the error remembered for key in fails, if it is
+// still within the failure backoff.
+func recentFailure[K comparable](k *Keyring, fails map[K]failure, key K, now time.Time) error {
+	if k.failBO <= 0 {
+		return nil
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if f, ok := fails[key]; ok && now.Before(f.until) {
+		return f.err
+	}
+	return nil
 }
 
 type grave struct {
@@ -309,17 +351,39 @@ func (k *Keyring) newKEK(ctx context.Context, ref envelope.KEKRef, uri string) (
 }
 
 func (k *Keyring) wrap(ctx context.Context, ref envelope.KEKRef, uri string, raw []byte) ([]byte, error) {
-	mk, err := k.masterKey(ctx, uri)
+	wrapped, step, err := k.wrapUnder(ctx, uri, raw, k.ec(ref))
 	if err != nil {
-		return nil, keyErr("wrap", ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
-	}
-	k.stats.kmsWrap.Add(1)
-	wrapped, err := mk.Wrap(ctx, raw, k.ec(ref))
-	if err != nil {
-		k.stats.wrapErrors.Add(1)
-		return nil, keyErr("wrap", ref, uri, "", envelope.ErrKeyUnavailable, err)
+		return nil, keyErr("wrap", ref, uri, step, envelope.ErrKeyUnavailable, err)
 	}
 	return wrapped, nil
+}
+
+// wrapUnder wraps raw under the master key uri, bound to ec. On failure it
+// returns the step that failed ("open master key", or "" for the wrap)
+// and the cause, for the caller to name the key concerned.
+func (k *Keyring) wrapUnder(ctx context.Context, uri string, raw []byte, ec kms.EncryptionContext) ([]byte, string, error) {
+	mk, err := k.masterKey(ctx, uri)
+	if err != nil {
+		return nil, "open master key", err
+	}
+	k.stats.kmsWrap.Add(1)
+	wrapped, err := mk.Wrap(ctx, raw, ec)
+	if err != nil {
+		k.stats.wrapErrors.Add(1)
+		return nil, "", err
+	}
+	return wrapped, "", nil
+}
+
+// rewrapKey unwraps a key (unwrap), wraps the plaintext again (wrap) and
+// clears it.
+func rewrapKey(unwrap func() ([]byte, error), wrap func([]byte) ([]byte, error)) ([]byte, error) {
+	raw, err := unwrap()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(raw)
+	return wrap(raw)
 }
 
 // unwrap returns the plaintext KEK of rec; the caller must clear it. The

@@ -601,12 +601,8 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 					done++
 					continue
 				}
-				raw, err := k.unwrap(ctx, ref, r)
-				if err != nil {
-					return err
-				}
-				wrapped, err := k.wrap(ctx, ref, newURI, raw)
-				clear(raw)
+				wrapped, err := rewrapKey(func() ([]byte, error) { return k.unwrap(ctx, ref, r) },
+					func(raw []byte) ([]byte, error) { return k.wrap(ctx, ref, newURI, raw) })
 				if err != nil {
 					return err
 				}
@@ -615,12 +611,8 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 				n++
 			}
 			if ck := st.ClassKey; ck != nil && ck.MasterKeyURI != newURI {
-				raw, err := k.unwrapClassKey(ctx, class, ck)
-				if err != nil {
-					return err
-				}
-				wrapped, err := k.wrapClassKey(ctx, class, newURI, raw)
-				clear(raw)
+				wrapped, err := rewrapKey(func() ([]byte, error) { return k.unwrapClassKey(ctx, class, ck) },
+					func(raw []byte) ([]byte, error) { return k.wrapClassKey(ctx, class, newURI, raw) })
 				if err != nil {
 					return err
 				}

@@ -73,13 +73,8 @@ func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion
 			return e.st, nil
 		}
 	}
-	if k.failBO > 0 {
-		k.mu.RLock()
-		f, failed := k.scopeFails[scope]
-		k.mu.RUnlock()
-		if failed && now.Before(f.until) {
-			return nil, f.err
-		}
+	if err := recentFailure(k, k.scopeFails, scope, now); err != nil {
+		return nil, err
 	}
 	key := fmt.Sprintf("scope:%s:%d", scope, minVersion)
 	ch := k.sf.DoChan(key, func() (any, error) {
@@ -171,19 +166,10 @@ func (k *Keyring) setScope(scope envelope.Scope, st *ScopeState, fetched time.Ti
 // background. A failed read is retried after half a StateRefresh; the
 // entry stops being served at MaxStateAge either way.
 func (k *Keyring) refreshScopeAsync(scope envelope.Scope, e *scopeEntry, now time.Time) {
-	if now.UnixNano() < e.nextAttempt.Load() || !e.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	if !k.spawn(func() {
-		defer e.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
-		defer cancel()
-		k.stats.refreshes.Add(1)
+	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
 		if _, err := k.loadScope(ctx, "refresh", scope); err != nil {
-			k.stats.refreshErrors.Add(1)
-			e.nextAttempt.Store(k.now().Add(k.refresh / 2).UnixNano())
+			return k.now().Add(k.refresh / 2)
 		}
-	}) {
-		e.refreshing.Store(false)
-	}
+		return time.Time{}
+	})
 }

@@ -227,12 +227,7 @@ func testTwoProcessDestroy(t *testing.T, d testsvc.Dialect) {
 
 	// 1. Rotate (the search key too); destroying v1 is refused while the
 	// child may hold it as its primary.
-	_, err = parent.Rotate(ctx, critical)
-	require.NoError(t, err)
-	_, err = parent.RotateSearch(ctx, critical)
-	require.NoError(t, err)
-	_, err = parent.FinishSearchRotation(ctx, critical)
-	require.NoError(t, err)
+	rotateWithSearch(t, parent, critical, 1)
 	v1 := ref(envelope.Critical, "", 1)
 	var demoted time.Time
 	list, err := parent.List(ctx)
@@ -287,12 +282,7 @@ func testTwoProcessDestroy(t *testing.T, d testsvc.Dialect) {
 	// 3. A forced destroy: the child stops sealing under v2 within the
 	// bound (values it committed meanwhile are lost: that is what --force
 	// accepts).
-	_, err = parent.Rotate(ctx, critical)
-	require.NoError(t, err)
-	_, err = parent.RotateSearch(ctx, critical)
-	require.NoError(t, err)
-	_, err = parent.FinishSearchRotation(ctx, critical)
-	require.NoError(t, err)
+	rotateWithSearch(t, parent, critical, 1)
 	_, err = parent.Destroy(ctx, ref(envelope.Critical, "", 2), Force())
 	require.NoError(t, err)
 	forcedAt := time.Now()
