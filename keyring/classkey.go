@@ -6,12 +6,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
@@ -103,37 +101,8 @@ func (k *Keyring) wrapClassKey(ctx context.Context, c envelope.Class, uri string
 // clear it. A master key the configuration does not trust, or a wrapped
 // key that fails authentication, is tampering: refused and audited.
 func (k *Keyring) unwrapClassKey(ctx context.Context, c envelope.Class, ck *WrappedClassKey) ([]byte, error) {
-	s := envelope.Scope{Class: c}
-	uri := ck.MasterKeyURI
-	if !k.trusts(c, uri) {
-		err := scopeErr("unwrap class key", s, uri, k.untrustedReason(c, uri), envelope.ErrKeyUnavailable, ErrUntrustedKey)
-		k.emitTamper(ctx, s, 0, uri, err)
-		return nil, err
-	}
-	mk, err := k.masterKey(ctx, uri)
-	if err != nil {
-		k.stats.unwrapErrors.Add(1)
-		return nil, scopeErr("unwrap class key", s, uri, "open master key", envelope.ErrKeyUnavailable, err)
-	}
-	k.stats.kmsUnwrap.Add(1)
-	raw, err := mk.Unwrap(ctx, ck.Wrapped, k.classKeyEC(c))
-	k.emit(ctx, audit.MasterKeyUnwrap, envelope.KEKRef{Class: c}, uri, err, map[string]int64{"class_key": 1})
-	if err != nil {
-		k.stats.unwrapErrors.Add(1)
-		if errors.Is(err, kms.ErrAuthentication) {
-			err = scopeErr("unwrap class key", s, uri, "the stored class key does not unwrap under this class's master key and keyring name: it was replaced, moved from another class or keyring, or corrupted", envelope.ErrKeyUnavailable, ErrTampered, err)
-			k.emitTamper(ctx, s, 0, uri, err)
-			return nil, err
-		}
-		return nil, scopeErr("unwrap class key", s, uri, "", envelope.ErrKeyUnavailable, err)
-	}
-	if len(raw) != classKeySize {
-		clear(raw)
-		err := scopeErr("unwrap class key", s, uri, fmt.Sprintf("class key has %d bytes, want %d", len(raw), classKeySize), envelope.ErrKeyUnavailable, ErrTampered)
-		k.emitTamper(ctx, s, 0, uri, err)
-		return nil, err
-	}
-	return raw, nil
+	return k.unwrapUnder(ctx, "unwrap class key", envelope.KEKRef{Class: c}, ck.MasterKeyURI, ck.Wrapped, k.classKeyEC(c), classKeySize,
+		"the stored class key does not unwrap under this class's master key and keyring name: it was replaced, moved from another class or keyring, or corrupted")
 }
 
 // unwrapMACKey unwraps ck and derives the MAC key from it.

@@ -386,32 +386,56 @@ func rewrapKey(unwrap func() ([]byte, error), wrap func([]byte) ([]byte, error))
 	return wrap(raw)
 }
 
-// unwrap returns the plaintext KEK of rec; the caller must clear it. The
-// record's master key URI only selects among the master keys the
-// configuration lists for the class: any other is refused and audited.
+// unwrap returns the plaintext KEK of rec; the caller must clear it.
 func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) ([]byte, error) {
-	uri := rec.MasterKeyURI
+	return k.unwrapUnder(ctx, "unwrap", ref, rec.MasterKeyURI, rec.Wrapped, k.ec(ref), envelope.KEKSize, "")
+}
+
+// unwrapUnder unwraps wrapped under the master key uri and checks that it
+// holds size bytes; the caller must clear them. uri only selects among the
+// master keys the configuration lists for ref's class: any other is
+// refused and audited, without asking the KMS. ref names the key in
+// errors and events (version 0: the class key). With tamperReason, an
+// authentication failure or a wrong size is tampering: reported with it,
+// as ErrTampered, and audited.
+func (k *Keyring) unwrapUnder(ctx context.Context, op string, ref envelope.KEKRef, uri string, wrapped []byte, ec kms.EncryptionContext, size int, tamperReason string) ([]byte, error) {
+	tamper := func(errs ...error) error {
+		err := keyErr(op, ref, uri, tamperReason, append([]error{envelope.ErrKeyUnavailable, ErrTampered}, errs...)...)
+		k.emitTamper(ctx, ref.Scope(), ref.Version, uri, err)
+		return err
+	}
 	if !k.trusts(ref.Class, uri) {
-		err := keyErr("unwrap", ref, uri, k.untrustedReason(ref.Class, uri), envelope.ErrKeyUnavailable, ErrUntrustedKey)
+		err := keyErr(op, ref, uri, k.untrustedReason(ref.Class, uri), envelope.ErrKeyUnavailable, ErrUntrustedKey)
 		k.emitTamper(ctx, ref.Scope(), ref.Version, uri, err)
 		return nil, err
 	}
 	mk, err := k.masterKey(ctx, uri)
 	if err != nil {
 		k.stats.unwrapErrors.Add(1)
-		return nil, keyErr("unwrap", ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
+		return nil, keyErr(op, ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
 	}
 	k.stats.kmsUnwrap.Add(1)
-	raw, err := mk.Unwrap(ctx, rec.Wrapped, k.ec(ref))
-	k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, nil)
+	raw, err := mk.Unwrap(ctx, wrapped, ec)
+	var counts map[string]int64
+	if ref.Version == 0 {
+		counts = map[string]int64{"class_key": 1}
+	}
+	k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, counts)
 	if err != nil {
 		k.stats.unwrapErrors.Add(1)
-		return nil, keyErr("unwrap", ref, uri, "", envelope.ErrKeyUnavailable, err)
+		if tamperReason != "" && errors.Is(err, kms.ErrAuthentication) {
+			return nil, tamper(err)
+		}
+		return nil, keyErr(op, ref, uri, "", envelope.ErrKeyUnavailable, err)
 	}
-	if len(raw) != envelope.KEKSize {
+	if len(raw) != size {
 		clear(raw)
 		k.stats.unwrapErrors.Add(1)
-		return nil, keyErr("unwrap", ref, uri, fmt.Sprintf("unwrapped key has %d bytes, want %d", len(raw), envelope.KEKSize), envelope.ErrKeyUnavailable, ErrStore)
+		problem := fmt.Errorf("%w: unwrapped key has %d bytes, want %d", ErrStore, len(raw), size)
+		if tamperReason != "" {
+			return nil, tamper(problem)
+		}
+		return nil, keyErr(op, ref, uri, "", envelope.ErrKeyUnavailable, problem)
 	}
 	return raw, nil
 }
