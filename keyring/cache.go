@@ -64,17 +64,10 @@ func (k *Keyring) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelo
 	if p == nil {
 		return nil, scopeErr("primary", scope, k.classURI(scope.Class), "every version was destroyed (shredded)", envelope.ErrKeyDestroyed)
 	}
-	ref := envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: p.Version}
-	kek, err := k.getKEK(ctx, ref, p)
-	if err != nil {
-		return nil, err
-	}
-	// A state read while the KEK was being fetched may have shown it
-	// destroyed (and zeroed it): never hand that out as the primary.
-	if err := k.destroyedSince(ref); err != nil {
-		return nil, err
-	}
-	return kek, nil
+	// A KEK unwrapped while a state read showed its version destroyed is
+	// refused (putKEK); one cached before is zeroed by that read, so a seal
+	// still holding it fails with envelope.ErrKeyDestroyed.
+	return k.getKEK(ctx, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: p.Version}, p)
 }
 
 // KEK implements envelope.KeySource: the named version, if it is active or
@@ -143,21 +136,6 @@ func (k *Keyring) usableRecord(st *ScopeState, ref envelope.KEKRef) (*Record, er
 
 func destroyedErr(ref envelope.KEKRef, rec *Record) error {
 	return keyErr("lookup", ref, rec.MasterKeyURI, "destroyed at "+rec.DestroyedAt.UTC().Format(time.RFC3339), envelope.ErrKeyDestroyed)
-}
-
-// destroyedSince reports, as an error, that the cached state now shows ref
-// destroyed.
-func (k *Keyring) destroyedSince(ref envelope.KEKRef) error {
-	k.mu.RLock()
-	e := k.scopes[ref.Scope()]
-	k.mu.RUnlock()
-	if e == nil {
-		return nil
-	}
-	if rec := e.st.Record(ref.Version); rec != nil && rec.State == StateDestroyed {
-		return destroyedErr(ref, rec)
-	}
-	return nil
 }
 
 // getKEK serves the key material of ref (whose record, from a verified
