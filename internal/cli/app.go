@@ -249,8 +249,8 @@ func (a *app) localKeyPath(uri string) string {
 }
 
 // keyring opens the keyring on the configured database. migrate creates
-// the tables (init only: other commands never change the schema of a
-// production database).
+// or updates the tables (init and keys upgrade only: other commands never
+// change the schema of a production database).
 func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, error) {
 	if a.kr != nil {
 		return a.kr, nil
@@ -281,6 +281,9 @@ func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, erro
 	} else {
 		if !db.WithContext(ctx).Migrator().HasTable(keyring.KEKTable) {
 			return nil, usageErrorf("database %s has no keyring tables (%s): run 'fieldcrypt init' first", a.dsn.Redacted, keyring.KEKTable)
+		}
+		if !db.WithContext(ctx).Migrator().HasColumn(keyring.ScopeTable, "epoch") {
+			return nil, usageErrorf("the keyring tables in %s predate sealed keyrings: run 'fieldcrypt keys upgrade' (it adds their new columns, then seals the keyring)", a.dsn.Redacted)
 		}
 		store = keyring.NewGormStoreNoMigrate(db)
 	}

@@ -29,7 +29,9 @@ authenticates every scope's state under it (a MAC and an epoch), as the
 state is now. From then on a store writer without KMS access cannot add,
 revive, promote or roll back a KEK version without the keyring refusing it.
 
-Until it runs, fieldcrypt and applications refuse the unsealed keyring
+It first adds the columns sealing needs to the keyring tables (like init;
+the other commands refuse tables without them). Until it runs, fieldcrypt
+and applications refuse the unsealed keyring
 (exit 4) unless allow_unsealed_store is set in their configuration (the
 migration window). Run it once, from a trusted host, after checking
 'fieldcrypt keys list': you vouch that nobody tampered with the keyring
@@ -45,7 +47,7 @@ interrupted run. It asks for confirmation; in scripts pass --yes.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kr, err := a.keyring(ctx, false)
+			kr, err := a.keyring(ctx, true) // adds the columns sealing needs
 			if err != nil {
 				return err
 			}

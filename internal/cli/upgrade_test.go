@@ -77,7 +77,10 @@ func legacyKeyring(t *testing.T, e *env) {
 	db, err := OpenDB(context.Background(), mustDSN(t, e.dir))
 	require.NoError(t, err)
 	defer closeDB(db)
-	require.NoError(t, db.Exec("UPDATE "+keyring.ScopeTable+" SET epoch = NULL, mac = NULL, class_key_uri = NULL, class_key_wrapped = NULL, class_key_created_at = NULL").Error)
+	for _, col := range []string{"epoch", "mac", "class_key_uri", "class_key_wrapped", "class_key_created_at"} {
+		require.NoError(t, db.Exec("ALTER TABLE "+keyring.ScopeTable+" DROP COLUMN "+col).Error)
+	}
+	require.NoError(t, db.Exec("ALTER TABLE "+keyring.KEKTable+" DROP COLUMN demoted_at").Error)
 	var uris []string
 	require.NoError(t, db.Raw("SELECT DISTINCT master_key_uri FROM "+keyring.KEKTable).Scan(&uris).Error)
 	for _, u := range uris {
@@ -91,7 +94,14 @@ func TestUpgradeLegacyKeyring(t *testing.T) {
 	e.ok("init")
 	legacyKeyring(t, e)
 
-	r := e.code(ExitKey, "keys", "list")
+	// The old schema: refused, naming the command that adds the columns.
+	r := e.code(ExitUsage, "keys", "list")
+	assert.Contains(t, r.stderr, "fieldcrypt keys upgrade")
+	// init adds them (and nothing else in an existing keyring), then
+	// refuses the unsealed keyring like every command.
+	r = e.code(ExitKey, "init")
+	assert.Contains(t, r.stderr, "fieldcrypt keys upgrade")
+	r = e.code(ExitKey, "keys", "list")
 	assert.Contains(t, r.stderr, "fieldcrypt keys upgrade")
 	e.code(ExitKey, "keys", "rotate", "--class", "low")
 
@@ -142,4 +152,16 @@ func mustDSN(t *testing.T, dir string) DSN {
 	d, err := ParseDSN(DefaultDatabase, dir)
 	require.NoError(t, err)
 	return d
+}
+
+func TestUpgradeAddsColumns(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	legacyKeyring(t, e)
+	e.ok("keys", "upgrade", "--yes")
+	e.ok("keys", "rotate", "--class", "critical")
+	var keks []kekJSON
+	require.NoError(t, json.Unmarshal([]byte(e.ok("keys", "list", "-o", "json", "--class", "critical").stdout), &keks))
+	require.Len(t, keks, 2)
+	assert.NotNil(t, keks[0].DemotedAt)
 }
