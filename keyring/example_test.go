@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -218,4 +219,42 @@ func ExampleKeyring_ShredTenant() {
 	// destroyed high/tenant=acme/v1
 	// destroyed high/tenant=acme/v2
 	// true
+}
+
+// A keyring file written before keyrings were sealed is refused until
+// Upgrade seals it, once; AllowUnsealedStore bridges the migration.
+func ExampleKeyring_Upgrade() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "keyring-example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "keks.json")
+	mk := newDemoKey(criticalKey)
+
+	// What an earlier version stored: one KEK, no class key, no MAC.
+	raw := make([]byte, envelope.KEKSize)
+	_, _ = rand.Read(raw)
+	wrapped, _ := mk.Wrap(ctx, raw, kms.EncryptionContext{keyring.ECClass: "critical", keyring.ECKEKVersion: "1", keyring.ECKeyring: "billing"})
+	legacy, _ := json.Marshal(map[string]any{"format": "fieldcrypt-keyring/v1", "scopes": []any{map[string]any{
+		"class": "critical", "search": []int{1}, "keks": []any{map[string]any{
+			"version": 1, "state": "active", "master_key": criticalKey, "wrapped": wrapped,
+			"created_at": "2025-06-01T00:00:00Z", "updated_at": "2025-06-01T00:00:00Z"}}}}})
+	_ = os.WriteFile(path, legacy, 0o600)
+
+	cfg := keyring.Config{Name: "billing", Classes: map[string]keyring.ClassConfig{"critical": {MasterKey: criticalKey}}}
+	kr, _ := keyring.New(cfg, keyring.NewFileStore(path), keyring.WithMasterKeys(mk))
+	defer kr.Close()
+	_, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical})
+	fmt.Println(errors.Is(err, keyring.ErrUnsealed))
+
+	rep, err := kr.Upgrade(ctx) // you vouch for the state as it is now
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(rep.Classes[0].Class, "class key created:", rep.Classes[0].ClassKeyCreated, "sealed:", rep.Classes[0].Sealed)
+	kek, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical})
+	fmt.Println(kek.Ref(), err)
+	// Output:
+	// true
+	// critical class key created: true sealed: [critical]
+	// critical/v1 <nil>
 }
