@@ -42,6 +42,9 @@ const (
 	KEKDestroyed      Type = "kek.destroyed"
 	MasterKeyUnwrap   Type = "masterkey.unwrap" // a KEK unwrapped by the KMS
 	TenantShredded    Type = "tenant.shredded"
+	KeyringTamper     Type = "keyring.tamper"   // the key store holds state the keyring did not write: refused
+	KeyringUnsealed   Type = "keyring.unsealed" // an unsealed key store was used (migration window)
+	KeyringSealed     Type = "keyring.sealed"   // a class was sealed (upgrade): the operator vouched for its state
 	ReencryptStarted  Type = "reencrypt.started"
 	ReencryptProgress Type = "reencrypt.progress"
 	ReencryptFinished Type = "reencrypt.finished"
@@ -112,7 +115,7 @@ func NewSlogSink(l *slog.Logger) Sink { return slogSink{l: l} }
 func (s slogSink) Record(ctx context.Context, e Event) {
 	e = Fill(e)
 	level := slog.LevelInfo
-	if e.Outcome == Error || e.Type == DecryptFailed || e.Type == KEKDestroyed || e.Type == TenantShredded {
+	if e.Outcome == Error || e.Type == DecryptFailed || e.Type == KEKDestroyed || e.Type == TenantShredded || e.Type == KeyringUnsealed {
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{

@@ -2,8 +2,8 @@ package keyring
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -18,10 +18,10 @@ type Stats struct {
 	UnwrapErrors   uint64 // failed Unwrap calls (or master keys that failed to open)
 	CacheHits      uint64 // KEK lookups served from a fresh cache entry
 	CacheMisses    uint64 // KEK lookups that had to load (store read, KMS unwrap)
-	StaleServes    uint64 // lookups served from an entry past CacheTTL (KEK or scope)
+	StaleServes    uint64 // lookups served from a KEK past CacheTTL or a scope state past StateRefresh
 	Refreshes      uint64 // background revalidations started
 	RefreshErrors  uint64 // background revalidations that failed
-	StoreReads     uint64 // scope reads from the store by lookups and refreshes
+	StoreReads     uint64 // store reads by lookups and refreshes (scope states, class keys)
 	CachedKEKs     int    // unwrapped KEKs in the cache now
 }
 
@@ -53,7 +53,8 @@ var _ envelope.KeySource = (*Keyring)(nil)
 
 // PrimaryKEK implements envelope.KeySource: the active KEK of scope. If the
 // scope has no KEK yet it creates version 1 (unless WithoutAutoCreate). A
-// rotation by another process is seen within CacheTTL.
+// rotation by another process is seen within StateRefresh plus one store
+// read.
 func (k *Keyring) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelope.KEK, error) {
 	st, err := k.lookupScope(ctx, "primary", &scope)
 	if err != nil {
@@ -63,7 +64,10 @@ func (k *Keyring) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelo
 	if p == nil {
 		return nil, scopeErr("primary", scope, k.classURI(scope.Class), "every version was destroyed (shredded)", envelope.ErrKeyDestroyed)
 	}
-	return k.getKEK(ctx, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: p.Version})
+	// A KEK unwrapped while a state read showed its version destroyed is
+	// refused (putKEK); one cached before is zeroed by that read, so a seal
+	// still holding it fails with envelope.ErrKeyDestroyed.
+	return k.getKEK(ctx, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: p.Version}, p)
 }
 
 // KEK implements envelope.KeySource: the named version, if it is active or
@@ -80,7 +84,15 @@ func (k *Keyring) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, 
 	if ref.Version == 0 {
 		return nil, keyErr("lookup", ref, "", "version 0 does not exist", envelope.ErrUnknownKey)
 	}
-	return k.getKEK(ctx, ref)
+	st, err := k.getScope(ctx, ref.Scope(), ref.Version)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := k.usableRecord(st, ref)
+	if err != nil {
+		return nil, err
+	}
+	return k.getKEK(ctx, ref, rec)
 }
 
 // SearchKEKs implements envelope.KeySource: the scope's search keys,
@@ -93,7 +105,12 @@ func (k *Keyring) SearchKEKs(ctx context.Context, scope envelope.Scope) ([]*enve
 	}
 	out := make([]*envelope.KEK, 0, len(st.Search))
 	for _, v := range st.Search {
-		kek, err := k.getKEK(ctx, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: v})
+		ref := envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: v}
+		rec, err := k.usableRecord(st, ref)
+		if err != nil {
+			return nil, err
+		}
+		kek, err := k.getKEK(ctx, ref, rec)
 		if err != nil {
 			return nil, err
 		}
@@ -102,44 +119,29 @@ func (k *Keyring) SearchKEKs(ctx context.Context, scope envelope.Scope) ([]*enve
 	return out, nil
 }
 
-// lookupScope checks *scope and returns its (cached) state, creating
-// version 1 if the scope is empty and auto-creation is on.
-func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Scope) (*ScopeState, error) {
-	if k.closed.Load() {
-		return nil, scopeErr(op, *scope, "", "", envelope.ErrKeyUnavailable, ErrClosed)
+// usableRecord returns the record of ref in st if its key may be used.
+func (k *Keyring) usableRecord(st *ScopeState, ref envelope.KEKRef) (*Record, error) {
+	rec := st.Record(ref.Version)
+	if rec == nil {
+		return nil, keyErr("lookup", ref, k.classURI(ref.Class), fmt.Sprintf("no such version (latest is v%d)", st.maxVersion()), envelope.ErrUnknownKey)
 	}
-	s, err := k.scope(op, *scope)
-	if err != nil {
-		return nil, err
+	switch rec.State {
+	case StateDestroyed:
+		return nil, destroyedErr(ref, rec)
+	case StateRetired:
+		return nil, keyErr("lookup", ref, rec.MasterKeyURI, "retired (Reactivate to use it again)", ErrKeyRetired, envelope.ErrKeyUnavailable)
 	}
-	*scope = s
-	st, err := k.getScope(ctx, s, 0)
-	if err != nil {
-		return nil, err
-	}
-	if len(st.Records) == 0 {
-		if !k.auto {
-			return nil, scopeErr(op, s, k.classURI(s.Class), "scope has no KEK yet (run init, or enable auto-creation)", envelope.ErrUnknownKey)
-		}
-		v, err, _ := k.sf.Do("create:"+s.String(), func() (any, error) {
-			dctx, cancel := k.detached(ctx)
-			defer cancel()
-			if _, err := k.EnsureScope(dctx, s); err != nil {
-				return nil, err
-			}
-			return k.getScope(dctx, s, 1)
-		})
-		if err != nil {
-			return nil, err
-		}
-		st = v.(*ScopeState)
-	}
-	return st, nil
+	return rec, nil
 }
 
-// getKEK serves ref from the cache: fresh, stale (with one background
-// refresh), or loaded once for all concurrent callers.
-func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, error) {
+func destroyedErr(ref envelope.KEKRef, rec *Record) error {
+	return keyErr("lookup", ref, rec.MasterKeyURI, "destroyed at "+rec.DestroyedAt.UTC().Format(time.RFC3339), envelope.ErrKeyDestroyed)
+}
+
+// getKEK serves the key material of ref (whose record, from a verified
+// state, is rec) from the cache: fresh, stale (with one background
+// refresh), or unwrapped once for all concurrent callers.
+func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) (*envelope.KEK, error) {
 	now := k.now()
 	k.mu.RLock()
 	e := k.keks[ref]
@@ -157,15 +159,10 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KE
 		}
 	}
 	k.stats.misses.Add(1)
-	if k.failBO > 0 {
-		k.mu.RLock()
-		f, failed := k.fails[ref]
-		k.mu.RUnlock()
-		if failed && now.Before(f.until) {
-			return nil, f.err
-		}
+	if err := recentFailure(k, k.fails, ref, now); err != nil {
+		return nil, err
 	}
-	ch := k.sf.DoChan("kek:"+ref.String(), func() (any, error) { return k.loadKEK(ctx, ref) })
+	ch := k.sf.DoChan("kek:"+ref.String(), func() (any, error) { return k.loadKEK(ctx, ref, rec) })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -177,7 +174,9 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KE
 	}
 }
 
-func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, error) {
+// loadKEK unwraps rec through the KMS and caches the KEK. No store read:
+// the record comes from a verified scope state.
+func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) (*envelope.KEK, error) {
 	ctx, cancel := k.detached(ctx)
 	defer cancel()
 	now := k.now()
@@ -187,20 +186,6 @@ func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.K
 	k.mu.Unlock()
 	if e != nil && time.Duration(now.UnixNano()-e.verified.Load()) < k.ttl {
 		return e.kek, nil // loaded by a flight that ended just before ours
-	}
-	st, err := k.getScope(ctx, ref.Scope(), ref.Version)
-	if err != nil {
-		return nil, err
-	}
-	rec := st.Record(ref.Version)
-	if rec == nil {
-		return nil, keyErr("lookup", ref, k.classURI(ref.Class), fmt.Sprintf("no such version (latest is v%d)", st.maxVersion()), envelope.ErrUnknownKey)
-	}
-	switch rec.State {
-	case StateDestroyed:
-		return nil, keyErr("lookup", ref, rec.MasterKeyURI, "destroyed at "+rec.DestroyedAt.UTC().Format(time.RFC3339), envelope.ErrKeyDestroyed)
-	case StateRetired:
-		return nil, keyErr("lookup", ref, rec.MasterKeyURI, "retired (Reactivate to use it again)", ErrKeyRetired, envelope.ErrKeyUnavailable)
 	}
 	raw, err := k.unwrap(ctx, ref, rec)
 	if err != nil {
@@ -219,92 +204,28 @@ func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef) (*envelope.K
 	if err != nil {
 		return nil, keyErr("unwrap", ref, rec.MasterKeyURI, "", envelope.ErrKeyUnavailable, err)
 	}
-	k.putKEK(ref, kek, k.now())
+	if err := k.putKEK(ref, kek, k.now()); err != nil {
+		return nil, err
+	}
 	return kek, nil
 }
 
-// getScope returns the cached state of scope if it holds minVersion (0:
-// any), is fresh, or is stale but within MaxAge (then refreshed in the
-// background); otherwise it reads the store once for all concurrent
-// callers.
-func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion uint32) (*ScopeState, error) {
-	now := k.now()
-	k.mu.RLock()
-	e := k.scopes[scope]
-	k.mu.RUnlock()
-	if e != nil && e.st.maxVersion() >= minVersion {
-		age := now.Sub(e.fetched)
-		if age < k.ttl {
-			return e.st, nil
-		}
-		if age < k.maxAge {
-			k.stats.stale.Add(1)
-			k.refreshScopeAsync(scope, e, now)
-			return e.st, nil
-		}
-	}
-	key := fmt.Sprintf("scope:%s:%d", scope, minVersion)
-	ch := k.sf.DoChan(key, func() (any, error) {
-		dctx, cancel := k.detached(ctx)
-		defer cancel()
-		k.stats.storeReads.Add(1)
-		st, err := k.store.LoadScope(dctx, scope)
-		if err != nil {
-			if e != nil && now.Sub(e.fetched) < k.maxAge {
-				return e.st, nil // store down: ride it out until MaxAge
-			}
-			return nil, scopeErr("lookup", scope, k.classURI(scope.Class), "read store", envelope.ErrKeyUnavailable, err)
-		}
-		k.setScope(scope, st, k.now())
-		return st, nil
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*ScopeState), nil
-	case <-ctx.Done():
-		return nil, scopeErr("lookup", scope, "", "", envelope.ErrKeyUnavailable, ctx.Err())
-	}
-}
-
-// setScope caches st and evicts cached KEKs it shows destroyed (zeroed at
-// once) or retired (zeroed after the grace period).
-func (k *Keyring) setScope(scope envelope.Scope, st *ScopeState, now time.Time) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.scopes[scope] = &scopeEntry{st: st, fetched: now}
-	for i := range st.Records {
-		r := &st.Records[i]
-		if r.State != StateDestroyed && r.State != StateRetired {
-			continue
-		}
-		ref := envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: r.Version}
-		if e, ok := k.keks[ref]; ok {
-			k.evictLocked(ref, e, r.State == StateDestroyed, now)
-		}
-		if r.State == StateDestroyed { // also copies waiting out their grace
-			k.graves = slices.DeleteFunc(k.graves, func(g grave) bool {
-				if g.kek.Ref() == ref {
-					k.zero(g.kek)
-					return true
-				}
-				return false
-			})
-		}
-	}
-	k.sweepLocked(now)
-}
-
-func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, now time.Time) {
+// putKEK caches kek, unless the cached state shows its version destroyed
+// meanwhile: then it is zeroed and the destruction reported.
+func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, now time.Time) error {
 	e := &kekEntry{kek: kek}
 	e.verified.Store(now.UnixNano())
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed.Load() {
 		k.zero(kek)
-		return
+		return keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, ErrClosed)
+	}
+	if se := k.scopes[ref.Scope()]; se != nil {
+		if rec := se.st.Record(ref.Version); rec != nil && rec.State == StateDestroyed {
+			k.zero(kek)
+			return destroyedErr(ref, rec)
+		}
 	}
 	if old, ok := k.keks[ref]; ok && old.kek != kek {
 		k.graves = append(k.graves, grave{kek: old.kek, at: now})
@@ -312,6 +233,7 @@ func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, now time.Time) 
 	k.keks[ref] = e
 	delete(k.fails, ref)
 	k.sweepLocked(now)
+	return nil
 }
 
 func (k *Keyring) evict(ref envelope.KEKRef, e *kekEntry, immediate bool) {
@@ -372,74 +294,35 @@ func (k *Keyring) spawn(fn func()) bool {
 	return true
 }
 
+// refreshKEK revalidates a stale entry in the background: unwrap again
+// (to see KMS revocation), from the record of the cached scope state (no
+// store read: states have their own, shorter refresh). On an outage the
+// entry is kept and retried after the retry interval; on a definitive KMS
+// answer it is evicted. The cached *KEK object is kept on success: the
+// key bytes of a version never change.
 func (k *Keyring) refreshKEKAsync(ref envelope.KEKRef, e *kekEntry, now time.Time) {
-	if now.UnixNano() < e.nextAttempt.Load() || !e.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	if !k.spawn(func() {
-		defer e.refreshing.Store(false)
-		k.refreshKEK(ref, e)
-	}) {
-		e.refreshing.Store(false)
-	}
-}
-
-// refreshKEK revalidates a stale entry: re-read the scope (to see state
-// changes and re-wraps) and unwrap again (to see KMS revocation). On an
-// outage the entry is kept and retried after the retry interval; on a
-// definitive KMS answer it is evicted. The cached *KEK object is kept on
-// success: the key bytes of a version never change.
-func (k *Keyring) refreshKEK(ref envelope.KEKRef, e *kekEntry) {
-	ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
-	defer cancel()
-	k.stats.refreshes.Add(1)
-	fail := func() {
-		k.stats.refreshErrors.Add(1)
-		e.nextAttempt.Store(k.now().Add(k.retry).UnixNano())
-	}
-	k.stats.storeReads.Add(1)
-	st, err := k.store.LoadScope(ctx, ref.Scope())
-	if err != nil {
-		fail()
-		return
-	}
-	k.setScope(ref.Scope(), st, k.now()) // evicts destroyed / retired
-	rec := st.Record(ref.Version)
-	if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired {
-		k.evict(ref, e, rec == nil || rec.State == StateDestroyed)
-		return
-	}
-	raw, err := k.unwrap(ctx, ref, rec)
-	if err != nil {
-		fail()
-		if definitive(err) {
-			k.evict(ref, e, false)
+	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
+		retry := k.now().Add(k.retry)
+		k.mu.RLock()
+		se := k.scopes[ref.Scope()]
+		k.mu.RUnlock()
+		if se == nil {
+			return retry // the next lookup reloads the state first
 		}
-		return
-	}
-	clear(raw)
-	e.verified.Store(k.now().UnixNano())
-	e.nextAttempt.Store(0)
-}
-
-func (k *Keyring) refreshScopeAsync(scope envelope.Scope, e *scopeEntry, now time.Time) {
-	if now.UnixNano() < e.nextAttempt.Load() || !e.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	if !k.spawn(func() {
-		defer e.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
-		defer cancel()
-		k.stats.refreshes.Add(1)
-		k.stats.storeReads.Add(1)
-		st, err := k.store.LoadScope(ctx, scope)
+		rec := se.st.Record(ref.Version)
+		if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired {
+			k.evict(ref, e, rec == nil || rec.State == StateDestroyed)
+			return time.Time{}
+		}
+		raw, err := k.unwrap(ctx, ref, rec)
 		if err != nil {
-			k.stats.refreshErrors.Add(1)
-			e.nextAttempt.Store(k.now().Add(k.retry).UnixNano())
-			return
+			if definitive(err) || errors.Is(err, ErrUntrustedKey) {
+				k.evict(ref, e, false)
+			}
+			return retry
 		}
-		k.setScope(scope, st, k.now())
-	}) {
-		e.refreshing.Store(false)
-	}
+		clear(raw)
+		e.verified.Store(k.now().UnixNano())
+		return time.Time{}
+	})
 }

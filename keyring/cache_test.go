@@ -15,8 +15,9 @@ import (
 
 // TestMillionLookups: one KEK lookup per value, as the envelope does, for
 // 1,000,000 values over the four encrypted classes (half sealed: primary;
-// half opened: by version). At most 8 KMS calls in all: 4 wraps when the
-// KEKs are created, 4 unwraps in the process that serves the lookups.
+// half opened: by version). 8 KMS calls in the process that serves the
+// lookups: 4 KEK unwraps and 4 class-key unwraps (to verify the scope
+// states); 8 wraps created the keyring (4 KEKs, 4 class keys).
 func TestMillionLookups(t *testing.T) {
 	const n = 1_000_000
 	e := newEnv(t, nil)
@@ -44,17 +45,21 @@ func TestMillionLookups(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	total := sum(adminKeys, wraps) + sum(adminKeys, unwraps) + sum(appKeys, wraps) + sum(appKeys, unwraps)
-	assert.LessOrEqual(t, total, int64(8), "KMS calls for %d lookups", n)
-	assert.EqualValues(t, 4, sum(appKeys, unwraps))
+	assert.LessOrEqual(t, total, int64(16), "KMS calls for %d lookups", n)
+	assert.EqualValues(t, 8, sum(appKeys, unwraps))
+	for _, c := range encryptedClasses {
+		assert.Equal(t, 1, appKeys[app.classURI(c)].unwrapsOf(c, "", 1), "one unwrap of %s/v1", c)
+	}
 	st := app.Stats()
-	assert.EqualValues(t, 4, st.KMSCalls())
+	assert.EqualValues(t, 8, st.KMSCalls())
 	assert.EqualValues(t, n-4, st.CacheHits)
 	assert.EqualValues(t, 4, st.CacheMisses)
 	t.Logf("%d lookups over 4 classes: %d KMS calls in all (app: %+v), %v (%v/lookup)", n, total, st, elapsed, elapsed/n)
 }
 
 // TestColdCacheSingleFlight: 8 goroutines x 100,000 lookups start together
-// on a cold cache holding 8 KEK versions: exactly one unwrap per version.
+// on a cold cache holding 8 KEK versions: exactly one unwrap per version
+// and per class key.
 func TestColdCacheSingleFlight(t *testing.T) {
 	const goroutines, ops = 8, 100_000
 	e := newEnv(t, nil)
@@ -111,7 +116,7 @@ func TestColdCacheSingleFlight(t *testing.T) {
 		}
 	}
 	st := app.Stats()
-	assert.EqualValues(t, 8, st.KMSUnwrapCalls)
+	assert.EqualValues(t, 8+4, st.KMSUnwrapCalls)
 	assert.EqualValues(t, 0, st.KMSWrapCalls)
 	assert.LessOrEqual(t, st.StoreReads, uint64(8), "store reads are single-flighted too")
 	t.Logf("%d goroutines x %d ops, cold: %+v in %v", goroutines, ops, st, elapsed)
@@ -151,9 +156,10 @@ func TestKMSOutage(t *testing.T) {
 	st := app.Stats()
 	assert.Greater(t, st.StaleServes, uint64(0))
 	assert.Greater(t, st.RefreshErrors, uint64(0))
-	// One refresh attempt per KEK per step at most (retry interval 30 s).
+	// One refresh attempt per KEK and per class key per step at most
+	// (retry interval 30 s).
 	attempts := sum(keys, unwraps) - before
-	assert.LessOrEqual(t, attempts, int64(4*47))
+	assert.LessOrEqual(t, attempts, int64(8*47))
 	assert.Greater(t, attempts, int64(4))
 
 	e.clock.Advance(step) // now past MaxAge since the last successful unwrap
@@ -207,9 +213,11 @@ func TestRevocationEvicts(t *testing.T) {
 	assert.True(t, z.has(held), "zeroed after the grace period")
 }
 
-// TestOtherProcessChangesSeenWithinTTL: rotation and destruction by another
-// process reach a running keyring at its first refresh after CacheTTL.
-func TestOtherProcessChangesSeenWithinTTL(t *testing.T) {
+// TestOtherProcessChangesSeenWithinStateRefresh: a rotation, retirement
+// or destruction by another process reaches a running keyring within
+// StateRefresh plus one store read (counted, on a fake clock), and the
+// state refreshes cost no KMS calls.
+func TestOtherProcessChangesSeenWithinStateRefresh(t *testing.T) {
 	e := newEnv(t, nil)
 	admin, _ := e.process(testConfig())
 	s := envelope.Scope{Class: envelope.Critical}
@@ -219,29 +227,45 @@ func TestOtherProcessChangesSeenWithinTTL(t *testing.T) {
 	z := watchZero(app)
 	v1, err := app.PrimaryKEK(ctx, s)
 	require.NoError(t, err)
+	reads, kmsCalls := app.Stats().StoreReads, app.Stats().KMSCalls()
 
 	_, err = admin.Rotate(ctx, s)
 	require.NoError(t, err)
+	e.clock.Advance(DefaultStateRefresh - time.Millisecond)
 	p, err := app.PrimaryKEK(ctx, s)
 	require.NoError(t, err)
-	assert.Equal(t, uint32(1), p.Ref().Version, "within CacheTTL the cached primary is used")
+	assert.Equal(t, uint32(1), p.Ref().Version, "younger than StateRefresh: the cached state is used")
+	assert.Equal(t, reads, app.Stats().StoreReads, "no store read")
 
-	e.clock.Advance(DefaultCacheTTL)
+	e.clock.Advance(time.Millisecond)
 	p, err = app.PrimaryKEK(ctx, s)
 	require.NoError(t, err)
-	assert.Equal(t, uint32(1), p.Ref().Version, "stale serve while refreshing")
+	assert.Equal(t, uint32(1), p.Ref().Version, "served while one background read refreshes it")
 	app.settle()
+	assert.Equal(t, reads+1, app.Stats().StoreReads, "one store read")
 	p, err = app.PrimaryKEK(ctx, s)
 	require.NoError(t, err)
-	assert.Equal(t, uint32(2), p.Ref().Version, "rotation seen after the refresh")
+	assert.Equal(t, uint32(2), p.Ref().Version, "rotation seen after StateRefresh + one store read")
+	assert.Equal(t, kmsCalls+1, app.Stats().KMSCalls(), "one KMS call: the unwrap of v2")
+
+	// State refreshes are store reads only: 20 of them, no KMS call.
+	reads, kmsCalls = app.Stats().StoreReads, app.Stats().KMSCalls()
+	for range 20 {
+		e.clock.Advance(DefaultStateRefresh)
+		_, err = app.PrimaryKEK(ctx, s)
+		require.NoError(t, err)
+		app.settle()
+	}
+	assert.Equal(t, reads+20, app.Stats().StoreReads)
+	assert.Equal(t, kmsCalls, app.Stats().KMSCalls(), "state refreshes make no KMS calls")
 
 	_, err = admin.RotateSearch(ctx, s)
 	require.NoError(t, err)
 	_, err = admin.FinishSearchRotation(ctx, s)
 	require.NoError(t, err)
-	_, err = admin.Destroy(ctx, ref(envelope.Critical, "", 1))
+	_, err = admin.Destroy(ctx, ref(envelope.Critical, "", 1)) // 10 minutes after the rotation
 	require.NoError(t, err)
-	e.clock.Advance(DefaultCacheTTL)
+	e.clock.Advance(DefaultStateRefresh)
 	_, _ = app.KEK(ctx, ref(envelope.Critical, "", 1)) // stale serve, refresh
 	app.settle()
 	_, err = app.KEK(ctx, ref(envelope.Critical, "", 1))
@@ -252,26 +276,10 @@ func TestOtherProcessChangesSeenWithinTTL(t *testing.T) {
 	assert.Equal(t, uint32(2), sk[0].Ref().Version)
 }
 
-// flakyStore can simulate the database being down.
-type flakyStore struct {
-	Store
-	down bool
-	mu   sync.Mutex
-}
-
-func (f *flakyStore) set(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
-
-func (f *flakyStore) LoadScope(ctx context.Context, s envelope.Scope) (*ScopeState, error) {
-	f.mu.Lock()
-	down := f.down
-	f.mu.Unlock()
-	if down {
-		return nil, ErrStore
-	}
-	return f.Store.LoadScope(ctx, s)
-}
-
-func TestStoreOutage(t *testing.T) {
+// TestStateNeverOlderThanMaxStateAge: KEK material rides out a store
+// outage only until MaxStateAge: no lookup uses a scope state older than
+// that; lookups then fail fast until the store answers.
+func TestStateNeverOlderThanMaxStateAge(t *testing.T) {
 	e := newEnv(t, nil)
 	admin, _ := e.process(testConfig())
 	_, err := admin.Init(ctx)
@@ -281,20 +289,57 @@ func TestStoreOutage(t *testing.T) {
 	s := envelope.Scope{Class: envelope.High}
 	_, err = app.PrimaryKEK(ctx, s)
 	require.NoError(t, err)
+	kmsCalls := app.Stats().KMSCalls()
 	fs.set(true)
-	for i := 0; i < 10; i++ {
-		e.clock.Advance(2 * time.Hour)
+	for elapsed := DefaultStateRefresh; elapsed < MaxStateAge; elapsed += DefaultStateRefresh {
+		e.clock.Advance(DefaultStateRefresh)
 		_, err = app.PrimaryKEK(ctx, s)
-		require.NoError(t, err, "store down, within MaxAge")
+		require.NoError(t, err, "store down for %v, less than MaxStateAge", elapsed)
 		app.settle()
 	}
-	e.clock.Advance(5 * time.Hour)
-	_, err = app.PrimaryKEK(ctx, s)
-	assert.ErrorIs(t, err, envelope.ErrKeyUnavailable)
-	assert.ErrorIs(t, err, ErrStore)
+	e.clock.Advance(DefaultStateRefresh) // the state is MaxStateAge old
+	fs.set(true)                         // count the reads from here
+	for _, call := range []func() error{
+		func() error { _, err := app.PrimaryKEK(ctx, s); return err },
+		func() error { _, err := app.KEK(ctx, ref(envelope.High, "", 1)); return err },
+		func() error { _, err := app.SearchKEKs(ctx, s); return err },
+	} {
+		err := call()
+		assert.ErrorIs(t, err, envelope.ErrKeyUnavailable)
+		assert.ErrorIs(t, err, ErrStore)
+		assert.Contains(t, err.Error(), "high")
+	}
+	assert.EqualValues(t, 1, fs.loads(), "failures are remembered: one store read for three lookups")
 	fs.set(false)
+	e.clock.Advance(time.Second) // past the failure backoff
 	_, err = app.PrimaryKEK(ctx, s)
-	assert.NoError(t, err)
+	require.NoError(t, err)
+	assert.Equal(t, kmsCalls, app.Stats().KMSCalls(), "the KEK material stayed cached")
+}
+
+// flakyStore can simulate the database being down.
+type flakyStore struct {
+	Store
+	down   bool
+	failed int64 // reads refused while down
+	mu     sync.Mutex
+}
+
+func (f *flakyStore) set(down bool) { f.mu.Lock(); f.down, f.failed = down, 0; f.mu.Unlock() }
+
+func (f *flakyStore) loads() int64 { f.mu.Lock(); defer f.mu.Unlock(); return f.failed }
+
+func (f *flakyStore) LoadScope(ctx context.Context, s envelope.Scope) (*ScopeState, error) {
+	f.mu.Lock()
+	down := f.down
+	if down {
+		f.failed++
+	}
+	f.mu.Unlock()
+	if down {
+		return nil, ErrStore
+	}
+	return f.Store.LoadScope(ctx, s)
 }
 
 // TestCallerCancellation: a caller giving up does not fail the others
@@ -316,7 +361,8 @@ func TestCallerCancellation(t *testing.T) {
 	err1, err2 := <-done, <-done
 	assert.ErrorIs(t, err1, context.Canceled)
 	assert.NoError(t, err2)
-	assert.EqualValues(t, 1, keys[uriModerate].unwraps.Load())
+	assert.Equal(t, 1, keys[uriModerate].unwrapsOf(envelope.Moderate, "", 1))
+	assert.EqualValues(t, 2, keys[uriModerate].unwraps.Load(), "the KEK and the class key, once each")
 }
 
 func TestClose(t *testing.T) {
@@ -333,10 +379,10 @@ func TestClose(t *testing.T) {
 }
 
 // TestMillionValuesThroughEnvelope seals and opens 1,000,000 values with
-// the real envelope over the four encrypted classes (two of them with a
-// tenant), with a rotation half-way: at most 8 KMS calls for the values
-// themselves (here: 4 unwraps before the rotation plus one wrap per
-// rotated class), whatever the number of values.
+// the real envelope over the four encrypted classes (one of them with a
+// tenant), with a rotation half-way: 9 KMS calls, whatever the number of
+// values: 4 KEK unwraps and 4 class-key unwraps before the rotation, plus
+// one wrap for the rotated class.
 func TestMillionValuesThroughEnvelope(t *testing.T) {
 	n := 1_000_000
 	if testing.Short() {
@@ -387,8 +433,8 @@ func TestMillionValuesThroughEnvelope(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	calls := sum(keys, wraps) + sum(keys, unwraps)
-	assert.LessOrEqual(t, calls, int64(8))
-	assert.EqualValues(t, 4, sum(keys, unwraps))
+	assert.LessOrEqual(t, calls, int64(9))
+	assert.EqualValues(t, 8, sum(keys, unwraps))
 	assert.EqualValues(t, 1, sum(keys, wraps))
 	t.Logf("%d values sealed+opened through the envelope: %d KMS calls (%+v) in %v", n, calls, app.Stats(), elapsed)
 }

@@ -3,6 +3,7 @@ package keyring
 import (
 	"errors"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,8 +14,35 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultCacheTTL = 15 * time.Minute
-	DefaultMaxAge   = 24 * time.Hour
+	DefaultCacheTTL     = 15 * time.Minute
+	DefaultMaxAge       = 24 * time.Hour
+	DefaultStateRefresh = 30 * time.Second
+)
+
+// MaxStateAge is the hard bound on the age of the scope state (which
+// version is primary, which are retired or destroyed, the search keys) that
+// any keyring seals or opens with. A state is re-read every
+// Config.StateRefresh; if the store cannot be read, lookups of the scope
+// fail with envelope.ErrKeyUnavailable once the state is MaxStateAge old,
+// whatever CacheTTL and MaxAge say (those bound KEK material, a KMS
+// matter). It is a constant of the library, not a setting, so that a
+// process deciding whether a demoted version may be destroyed (Destroy,
+// Retire) knows the bound every other process obeys without being told.
+const MaxStateAge = 2 * time.Minute
+
+// DemotionSlack is added to MaxStateAge before a demoted version may be
+// retired or destroyed (see Destroy). It covers what MaxStateAge does not:
+// the time between the Rotate that demoted the version stamping its
+// DemotedAt and the commit that made it visible, the time between a
+// process sealing a value and its own transaction committing it, and
+// clock skew between the hosts that rotate and destroy.
+const DemotionSlack = time.Minute
+
+// maxStateAge and demotionSlack are MaxStateAge and DemotionSlack; tests
+// shorten them.
+var (
+	maxStateAge   = MaxStateAge
+	demotionSlack = DemotionSlack
 )
 
 // Config says which master key protects each classification. It is plain
@@ -30,22 +58,45 @@ type Config struct {
 	// "public") to its settings. Classes not listed have no keys: lookups
 	// for them fail. "public" may be listed only without a master key.
 	Classes map[string]ClassConfig `json:"classes"`
-	// CacheTTL is how long an unwrapped KEK (and a scope's primary and
-	// search versions) is served without revalidation. 0 means
-	// DefaultCacheTTL.
+	// CacheTTL is how long an unwrapped KEK (or class key) is served
+	// without asking the KMS again. It does not delay rotations,
+	// retirements or destructions: those are scope state, refreshed every
+	// StateRefresh. 0 means DefaultCacheTTL.
 	CacheTTL time.Duration `json:"cache_ttl,omitempty"`
 	// MaxAge is how long a cached KEK may be served after its last
-	// successful unwrap while refreshes fail (KMS or store unreachable).
-	// 0 means DefaultMaxAge. Must be >= CacheTTL.
+	// successful unwrap while refreshes fail (KMS unreachable). 0 means
+	// DefaultMaxAge. Must be >= CacheTTL.
 	MaxAge time.Duration `json:"max_age,omitempty"`
+	// StateRefresh is how often a process re-reads a scope's state from
+	// the store (a database read, no KMS call): a rotation, retirement or
+	// destruction by another process reaches this one within StateRefresh
+	// plus one store read. 0 means DefaultStateRefresh; at most
+	// MaxStateAge/2, so that one failed read does not stop lookups.
+	StateRefresh time.Duration `json:"state_refresh,omitempty"`
+	// AllowUnsealedStore lets the keyring use a store written before
+	// keyrings were sealed (no class keys, no MACs: see Upgrade) instead of
+	// refusing it. It is a migration window, not a mode: while it is set, a
+	// store writer can substitute keys in classes that are not sealed yet.
+	// Each unsealed scope used is audited (keyring.unsealed). Run Upgrade
+	// (fieldcrypt keys upgrade), then turn it off. Sealed classes are
+	// verified whatever it says.
+	AllowUnsealedStore bool `json:"allow_unsealed_store,omitempty"`
 }
 
 // ClassConfig is the configuration of one classification.
 type ClassConfig struct {
 	// MasterKey is the URI of the class's master key: aws-kms://arn:...,
 	// gcp-kms://projects/.../cryptoKeys/..., local:///path. Empty only for
-	// the public class.
+	// the public class. New KEKs are wrapped under it.
 	MasterKey string `json:"master_key,omitempty"`
+	// PreviousMasterKeys lists the other master keys this class's KEKs may
+	// be stored under: the previous ones after a master-key rotation
+	// (RewrapAll moves the old MasterKey here), and the next one while a
+	// rotation is rolled out. The keyring unwraps a KEK only under
+	// MasterKey or one of these: the master key URI a stored record names
+	// only selects among them, it is never authority. Validated like
+	// MasterKey; never another class's key.
+	PreviousMasterKeys []string `json:"previous_master_keys,omitempty"`
 	// TenantScoped gives every tenant its own line of KEKs in this class
 	// (created on first use), so one tenant can be crypto-shredded alone;
 	// tenant "" remains available for data of no tenant. When false, only
@@ -112,6 +163,12 @@ func (c Config) Validate() error {
 	if c.ttl() > c.maxAge() {
 		errs = append(errs, configErr("cache_ttl %v exceeds max_age %v", c.ttl(), c.maxAge()))
 	}
+	if c.StateRefresh < 0 {
+		errs = append(errs, configErr("state_refresh %v is negative", c.StateRefresh))
+	}
+	if c.StateRefresh > MaxStateAge/2 {
+		errs = append(errs, configErr("state_refresh %v exceeds %v (half of keyring.MaxStateAge %v)", c.StateRefresh, MaxStateAge/2, MaxStateAge))
+	}
 	names := make([]string, 0, len(c.Classes))
 	for n := range c.Classes {
 		names = append(names, n)
@@ -156,6 +213,33 @@ func (c Config) Validate() error {
 		seenURI[cc.MasterKey] = n
 		encrypted++
 	}
+	// Previous master keys, once every current one is known.
+	for _, n := range names {
+		cc := c.Classes[n]
+		cl, err := envelope.ParseClass(n)
+		if len(cc.PreviousMasterKeys) == 0 || err != nil || n != cl.String() {
+			continue // unknown classes are reported above
+		}
+		if !cl.Encrypted() {
+			errs = append(errs, configErr("class %q: public data takes no previous_master_keys", n))
+			continue
+		}
+		for _, uri := range cc.PreviousMasterKeys {
+			if p := uriProblem(uri); p != "" {
+				errs = append(errs, configErr("class %q: previous master key URI %q: %s", n, uri, p))
+				continue
+			}
+			if other, dup := seenURI[uri]; dup {
+				if other == n {
+					errs = append(errs, configErr("class %q: previous master key %q is listed twice (or is the current master key)", n, uri))
+				} else {
+					errs = append(errs, configErr("class %q: previous master key %q is also a master key of class %q (keys never cross classification levels)", n, uri, other))
+				}
+				continue
+			}
+			seenURI[uri] = n
+		}
+	}
 	if encrypted == 0 && len(errs) == 0 {
 		errs = append(errs, configErr("no encrypted class configured (want at least one of critical, high, moderate, low with a master_key)"))
 	}
@@ -176,11 +260,28 @@ func (c Config) maxAge() time.Duration {
 	return c.MaxAge
 }
 
+// stateRefresh is the effective refresh interval: StateRefresh or its
+// default, never more than half of maxStateAge (which tests shorten).
+func (c Config) stateRefresh() time.Duration {
+	d := c.StateRefresh
+	if d == 0 {
+		d = DefaultStateRefresh
+	}
+	return min(d, maxStateAge/2)
+}
+
+// trusts reports whether uri is a master key of class n: its MasterKey or
+// one of its PreviousMasterKeys.
+func (cc ClassConfig) trusts(uri string) bool {
+	return uri != "" && (uri == cc.MasterKey || slices.Contains(cc.PreviousMasterKeys, uri))
+}
+
 // clone returns a deep copy.
 func (c Config) clone() Config {
 	out := c
 	out.Classes = make(map[string]ClassConfig, len(c.Classes))
 	for k, v := range c.Classes {
+		v.PreviousMasterKeys = slices.Clone(v.PreviousMasterKeys)
 		out.Classes[k] = v
 	}
 	return out

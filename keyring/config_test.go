@@ -44,6 +44,27 @@ func TestConfigValidate(t *testing.T) {
 		{"public with key", with(func(c *Config) { c.Classes["public"] = ClassConfig{MasterKey: "local:///pub"} }), []string{`class "public"`, "stored in clear"}},
 		{"ttl above max age", with(func(c *Config) { c.CacheTTL = 2 * time.Hour; c.MaxAge = time.Hour }), []string{"cache_ttl 2h0m0s exceeds max_age 1h0m0s"}},
 		{"negative ttl", with(func(c *Config) { c.CacheTTL = -1 }), []string{"negative"}},
+		{"valid previous master keys", with(func(c *Config) {
+			c.Classes["critical"] = ClassConfig{MasterKey: uriNewCritical, PreviousMasterKeys: []string{uriCritical, "local:///old/critical.key"}}
+		}), nil},
+		{"previous master key malformed", with(func(c *Config) {
+			c.Classes["critical"] = ClassConfig{MasterKey: uriNewCritical, PreviousMasterKeys: []string{"aws-kms://nope"}}
+		}), []string{`class "critical": previous master key URI "aws-kms://nope"`}},
+		{"previous master key of another class", with(func(c *Config) {
+			c.Classes["critical"] = ClassConfig{MasterKey: uriNewCritical, PreviousMasterKeys: []string{uriLow}}
+		}), []string{`class "critical": previous master key`, uriLow, `class "low"`, "never cross classification levels"}},
+		{"previous master key shared by two classes", with(func(c *Config) {
+			c.Classes["critical"] = ClassConfig{MasterKey: uriCritical, PreviousMasterKeys: []string{"local:///old.key"}}
+			c.Classes["low"] = ClassConfig{MasterKey: uriLow, PreviousMasterKeys: []string{"local:///old.key"}}
+		}), []string{`class "low": previous master key "local:///old.key" is also a master key of class "critical"`}},
+		{"previous master key is the current one", with(func(c *Config) {
+			c.Classes["low"] = ClassConfig{MasterKey: uriLow, PreviousMasterKeys: []string{uriLow}}
+		}), []string{`class "low"`, "listed twice (or is the current master key)"}},
+		{"public with previous keys", with(func(c *Config) { c.Classes["public"] = ClassConfig{PreviousMasterKeys: []string{"local:///p"}} }),
+			[]string{`class "public": public data takes no previous_master_keys`}},
+		{"state refresh at the bound", with(func(c *Config) { c.StateRefresh = MaxStateAge / 2 }), nil},
+		{"state refresh above the bound", with(func(c *Config) { c.StateRefresh = MaxStateAge/2 + time.Second }), []string{"state_refresh 1m1s exceeds 1m0s (half of keyring.MaxStateAge 2m0s)"}},
+		{"negative state refresh", with(func(c *Config) { c.StateRefresh = -time.Second }), []string{"state_refresh -1s is negative"}},
 		{"nothing encrypted", Config{Name: "a", Classes: map[string]ClassConfig{"public": {}}}, []string{"no encrypted class"}},
 		{"several problems reported together", with(func(c *Config) {
 			c.Classes["low"] = ClassConfig{MasterKey: "nope"}

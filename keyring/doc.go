@@ -14,7 +14,7 @@
 //		},
 //	}
 //	store, err := keyring.NewGormStore(ctx, db) // tables fieldcrypt_keks, fieldcrypt_kek_scopes
-//	kr, err := keyring.New(cfg, store)
+//	kr, err := keyring.New(cfg, store)          // sealed from its first write
 //	defer kr.Close()
 //	env := envelope.New(kr)
 //	ct, err := env.Seal(ctx, envelope.Binding{Class: envelope.Critical, Table: "users", Column: "ssn", Row: id}, ssn)
@@ -32,9 +32,39 @@
 // be crypto-shredded alone (ShredTenant). KEKs are generated locally
 // (crypto/rand) and stored only wrapped by the class's master key, bound to
 // an encryption context naming the keyring, class, tenant and version, so a
-// wrapped key copied to another slot does not unwrap. The store never sees
-// a plaintext key; the KMS sees one wrap per KEK version and one unwrap per
-// process per version per cache TTL.
+// wrapped KEK copied to another slot does not unwrap. The store never sees
+// a plaintext key; the KMS sees one wrap per KEK version and per class, and
+// one unwrap per process per version (and per class key) per cache TTL.
+//
+// # The store is not trusted
+//
+// Whoever can write the keyring's tables (a database administrator, an SQL
+// injection) but not call the KMS must not be able to choose the key new
+// values are sealed under. So:
+//
+//   - A KEK is unwrapped only under its class's ClassConfig.MasterKey or one
+//     of its PreviousMasterKeys. The master key URI a stored record names
+//     only selects among those; any other is refused (ErrUntrustedKey).
+//   - Each class has a class key: 32 random bytes stored only wrapped by the
+//     class's master key (ECPurpose "class-key"). The keyring derives from
+//     it a MAC key, and every scope state it writes carries an Epoch (+1 per
+//     write) and a MAC over everything it says: versions, states, master key
+//     URIs, wrapped keys (hashed), times, search keys. States are verified
+//     on every read, before any use, and never built on unless verified.
+//   - Invariants are checked (the primary is the newest version not
+//     destroyed: only Rotate makes a primary), and a process refuses an
+//     epoch lower than one it has seen (a rolled-back state).
+//
+// A failure is ErrTampered (with envelope.ErrKeyUnavailable) and an audit
+// event (keyring.tamper): nothing is sealed or opened under that state.
+// What this does not detect (chiefly: a complete older snapshot, such as a
+// restored backup, shown to a process that never saw a newer state) is in
+// docs/threat-model.md. A store written before sealing existed is refused
+// (ErrUnsealed) until Upgrade seals it once (fieldcrypt keys upgrade);
+// Config.AllowUnsealedStore opens a migration window meanwhile. New
+// keyrings are sealed from their first write. Sealing costs one class key
+// unwrap per class per process per cache TTL, and no KMS call per read of
+// a scope state.
 //
 // # Lifecycle
 //
@@ -49,6 +79,12 @@
 //	              remains so lookups fail with envelope.ErrKeyDestroyed
 //	              rather than envelope.ErrUnknownKey; irreversible
 //
+// Retire and Destroy refuse (ErrTooSoon) a version until MaxStateAge +
+// DemotionSlack (3 min) after Rotate demoted it (Record.DemotedAt;
+// KEKInfo.InUseUntil): until then a running process may still hold it as
+// its primary and seal new values under it, which destroying it would
+// lose. Force overrides, for a compromised key.
+//
 // Search keys (the versions deterministic encryption and blind indexes
 // derive from) have a lifecycle of their own: version 1 at first;
 // RotateSearch makes the current primary the first search key and keeps the
@@ -56,30 +92,47 @@
 // FinishSearchRotation drops them, once the indexes are rebuilt. Rotate
 // never changes them. A live search key cannot be retired or destroyed.
 //
-// Master key rotation (RewrapAll) unwraps every KEK of a class under the old
-// master key and wraps it under the new one: O(number of KEKs) KMS calls,
-// no data touched. It is resumable: re-running it skips what is done.
+// Master key rotation (RewrapAll) unwraps every KEK of a class, and its
+// class key, under the old master key and wraps it under the new one:
+// O(number of KEKs) KMS calls, no data touched. It is resumable: re-running
+// it skips what is done. Every process must trust the new master key before
+// it starts (list it in PreviousMasterKeys); RewrapReport.Config then names
+// it as MasterKey and keeps the old one in PreviousMasterKeys, until no KEK
+// is left under it (docs/operations.md has the runbook).
 //
 // # Cache semantics
 //
-//   - A cached KEK is served fresh for Config.CacheTTL (default 15 min)
-//     after its last successful unwrap. After that it is served stale while
-//     one background refresh re-reads the store and re-unwraps it.
-//   - If the refresh fails because the KMS or the store is unreachable, the
-//     entry keeps being served until Config.MaxAge (default 24 h) after its
-//     last successful unwrap; then lookups fail with
-//     envelope.ErrKeyUnavailable (and the kms sentinel, e.g.
-//     kms.ErrUnavailable), naming the scope and master key URI.
+// Two things are cached, with different bounds, because they change for
+// different reasons: a scope's state (which version is primary, which are
+// retired or destroyed, the search keys: a store read) and key material
+// (a KMS unwrap).
+//
+//   - A scope state is served for Config.StateRefresh (default 30 s) after
+//     the read that fetched it started; then it is served while one
+//     background read refreshes it. A rotation, retirement or destruction
+//     by another process is therefore seen within StateRefresh plus one
+//     store read (in this process, at once). State refreshes make no KMS
+//     call.
+//   - No lookup ever uses a scope state older than MaxStateAge (2 min, a
+//     constant so that Destroy knows the bound every process obeys): past
+//     it, lookups of that scope read the store and, if it does not answer,
+//     fail with envelope.ErrKeyUnavailable (and the store's error). Failed
+//     reads are remembered for WithFailureBackoff, so they fail fast.
+//   - A cached KEK (or class key) is served fresh for Config.CacheTTL
+//     (default 15 min) after its last successful unwrap. After that it is
+//     served stale while one background refresh unwraps it again (from the
+//     cached state: no store read).
+//   - If the KMS is unreachable, the entry keeps being served until
+//     Config.MaxAge (default 24 h) after its last successful unwrap; then
+//     lookups fail with envelope.ErrKeyUnavailable (and the kms sentinel,
+//     e.g. kms.ErrUnavailable), naming the scope and master key URI.
 //   - If the KMS answers definitively (kms.ErrAccessDenied, ErrKeyDisabled,
 //     ErrKeyNotFound, ErrAuthentication) the entry is evicted at once:
 //     revoking the master key takes effect within CacheTTL.
-//   - The primary version and search keys of a scope are cached the same
-//     way: a rotation, retirement or destruction by another process is seen
-//     within CacheTTL (operations in this process are seen at once).
-//   - Concurrent misses share one KMS call (singleflight), and a failed
-//     unwrap is remembered for WithFailureBackoff (default 1 s) so that,
-//     during an outage, lookups without a servable copy fail fast instead
-//     of each waiting on the KMS.
+//   - Concurrent misses share one KMS call or store read (singleflight),
+//     and a failed unwrap is remembered for WithFailureBackoff (default
+//     1 s) so that, during an outage, lookups without a servable copy fail
+//     fast instead of each waiting on the KMS.
 //   - A cached KEK object is kept across successful refreshes (a version's
 //     key never changes), so KEKs leave the cache only when they are
 //     destroyed, retired, revoked, past MaxAge, or at Close. Evicted KEKs
@@ -87,10 +140,13 @@
 //     refresh) once they have been out of the cache for the evict grace
 //     (WithEvictGrace, default 1 min): the envelope uses a KEK for one
 //     value and drops it, so no caller still holds it by then. A destroyed
-//     (crypto-shredded) version is zeroed at once, in-flight users
-//     included: that is the point. Close zeroes everything.
+//     (crypto-shredded) version is zeroed as soon as any state read shows
+//     it destroyed, in-flight users included: a seal still holding it fails
+//     with envelope.ErrKeyDestroyed instead of storing a value nobody can
+//     read. Close zeroes everything.
 //
-// Stats reports KMS calls, hits, misses, stale serves and errors.
+// Stats reports KMS calls, hits, misses, stale serves, store reads and
+// errors.
 //
 // # Tenants
 //

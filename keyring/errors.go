@@ -17,8 +17,8 @@ var (
 	ErrInvalidConfig = errors.New("keyring: invalid configuration")
 	// ErrRefused means an operation was refused because it would break an
 	// invariant: destroying or retiring the primary or a live search key,
-	// a destroy check that found data still using the version, an illegal
-	// state transition.
+	// a destroy check that found data still using the version, a version
+	// demoted too recently (ErrTooSoon), an illegal state transition.
 	ErrRefused = errors.New("keyring: operation refused")
 	// ErrKeyRetired means the version is retired: it exists but may not be
 	// used. It comes with envelope.ErrKeyUnavailable.
@@ -27,6 +27,29 @@ var (
 	ErrStore = errors.New("keyring: store error")
 	// ErrClosed means the keyring was closed.
 	ErrClosed = errors.New("keyring: closed")
+	// ErrTampered means the store holds key metadata the keyring did not
+	// write: a MAC that does not verify, a broken invariant, an epoch
+	// older than one this process saw, a missing or foreign class key. It
+	// comes with envelope.ErrKeyUnavailable, and with an audit event
+	// (keyring.tamper). Nothing is sealed or opened under such a state.
+	ErrTampered = errors.New("keyring: key store tampered with")
+	// ErrUntrustedKey means a stored record names a master key that the
+	// configuration does not list for its class (ClassConfig.MasterKey or
+	// PreviousMasterKeys): the keyring does not unwrap under it. A store
+	// writer may have added it, or the configuration dropped a master key
+	// still in use. It comes with envelope.ErrKeyUnavailable and an audit
+	// event (keyring.tamper).
+	ErrUntrustedKey = errors.New("keyring: master key not trusted for this class")
+	// ErrUnsealed means the store predates integrity protection (no class
+	// key, no MACs): run Keyring.Upgrade (fieldcrypt keys upgrade) once,
+	// or set Config.AllowUnsealedStore for the migration. It comes with
+	// envelope.ErrKeyUnavailable.
+	ErrUnsealed = errors.New("keyring: key store not sealed (run 'fieldcrypt keys upgrade')")
+	// ErrTooSoon means Destroy or Retire was refused because a running
+	// process may still seal new values under the version (it stopped
+	// being the primary less than MaxStateAge + DemotionSlack ago). The
+	// message says until when. It comes with ErrRefused.
+	ErrTooSoon = errors.New("keyring: version may still be in use as a primary")
 )
 
 // KeyError is the error returned for a failed key operation. It names the

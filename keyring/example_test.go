@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -109,9 +110,11 @@ func Example() {
 	fmt.Println("sealed under", envelope.KEKRef{Class: h.Class, Tenant: "acme", Version: h.KEKVersion})
 	st := kr.Stats()
 	fmt.Printf("KMS calls: %d wraps, %d unwraps\n", st.KMSWrapCalls, st.KMSUnwrapCalls)
+	// One wrap per KEK and one per class key (which authenticates what the
+	// store says about the class's KEKs); no unwrap: this process created them.
 	// Output:
 	// sealed under high/tenant=acme/v1
-	// KMS calls: 3 wraps, 0 unwraps
+	// KMS calls: 5 wraps, 0 unwraps
 }
 
 func ExampleConfig_Validate() {
@@ -145,8 +148,14 @@ func ExampleKeyring_Rotate() {
 	_, _ = kr.Rotate(ctx, scope)       // v2 seals new values; v1 still opens old ones
 	_, _ = kr.RotateSearch(ctx, scope) // blind indexes move to v2; v1 stays queryable
 	_, _ = kr.FinishSearchRotation(ctx, scope)
-	_, _ = kr.Retire(ctx, envelope.KEKRef{Class: envelope.Critical, Version: 1})
-	_, err := kr.Destroy(ctx, envelope.KEKRef{Class: envelope.Critical, Version: 1},
+	v1 := envelope.KEKRef{Class: envelope.Critical, Version: 1}
+	_, err := kr.Retire(ctx, v1)
+	// Refused: other processes may still seal under v1 until they re-read
+	// the keyring (KEKInfo.InUseUntil: MaxStateAge + DemotionSlack after
+	// the rotation). Wait; here, with no other process, force it.
+	fmt.Println(errors.Is(err, keyring.ErrTooSoon))
+	_, _ = kr.Retire(ctx, v1, keyring.Force())
+	_, err = kr.Destroy(ctx, v1, keyring.Force(),
 		keyring.WithDestroyCheck(func(ctx context.Context, ref envelope.KEKRef) error {
 			return nil // e.g. count rows still sealed under ref
 		}))
@@ -160,6 +169,7 @@ func ExampleKeyring_Rotate() {
 	_, err = kr.KEK(ctx, envelope.KEKRef{Class: envelope.Critical, Version: 1})
 	fmt.Println(errors.Is(err, envelope.ErrKeyDestroyed))
 	// Output:
+	// true
 	// critical/v1 destroyed primary: false search rank: 0
 	// critical/v2 active primary: true search rank: 1
 	// true
@@ -209,4 +219,42 @@ func ExampleKeyring_ShredTenant() {
 	// destroyed high/tenant=acme/v1
 	// destroyed high/tenant=acme/v2
 	// true
+}
+
+// A keyring file written before keyrings were sealed is refused until
+// Upgrade seals it, once; AllowUnsealedStore bridges the migration.
+func ExampleKeyring_Upgrade() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "keyring-example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "keks.json")
+	mk := newDemoKey(criticalKey)
+
+	// What an earlier version stored: one KEK, no class key, no MAC.
+	raw := make([]byte, envelope.KEKSize)
+	_, _ = rand.Read(raw)
+	wrapped, _ := mk.Wrap(ctx, raw, kms.EncryptionContext{keyring.ECClass: "critical", keyring.ECKEKVersion: "1", keyring.ECKeyring: "billing"})
+	legacy, _ := json.Marshal(map[string]any{"format": "fieldcrypt-keyring/v1", "scopes": []any{map[string]any{
+		"class": "critical", "search": []int{1}, "keks": []any{map[string]any{
+			"version": 1, "state": "active", "master_key": criticalKey, "wrapped": wrapped,
+			"created_at": "2025-06-01T00:00:00Z", "updated_at": "2025-06-01T00:00:00Z"}}}}})
+	_ = os.WriteFile(path, legacy, 0o600)
+
+	cfg := keyring.Config{Name: "billing", Classes: map[string]keyring.ClassConfig{"critical": {MasterKey: criticalKey}}}
+	kr, _ := keyring.New(cfg, keyring.NewFileStore(path), keyring.WithMasterKeys(mk))
+	defer kr.Close()
+	_, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical})
+	fmt.Println(errors.Is(err, keyring.ErrUnsealed))
+
+	rep, err := kr.Upgrade(ctx) // you vouch for the state as it is now
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(rep.Classes[0].Class, "class key created:", rep.Classes[0].ClassKeyCreated, "sealed:", rep.Classes[0].Sealed)
+	kek, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical})
+	fmt.Println(kek.Ref(), err)
+	// Output:
+	// true
+	// critical class key created: true sealed: [critical]
+	// critical/v1 <nil>
 }

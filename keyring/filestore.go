@@ -1,7 +1,6 @@
 package keyring
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -40,10 +38,13 @@ type fileDoc struct {
 }
 
 type fileScope struct {
-	Class  envelope.Class `json:"class"`
-	Tenant string         `json:"tenant,omitempty"`
-	Search []uint32       `json:"search"`
-	KEKs   []fileKEK      `json:"keks"`
+	Class    envelope.Class `json:"class"`
+	Tenant   string         `json:"tenant,omitempty"`
+	Search   []uint32       `json:"search"`
+	KEKs     []fileKEK      `json:"keks"`
+	Epoch    uint64         `json:"epoch,omitempty"`
+	MAC      []byte         `json:"mac,omitempty"`
+	ClassKey *fileClassKey  `json:"class_key,omitempty"`
 }
 
 type fileKEK struct {
@@ -53,7 +54,29 @@ type fileKEK struct {
 	Wrapped     []byte     `json:"wrapped,omitempty"`
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
+	DemotedAt   *time.Time `json:"demoted_at,omitempty"`
 	DestroyedAt *time.Time `json:"destroyed_at,omitempty"`
+}
+
+type fileClassKey struct {
+	MasterKey string    `json:"master_key"`
+	Wrapped   []byte    `json:"wrapped"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func optTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+func timeOpt(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 func (f *FileStore) read() (map[envelope.Scope]*ScopeState, error) {
@@ -73,16 +96,15 @@ func (f *FileStore) read() (map[envelope.Scope]*ScopeState, error) {
 	}
 	out := make(map[envelope.Scope]*ScopeState, len(doc.Scopes))
 	for _, s := range doc.Scopes {
-		st := &ScopeState{Scope: envelope.Scope{Class: s.Class, Tenant: s.Tenant}, Search: s.Search}
+		// Invariants are the keyring's to verify (per scope, with an
+		// audit event): a file that breaks them still loads.
+		st := &ScopeState{Scope: envelope.Scope{Class: s.Class, Tenant: s.Tenant}, Search: s.Search, Epoch: s.Epoch, MAC: s.MAC}
 		for _, k := range s.KEKs {
-			r := Record{Version: k.Version, State: k.State, MasterKeyURI: k.MasterKey, Wrapped: k.Wrapped, CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt}
-			if k.DestroyedAt != nil {
-				r.DestroyedAt = *k.DestroyedAt
-			}
-			st.Records = append(st.Records, r)
+			st.Records = append(st.Records, Record{Version: k.Version, State: k.State, MasterKeyURI: k.MasterKey, Wrapped: k.Wrapped,
+				CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt, DemotedAt: optTime(k.DemotedAt), DestroyedAt: optTime(k.DestroyedAt)})
 		}
-		if err := st.Check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.path, err)
+		if ck := s.ClassKey; ck != nil {
+			st.ClassKey = &WrappedClassKey{MasterKeyURI: ck.MasterKey, Wrapped: ck.Wrapped, CreatedAt: ck.CreatedAt}
 		}
 		out[st.Scope] = st
 	}
@@ -92,14 +114,13 @@ func (f *FileStore) read() (map[envelope.Scope]*ScopeState, error) {
 func (f *FileStore) write(all map[envelope.Scope]*ScopeState) error {
 	doc := fileDoc{Format: fileFormat}
 	for _, st := range all {
-		s := fileScope{Class: st.Scope.Class, Tenant: st.Scope.Tenant, Search: st.Search}
+		s := fileScope{Class: st.Scope.Class, Tenant: st.Scope.Tenant, Search: st.Search, Epoch: st.Epoch, MAC: st.MAC}
 		for _, r := range st.Records {
-			k := fileKEK{Version: r.Version, State: r.State, MasterKey: r.MasterKeyURI, Wrapped: r.Wrapped, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
-			if !r.DestroyedAt.IsZero() {
-				t := r.DestroyedAt.UTC()
-				k.DestroyedAt = &t
-			}
-			s.KEKs = append(s.KEKs, k)
+			s.KEKs = append(s.KEKs, fileKEK{Version: r.Version, State: r.State, MasterKey: r.MasterKeyURI, Wrapped: r.Wrapped,
+				CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), DemotedAt: timeOpt(r.DemotedAt), DestroyedAt: timeOpt(r.DestroyedAt)})
+		}
+		if ck := st.ClassKey; ck != nil {
+			s.ClassKey = &fileClassKey{MasterKey: ck.MasterKeyURI, Wrapped: ck.Wrapped, CreatedAt: ck.CreatedAt.UTC()}
 		}
 		doc.Scopes = append(doc.Scopes, s)
 	}
@@ -241,32 +262,11 @@ func sortedStates(all map[envelope.Scope]*ScopeState) []*ScopeState {
 	return out
 }
 
-// checkUpdate verifies an update keeps the invariants and deletes nothing.
+// checkUpdate verifies an update keeps the invariants, deletes nothing
+// and moves states only along the lifecycle.
 func checkUpdate(before, after *ScopeState) error {
-	if len(after.Records) < len(before.Records) {
-		return fmt.Errorf("%w: scope %s: update would delete records", ErrStore, after.Scope)
-	}
-	for i := range before.Records {
-		if after.Records[i].Version != before.Records[i].Version {
-			return fmt.Errorf("%w: scope %s: update would renumber version %d", ErrStore, after.Scope, before.Records[i].Version)
-		}
-		if before.Records[i].State == StateDestroyed && after.Records[i].State != StateDestroyed {
-			return fmt.Errorf("%w: scope %s: version %d is destroyed for good", ErrStore, after.Scope, before.Records[i].Version)
-		}
+	if err := checkTransition(before, after); err != nil {
+		return err
 	}
 	return after.Check()
-}
-
-func sameState(a, b *ScopeState) bool {
-	if !slices.Equal(a.Search, b.Search) || len(a.Records) != len(b.Records) {
-		return false
-	}
-	for i := range a.Records {
-		x, y := a.Records[i], b.Records[i]
-		if x.Version != y.Version || x.State != y.State || x.MasterKeyURI != y.MasterKeyURI || !bytes.Equal(x.Wrapped, y.Wrapped) ||
-			!x.CreatedAt.Equal(y.CreatedAt) || !x.UpdatedAt.Equal(y.UpdatedAt) || !x.DestroyedAt.Equal(y.DestroyedAt) {
-			return false
-		}
-	}
-	return true
 }

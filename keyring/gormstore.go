@@ -42,19 +42,78 @@ type kekRow struct {
 	WrappedKey   []byte     `gorm:"column:wrapped_key"`
 	CreatedAt    time.Time  `gorm:"column:created_at;not null;autoCreateTime:false"`
 	UpdatedAt    time.Time  `gorm:"column:updated_at;not null;autoUpdateTime:false"`
+	DemotedAt    *time.Time `gorm:"column:demoted_at"`
 	DestroyedAt  *time.Time `gorm:"column:destroyed_at"`
 }
 
 func (kekRow) TableName() string { return KEKTable }
 
 // scopeRow is one scope in table fieldcrypt_kek_scopes: the search-key
-// designation and the row every UpdateScope locks first.
+// designation, the integrity fields, the class key (class-wide scope
+// only) and the row every UpdateScope locks first.
 type scopeRow struct {
-	Class     string    `gorm:"column:class;size:16;primaryKey;autoIncrement:false"`
-	Tenant    string    `gorm:"column:tenant;size:255;primaryKey;autoIncrement:false"`
-	Search    string    `gorm:"column:search_versions;size:1024;not null"` // "3,1": current first
-	LockSeq   int64     `gorm:"column:lock_seq;not null"`
-	UpdatedAt time.Time `gorm:"column:updated_at;not null;autoUpdateTime:false"`
+	Class             string     `gorm:"column:class;size:16;primaryKey;autoIncrement:false"`
+	Tenant            string     `gorm:"column:tenant;size:255;primaryKey;autoIncrement:false"`
+	Search            string     `gorm:"column:search_versions;size:1024;not null"` // "3,1": current first
+	LockSeq           int64      `gorm:"column:lock_seq;not null"`
+	UpdatedAt         time.Time  `gorm:"column:updated_at;not null;autoUpdateTime:false"`
+	Epoch             *int64     `gorm:"column:epoch"` // NULL: written before sealing
+	MAC               []byte     `gorm:"column:mac"`
+	ClassKeyURI       *string    `gorm:"column:class_key_uri;size:512"`
+	ClassKeyWrapped   []byte     `gorm:"column:class_key_wrapped"`
+	ClassKeyCreatedAt *time.Time `gorm:"column:class_key_created_at"`
+}
+
+// apply copies the scope-level fields of r into st.
+func (r scopeRow) apply(st *ScopeState) error {
+	search, err := parseVersions(r.Search)
+	if err != nil {
+		return fmt.Errorf("%w: scope %s: bad search_versions %q", ErrStore, st.Scope, r.Search)
+	}
+	st.Search = search
+	if r.Epoch != nil {
+		if *r.Epoch < 0 {
+			return fmt.Errorf("%w: scope %s: negative epoch %d", ErrStore, st.Scope, *r.Epoch)
+		}
+		st.Epoch = uint64(*r.Epoch)
+	}
+	st.MAC = r.MAC
+	if r.ClassKeyURI != nil || len(r.ClassKeyWrapped) > 0 {
+		ck := &WrappedClassKey{Wrapped: r.ClassKeyWrapped}
+		if r.ClassKeyURI != nil {
+			ck.MasterKeyURI = *r.ClassKeyURI
+		}
+		if r.ClassKeyCreatedAt != nil {
+			ck.CreatedAt = *r.ClassKeyCreatedAt
+		}
+		st.ClassKey = ck
+	}
+	return nil
+}
+
+// scopeColumns are the scope-level columns of st, for an UPDATE.
+func scopeColumns(st *ScopeState) map[string]any {
+	cols := map[string]any{
+		"search_versions":      formatVersions(st.Search),
+		"updated_at":           time.Now().UTC(),
+		"epoch":                gorm.Expr("NULL"),
+		"mac":                  gorm.Expr("NULL"),
+		"class_key_uri":        gorm.Expr("NULL"),
+		"class_key_wrapped":    gorm.Expr("NULL"),
+		"class_key_created_at": gorm.Expr("NULL"),
+	}
+	if st.sealed() {
+		cols["epoch"] = int64(st.Epoch)
+	}
+	if len(st.MAC) > 0 {
+		cols["mac"] = st.MAC
+	}
+	if ck := st.ClassKey; ck != nil {
+		cols["class_key_uri"] = ck.MasterKeyURI
+		cols["class_key_wrapped"] = ck.Wrapped
+		cols["class_key_created_at"] = ck.CreatedAt.UTC()
+	}
+	return cols
 }
 
 func (scopeRow) TableName() string { return ScopeTable }
@@ -78,6 +137,11 @@ func (scopeRow) TableName() string { return ScopeTable }
 //	                       search_versions varchar(1024)  "3,1": current search key first
 //	                       lock_seq bigint                bumped by every update (the lock)
 //	                       updated_at timestamp
+//	                       epoch bigint NULL              +1 per keyring write (NULL: written before sealing)
+//	                       mac blob NULL                  HMAC-SHA256 of the scope's state (ScopeState.MAC)
+//	                       class_key_uri varchar(512) NULL, class_key_wrapped blob NULL,
+//	                       class_key_created_at timestamp NULL
+//	                                                      the class key (class-wide scope, tenant '', only)
 //	fieldcrypt_keks        id bigint PRIMARY KEY
 //	                       class, tenant, version bigint  UNIQUE fieldcrypt_keks_version
 //	                       is_primary boolean NULL        TRUE for the active version, else NULL;
@@ -85,7 +149,7 @@ func (scopeRow) TableName() string { return ScopeTable }
 //	                       state varchar(16)              active | decrypt-only | retired | destroyed
 //	                       master_key_uri varchar(512)    the master key wrapped_key is wrapped under
 //	                       wrapped_key blob NULL          NULL once destroyed
-//	                       created_at, updated_at timestamp, destroyed_at timestamp NULL
+//	                       created_at, updated_at timestamp, demoted_at, destroyed_at timestamp NULL
 type GormStore struct {
 	db      *gorm.DB
 	retries atomic.Int64 // conflicts retried (tests log it)
@@ -125,6 +189,12 @@ func scopeWhere(scope envelope.Scope) (string, []any) {
 	return "class = ? AND tenant = ?", []any{scope.Class.String(), scope.Tenant}
 }
 
+// load reads the state of scope. With lock (inside UpdateScope) it reads
+// under row locks. Without, it reads the scope row, the KEK rows, then the
+// scope row again, and retries if a writer committed in between (the
+// scope row's lock_seq and epoch change with every update): the state it
+// returns is one a single transaction wrote, so its MAC verifies. Plain
+// statements at READ COMMITTED would otherwise mix two states.
 func (s *GormStore) load(tx *gorm.DB, scope envelope.Scope, lock bool) (*ScopeState, error) {
 	where, args := scopeWhere(scope)
 	q := func() *gorm.DB {
@@ -134,28 +204,66 @@ func (s *GormStore) load(tx *gorm.DB, scope envelope.Scope, lock bool) (*ScopeSt
 		}
 		return d
 	}
-	// The scope row first: versions only grow, so the KEK rows read after
-	// it include every version its search list names.
-	var srows []scopeRow
-	if err := q().Limit(1).Find(&srows).Error; err != nil {
-		return nil, err
-	}
-	var rows []kekRow
-	if err := q().Order("version").Find(&rows).Error; err != nil {
-		return nil, err
-	}
-	st := &ScopeState{Scope: scope}
-	if len(srows) == 1 {
-		search, err := parseVersions(srows[0].Search)
-		if err != nil {
-			return nil, fmt.Errorf("%w: scope %s: bad search_versions %q", ErrStore, scope, srows[0].Search)
+	const attempts = 20
+	for attempt := 0; ; attempt++ {
+		// The scope row first: versions only grow, so the KEK rows read
+		// after it include every version its search list names.
+		var srows []scopeRow
+		if err := q().Limit(1).Find(&srows).Error; err != nil {
+			return nil, err
 		}
-		st.Search = search
+		var rows []kekRow
+		if err := q().Order("version").Find(&rows).Error; err != nil {
+			return nil, err
+		}
+		if !lock {
+			var again []scopeRow
+			if err := q().Limit(1).Find(&again).Error; err != nil {
+				return nil, err
+			}
+			if !sameScopeRows(srows, again) {
+				if attempt+1 < attempts {
+					continue
+				}
+				return nil, fmt.Errorf("scope %s changed during %d consecutive reads", scope, attempts)
+			}
+		}
+		st := &ScopeState{Scope: scope}
+		if len(srows) == 1 {
+			if err := srows[0].apply(st); err != nil {
+				return nil, err
+			}
+		}
+		for _, r := range rows {
+			st.Records = append(st.Records, r.record())
+		}
+		return st, nil
 	}
-	for _, r := range rows {
-		st.Records = append(st.Records, r.record())
+}
+
+// sameScopeRows reports whether two reads of scope rows saw the same
+// writes.
+func sameScopeRows(a, b []scopeRow) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	return st, nil
+	seq := make(map[[2]string][2]int64, len(a))
+	for _, r := range a {
+		seq[[2]string{r.Class, r.Tenant}] = [2]int64{r.LockSeq, epochOf(r)}
+	}
+	for _, r := range b {
+		if v, ok := seq[[2]string{r.Class, r.Tenant}]; !ok || v != [2]int64{r.LockSeq, epochOf(r)} {
+			return false
+		}
+	}
+	return true
+}
+
+func epochOf(r scopeRow) int64 {
+	if r.Epoch == nil {
+		return -1
+	}
+	return *r.Epoch
 }
 
 func (r kekRow) record() Record {
@@ -166,9 +274,8 @@ func (r kekRow) record() Record {
 		Wrapped:      r.WrappedKey,
 		CreatedAt:    r.CreatedAt,
 		UpdatedAt:    r.UpdatedAt,
-	}
-	if r.DestroyedAt != nil {
-		out.DestroyedAt = *r.DestroyedAt
+		DemotedAt:    optTime(r.DemotedAt),
+		DestroyedAt:  optTime(r.DestroyedAt),
 	}
 	return out
 }
@@ -188,10 +295,8 @@ func rowOf(scope envelope.Scope, r Record) kekRow {
 		t := true
 		row.IsPrimary = &t
 	}
-	if !r.DestroyedAt.IsZero() {
-		t := r.DestroyedAt.UTC()
-		row.DestroyedAt = &t
-	}
+	row.DemotedAt = timeOpt(r.DemotedAt)
+	row.DestroyedAt = timeOpt(r.DestroyedAt)
 	return row
 }
 
@@ -227,16 +332,31 @@ func (s *GormStore) LoadScope(ctx context.Context, scope envelope.Scope) (*Scope
 	return st, nil
 }
 
-// ListScopes implements Store.
+// ListScopes implements Store. Like LoadScope, it re-reads the scope rows
+// after the KEK rows and retries if a writer committed in between.
 func (s *GormStore) ListScopes(ctx context.Context) ([]*ScopeState, error) {
 	db := s.db.WithContext(ctx)
+	const attempts = 20
 	var srows []scopeRow
-	if err := db.Find(&srows).Error; err != nil {
-		return nil, fmt.Errorf("%w: list %s: %v", ErrStore, ScopeTable, err)
-	}
 	var rows []kekRow
-	if err := db.Order("class, tenant, version").Find(&rows).Error; err != nil {
-		return nil, fmt.Errorf("%w: list %s: %v", ErrStore, KEKTable, err)
+	for attempt := 0; ; attempt++ {
+		srows, rows = nil, nil
+		if err := db.Find(&srows).Error; err != nil {
+			return nil, fmt.Errorf("%w: list %s: %v", ErrStore, ScopeTable, err)
+		}
+		if err := db.Order("class, tenant, version").Find(&rows).Error; err != nil {
+			return nil, fmt.Errorf("%w: list %s: %v", ErrStore, KEKTable, err)
+		}
+		var again []scopeRow
+		if err := db.Find(&again).Error; err != nil {
+			return nil, fmt.Errorf("%w: list %s: %v", ErrStore, ScopeTable, err)
+		}
+		if sameScopeRows(srows, again) {
+			break
+		}
+		if attempt+1 == attempts {
+			return nil, fmt.Errorf("%w: list %s: changed during %d consecutive reads", ErrStore, ScopeTable, attempts)
+		}
 	}
 	all := map[envelope.Scope]*ScopeState{}
 	get := func(class, tenant string) (*ScopeState, error) {
@@ -257,8 +377,8 @@ func (s *GormStore) ListScopes(ctx context.Context) ([]*ScopeState, error) {
 		if err != nil {
 			return nil, err
 		}
-		if st.Search, err = parseVersions(r.Search); err != nil {
-			return nil, fmt.Errorf("%w: scope %s: bad search_versions %q", ErrStore, st.Scope, r.Search)
+		if err := r.apply(st); err != nil {
+			return nil, err
 		}
 	}
 	for _, r := range rows {
@@ -269,8 +389,8 @@ func (s *GormStore) ListScopes(ctx context.Context) ([]*ScopeState, error) {
 		st.Records = append(st.Records, r.record())
 	}
 	out := sortedStates(all)
-	// Scope rows without KEKs are left by a failed first creation; skip.
-	return slices.DeleteFunc(out, func(st *ScopeState) bool { return len(st.Records) == 0 }), nil
+	// Scope rows with nothing in them are left by a failed first creation; skip.
+	return slices.DeleteFunc(out, func(st *ScopeState) bool { return st.empty() }), nil
 }
 
 // errRetry marks a conflict worth retrying.
@@ -366,11 +486,7 @@ func (s *GormStore) updateOnce(ctx context.Context, scope envelope.Scope, fn fun
 func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 	scope := after.Scope
 	where, args := scopeWhere(scope)
-	changed := func(i int) bool {
-		a, b := before.Records[i], after.Records[i]
-		return a.State != b.State || a.MasterKeyURI != b.MasterKeyURI || !slices.Equal(a.Wrapped, b.Wrapped) ||
-			!a.DestroyedAt.Equal(b.DestroyedAt) || !a.UpdatedAt.Equal(b.UpdatedAt)
-	}
+	changed := func(i int) bool { return !sameRecord(before.Records[i], after.Records[i]) }
 	update := func(r Record) error {
 		row := rowOf(scope, r)
 		cols := map[string]any{
@@ -379,6 +495,7 @@ func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 			"updated_at":     row.UpdatedAt,
 			"is_primary":     gorm.Expr("NULL"),
 			"wrapped_key":    gorm.Expr("NULL"),
+			"demoted_at":     gorm.Expr("NULL"),
 			"destroyed_at":   gorm.Expr("NULL"),
 		}
 		if row.IsPrimary != nil {
@@ -386,6 +503,9 @@ func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 		}
 		if row.WrappedKey != nil {
 			cols["wrapped_key"] = row.WrappedKey
+		}
+		if row.DemotedAt != nil {
+			cols["demoted_at"] = *row.DemotedAt
 		}
 		if row.DestroyedAt != nil {
 			cols["destroyed_at"] = *row.DestroyedAt
@@ -428,11 +548,9 @@ func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 			return err
 		}
 	}
-	if !slices.Equal(before.Search, after.Search) || len(after.Records) != len(before.Records) {
-		res := tx.Model(&scopeRow{}).Where(where, args...).UpdateColumns(map[string]any{
-			"search_versions": formatVersions(after.Search),
-			"updated_at":      time.Now().UTC(),
-		})
+	if !sameState(&ScopeState{Search: before.Search, Epoch: before.Epoch, MAC: before.MAC, ClassKey: before.ClassKey},
+		&ScopeState{Search: after.Search, Epoch: after.Epoch, MAC: after.MAC, ClassKey: after.ClassKey}) || len(after.Records) != len(before.Records) {
+		res := tx.Model(&scopeRow{}).Where(where, args...).UpdateColumns(scopeColumns(after))
 		if res.Error != nil {
 			return res.Error
 		}

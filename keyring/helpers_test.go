@@ -225,6 +225,20 @@ func sum(keys map[string]*memKey, f func(*memKey) int64) int64 {
 func wraps(k *memKey) int64   { return k.wraps.Load() }
 func unwraps(k *memKey) int64 { return k.unwraps.Load() }
 
+// rotateWithSearch rotates s n times, moving its search key to each new
+// primary (so that older versions may be retired or destroyed).
+func rotateWithSearch(t testing.TB, kr *Keyring, s envelope.Scope, n int) {
+	t.Helper()
+	for range n {
+		_, err := kr.Rotate(ctx, s)
+		require.NoError(t, err)
+		_, err = kr.RotateSearch(ctx, s)
+		require.NoError(t, err)
+		_, err = kr.FinishSearchRotation(ctx, s)
+		require.NoError(t, err)
+	}
+}
+
 // settle waits for background refreshes.
 func (k *Keyring) settle() { k.wg.Wait() }
 

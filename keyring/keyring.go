@@ -30,18 +30,20 @@ const (
 // operations the CLI drives (Rotate, RewrapAll, Retire, Destroy, ...).
 // It is safe for concurrent use. Call Close when done.
 type Keyring struct {
-	store  Store
-	opener kms.Opener
-	now    func() time.Time
-	ttl    time.Duration
-	maxAge time.Duration
-	grace  time.Duration
-	retry  time.Duration
-	failBO time.Duration
-	opTO   time.Duration
-	auto   bool
-	name   string
-	scoped map[envelope.Class]bool // configured encrypted classes → tenant scoped
+	store         Store
+	opener        kms.Opener
+	now           func() time.Time
+	ttl           time.Duration
+	maxAge        time.Duration
+	refresh       time.Duration // Config.StateRefresh
+	grace         time.Duration
+	retry         time.Duration
+	failBO        time.Duration
+	opTO          time.Duration
+	auto          bool
+	allowUnsealed bool
+	name          string
+	scoped        map[envelope.Class]bool // configured encrypted classes → tenant scoped
 
 	cfgMu sync.RWMutex
 	cfg   Config
@@ -49,11 +51,17 @@ type Keyring struct {
 	mkMu sync.Mutex
 	mks  map[string]kms.MasterKey
 
-	mu     sync.RWMutex
-	keks   map[envelope.KEKRef]*kekEntry
-	scopes map[envelope.Scope]*scopeEntry
-	graves []grave
-	fails  map[envelope.KEKRef]failure // recent unwrap failures, to fail fast
+	mu              sync.RWMutex
+	keks            map[envelope.KEKRef]*kekEntry
+	scopes          map[envelope.Scope]*scopeEntry
+	classKeys       map[envelope.Class]*classKeyEntry
+	graves          []grave
+	fails           map[envelope.KEKRef]failure  // recent unwrap failures, to fail fast
+	scopeFails      map[envelope.Scope]failure   // recent failed state loads, to fail fast
+	epochs          map[envelope.Scope]uint64    // highest epoch seen per scope (rollback detection)
+	sealedClasses   map[envelope.Class]bool      // classes seen with a class key
+	unsealedChecked map[envelope.Class]time.Time // when an unsealed class was last checked for sealed scopes
+	unsealedWarned  map[envelope.Scope]bool      // unsealed scopes already audited
 
 	sf     singleflight.Group
 	wg     sync.WaitGroup
@@ -64,22 +72,64 @@ type Keyring struct {
 }
 
 type kekEntry struct {
-	kek         *envelope.KEK
-	verified    atomic.Int64 // unix nanos of the last successful unwrap
+	refresher
+	kek      *envelope.KEK
+	verified atomic.Int64 // unix nanos of the last successful unwrap
+}
+
+type scopeEntry struct {
+	refresher
+	st      *ScopeState // verified; immutable once cached
+	fetched time.Time   // when the read that returned st started
+}
+
+// refresher is the background-refresh bookkeeping of a cache entry.
+type refresher struct {
 	nextAttempt atomic.Int64 // unix nanos before which no refresh is tried
 	refreshing  atomic.Bool
 }
 
-type scopeEntry struct {
-	st          *ScopeState // immutable once cached
-	fetched     time.Time
-	nextAttempt atomic.Int64
-	refreshing  atomic.Bool
+// refreshAsync runs refresh in the background, with the op timeout, unless
+// one is running for the entry already or the last one failed too
+// recently. refresh returns when to try again after a failure (zero after
+// a success).
+func (k *Keyring) refreshAsync(r *refresher, now time.Time, refresh func(ctx context.Context) (retryAt time.Time)) {
+	if now.UnixNano() < r.nextAttempt.Load() || !r.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	if !k.spawn(func() {
+		defer r.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
+		defer cancel()
+		k.stats.refreshes.Add(1)
+		var next int64
+		if at := refresh(ctx); !at.IsZero() {
+			k.stats.refreshErrors.Add(1)
+			next = at.UnixNano()
+		}
+		r.nextAttempt.Store(next)
+	}) {
+		r.refreshing.Store(false)
+	}
 }
 
 type failure struct {
 	err   error
 	until time.Time
+}
+
+// recentFailure returns the error remembered for key in fails, if it is
+// still within the failure backoff.
+func recentFailure[K comparable](k *Keyring, fails map[K]failure, key K, now time.Time) error {
+	if k.failBO <= 0 {
+		return nil
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if f, ok := fails[key]; ok && now.Before(f.until) {
+		return f.err
+	}
+	return nil
 }
 
 type grave struct {
@@ -116,8 +166,10 @@ func WithClock(now func() time.Time) Option { return func(k *Keyring) { k.now = 
 // that obtained it just before eviction can finish (default 1 min).
 func WithEvictGrace(d time.Duration) Option { return func(k *Keyring) { k.grace = d } }
 
-// WithRefreshRetry sets how long to wait after a failed refresh before
-// trying again while serving stale entries (default 30 s).
+// WithRefreshRetry sets how long to wait after a failed KEK refresh before
+// trying again while serving stale entries (default 30 s). Scope states are
+// retried at every lookup once StateRefresh has passed, since they may not
+// be served past MaxStateAge.
 func WithRefreshRetry(d time.Duration) Option { return func(k *Keyring) { k.retry = d } }
 
 // WithFailureBackoff sets how long a failed unwrap (KMS unreachable, key
@@ -147,23 +199,31 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 		return nil, configErr("nil store")
 	}
 	k := &Keyring{
-		store:  store,
-		opener: kms.OpenerFunc(kms.Open),
-		now:    time.Now,
-		ttl:    cfg.ttl(),
-		maxAge: cfg.maxAge(),
-		grace:  time.Minute,
-		failBO: time.Second,
-		retry:  30 * time.Second,
-		opTO:   30 * time.Second,
-		auto:   true,
-		name:   cfg.Name,
-		scoped: map[envelope.Class]bool{},
-		cfg:    cfg.clone(),
-		mks:    map[string]kms.MasterKey{},
-		keks:   map[envelope.KEKRef]*kekEntry{},
-		fails:  map[envelope.KEKRef]failure{},
-		scopes: map[envelope.Scope]*scopeEntry{},
+		store:           store,
+		opener:          kms.OpenerFunc(kms.Open),
+		now:             time.Now,
+		ttl:             cfg.ttl(),
+		maxAge:          cfg.maxAge(),
+		refresh:         cfg.stateRefresh(),
+		grace:           time.Minute,
+		failBO:          time.Second,
+		retry:           30 * time.Second,
+		opTO:            30 * time.Second,
+		auto:            true,
+		allowUnsealed:   cfg.AllowUnsealedStore,
+		name:            cfg.Name,
+		scoped:          map[envelope.Class]bool{},
+		cfg:             cfg.clone(),
+		mks:             map[string]kms.MasterKey{},
+		keks:            map[envelope.KEKRef]*kekEntry{},
+		fails:           map[envelope.KEKRef]failure{},
+		scopes:          map[envelope.Scope]*scopeEntry{},
+		classKeys:       map[envelope.Class]*classKeyEntry{},
+		scopeFails:      map[envelope.Scope]failure{},
+		epochs:          map[envelope.Scope]uint64{},
+		sealedClasses:   map[envelope.Class]bool{},
+		unsealedChecked: map[envelope.Class]time.Time{},
+		unsealedWarned:  map[envelope.Scope]bool{},
 	}
 	for n, cc := range cfg.Classes {
 		c, _ := envelope.ParseClass(n)
@@ -213,6 +273,10 @@ func (k *Keyring) Close() error {
 	}
 	k.graves = nil
 	k.scopes = map[envelope.Scope]*scopeEntry{}
+	for c, e := range k.classKeys {
+		clear(e.macKey)
+		delete(k.classKeys, c)
+	}
 	return nil
 }
 
@@ -287,51 +351,102 @@ func (k *Keyring) newKEK(ctx context.Context, ref envelope.KEKRef, uri string) (
 }
 
 func (k *Keyring) wrap(ctx context.Context, ref envelope.KEKRef, uri string, raw []byte) ([]byte, error) {
-	mk, err := k.masterKey(ctx, uri)
+	wrapped, step, err := k.wrapUnder(ctx, uri, raw, k.ec(ref))
 	if err != nil {
-		return nil, keyErr("wrap", ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
-	}
-	k.stats.kmsWrap.Add(1)
-	wrapped, err := mk.Wrap(ctx, raw, k.ec(ref))
-	if err != nil {
-		k.stats.wrapErrors.Add(1)
-		return nil, keyErr("wrap", ref, uri, "", envelope.ErrKeyUnavailable, err)
+		return nil, keyErr("wrap", ref, uri, step, envelope.ErrKeyUnavailable, err)
 	}
 	return wrapped, nil
 }
 
+// wrapUnder wraps raw under the master key uri, bound to ec. On failure it
+// returns the step that failed ("open master key", or "" for the wrap)
+// and the cause, for the caller to name the key concerned.
+func (k *Keyring) wrapUnder(ctx context.Context, uri string, raw []byte, ec kms.EncryptionContext) ([]byte, string, error) {
+	mk, err := k.masterKey(ctx, uri)
+	if err != nil {
+		return nil, "open master key", err
+	}
+	k.stats.kmsWrap.Add(1)
+	wrapped, err := mk.Wrap(ctx, raw, ec)
+	if err != nil {
+		k.stats.wrapErrors.Add(1)
+		return nil, "", err
+	}
+	return wrapped, "", nil
+}
+
+// rewrapKey unwraps a key (unwrap), wraps the plaintext again (wrap) and
+// clears it.
+func rewrapKey(unwrap func() ([]byte, error), wrap func([]byte) ([]byte, error)) ([]byte, error) {
+	raw, err := unwrap()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(raw)
+	return wrap(raw)
+}
+
 // unwrap returns the plaintext KEK of rec; the caller must clear it.
 func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) ([]byte, error) {
-	uri := rec.MasterKeyURI
-	if owner := k.uriOwner(uri); owner != 0 && owner != ref.Class {
-		return nil, keyErr("unwrap", ref, uri, "stored under the master key of class "+owner.String()+" (keys never cross classification levels)", envelope.ErrKeyUnavailable, ErrStore)
+	return k.unwrapUnder(ctx, "unwrap", ref, rec.MasterKeyURI, rec.Wrapped, k.ec(ref), envelope.KEKSize, "")
+}
+
+// unwrapUnder unwraps wrapped under the master key uri and checks that it
+// holds size bytes; the caller must clear them. uri only selects among the
+// master keys the configuration lists for ref's class: any other is
+// refused and audited, without asking the KMS. ref names the key in
+// errors and events (version 0: the class key). With tamperReason, an
+// authentication failure or a wrong size is tampering: reported with it,
+// as ErrTampered, and audited.
+func (k *Keyring) unwrapUnder(ctx context.Context, op string, ref envelope.KEKRef, uri string, wrapped []byte, ec kms.EncryptionContext, size int, tamperReason string) ([]byte, error) {
+	tamper := func(errs ...error) error {
+		err := keyErr(op, ref, uri, tamperReason, append([]error{envelope.ErrKeyUnavailable, ErrTampered}, errs...)...)
+		k.emitTamper(ctx, ref.Scope(), ref.Version, uri, err)
+		return err
+	}
+	if !k.trusts(ref.Class, uri) {
+		err := keyErr(op, ref, uri, k.untrustedReason(ref.Class, uri), envelope.ErrKeyUnavailable, ErrUntrustedKey)
+		k.emitTamper(ctx, ref.Scope(), ref.Version, uri, err)
+		return nil, err
 	}
 	mk, err := k.masterKey(ctx, uri)
 	if err != nil {
 		k.stats.unwrapErrors.Add(1)
-		return nil, keyErr("unwrap", ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
+		return nil, keyErr(op, ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
 	}
 	k.stats.kmsUnwrap.Add(1)
-	raw, err := mk.Unwrap(ctx, rec.Wrapped, k.ec(ref))
-	k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, nil)
+	raw, err := mk.Unwrap(ctx, wrapped, ec)
+	var counts map[string]int64
+	if ref.Version == 0 {
+		counts = map[string]int64{"class_key": 1}
+	}
+	k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, counts)
 	if err != nil {
 		k.stats.unwrapErrors.Add(1)
-		return nil, keyErr("unwrap", ref, uri, "", envelope.ErrKeyUnavailable, err)
+		if tamperReason != "" && errors.Is(err, kms.ErrAuthentication) {
+			return nil, tamper(err)
+		}
+		return nil, keyErr(op, ref, uri, "", envelope.ErrKeyUnavailable, err)
 	}
-	if len(raw) != envelope.KEKSize {
+	if len(raw) != size {
 		clear(raw)
 		k.stats.unwrapErrors.Add(1)
-		return nil, keyErr("unwrap", ref, uri, fmt.Sprintf("unwrapped key has %d bytes, want %d", len(raw), envelope.KEKSize), envelope.ErrKeyUnavailable, ErrStore)
+		problem := fmt.Errorf("%w: unwrapped key has %d bytes, want %d", ErrStore, len(raw), size)
+		if tamperReason != "" {
+			return nil, tamper(problem)
+		}
+		return nil, keyErr(op, ref, uri, "", envelope.ErrKeyUnavailable, problem)
 	}
 	return raw, nil
 }
 
-// uriOwner returns the configured class whose master key is uri, or 0.
+// uriOwner returns the configured class that lists uri as a master key
+// (current or previous), or 0.
 func (k *Keyring) uriOwner(uri string) envelope.Class {
 	k.cfgMu.RLock()
 	defer k.cfgMu.RUnlock()
 	for n, cc := range k.cfg.Classes {
-		if cc.MasterKey == uri {
+		if cc.trusts(uri) {
 			c, _ := envelope.ParseClass(n)
 			return c
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -33,15 +34,18 @@ func TestInitAndLookups(t *testing.T) {
 		assert.Equal(t, 1, info.SearchRank)
 		assert.Equal(t, StateActive, info.State)
 	}
-	assert.EqualValues(t, 4, sum(keys, wraps))
+	assert.EqualValues(t, 8, sum(keys, wraps), "one KEK and one class key per class")
 	again, err := kr.Init(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, infos, again, "Init is idempotent")
-	assert.EqualValues(t, 4, sum(keys, wraps), "no new KEKs")
+	assert.EqualValues(t, 8, sum(keys, wraps), "no new KEKs")
 
-	// The encryption context of every wrap.
-	ec := keys[uriHigh].contexts[0]
-	assert.Equal(t, kms.EncryptionContext{ECClass: "high", ECKEKVersion: "1", ECKeyring: "test-ring"}, ec)
+	// The encryption context of every wrap: the class key first (the class
+	// is sealed before its first KEK is stored), then the KEK.
+	assert.Equal(t, []kms.EncryptionContext{
+		{ECClass: "high", ECPurpose: "class-key", ECKeyring: "test-ring"},
+		{ECClass: "high", ECKEKVersion: "1", ECKeyring: "test-ring"},
+	}, keys[uriHigh].contexts)
 
 	for _, c := range encryptedClasses {
 		p, err := kr.PrimaryKEK(ctx, envelope.Scope{Class: c})
@@ -57,7 +61,7 @@ func TestInitAndLookups(t *testing.T) {
 	}
 	assert.EqualValues(t, 0, sum(keys, unwraps), "KEKs generated here are cached, never unwrapped")
 
-	// A second process unwraps them, once each.
+	// A second process unwraps them, once each, and each class key once.
 	kr2, keys2 := e.process(testConfig())
 	for _, c := range encryptedClasses {
 		for i := 0; i < 3; i++ {
@@ -66,9 +70,9 @@ func TestInitAndLookups(t *testing.T) {
 			assert.Equal(t, ref(c, "", 1), k.Ref())
 		}
 	}
-	assert.EqualValues(t, 4, sum(keys2, unwraps))
+	assert.EqualValues(t, 8, sum(keys2, unwraps))
 	st := kr2.Stats()
-	assert.EqualValues(t, 4, st.KMSUnwrapCalls)
+	assert.EqualValues(t, 8, st.KMSUnwrapCalls)
 	assert.EqualValues(t, 4, st.CacheMisses)
 	assert.EqualValues(t, 8, st.CacheHits)
 	assert.Equal(t, 4, st.CachedKEKs)
@@ -127,7 +131,7 @@ func TestTenantScoping(t *testing.T) {
 	assert.Equal(t, ref(envelope.High, "acme", 1), a.Ref())
 	assert.Equal(t, ref(envelope.High, "globex", 1), b.Ref())
 	assert.NotSame(t, a, b)
-	assert.Equal(t, "acme", keys[uriHigh].contexts[0][ECTenant], "tenant bound in the encryption context")
+	assert.Equal(t, "acme", keys[uriHigh].contexts[1][ECTenant], "tenant bound in the encryption context (after the class key's)")
 	// critical is not: a tenant is refused, tenant "" works.
 	for _, call := range []func() error{
 		func() error {
@@ -228,6 +232,21 @@ func TestRetireReactivateDestroy(t *testing.T) {
 	v1, v2, v3 := ref(envelope.Moderate, "", 1), ref(envelope.Moderate, "", 2), ref(envelope.Moderate, "", 3)
 	cached, err := kr.KEK(ctx, v1)
 	require.NoError(t, err)
+
+	// v2 stopped being primary just now: a process may still seal under it.
+	for _, op := range []func() (KEKInfo, error){
+		func() (KEKInfo, error) { return kr.Retire(ctx, v2) },
+		func() (KEKInfo, error) { return kr.Destroy(ctx, v2) },
+	} {
+		_, err := op()
+		require.ErrorIs(t, err, ErrTooSoon)
+		assert.ErrorIs(t, err, ErrRefused)
+		assert.Contains(t, err.Error(), "v2 was primary until 2026-01-02 03:04:05 UTC; every process stops using it by 2026-01-02 03:07:05 UTC; 3m0s left")
+	}
+	e.clock.Advance(MaxStateAge + DemotionSlack - time.Second)
+	_, err = kr.Destroy(ctx, v2)
+	assert.ErrorContains(t, err, "1s left")
+	e.clock.Advance(time.Second) // from now on, no process uses v1 or v2 as its primary
 
 	errStillUsed := errors.New("table users still has 12 values under moderate/v1")
 	tests := []struct {
@@ -341,6 +360,7 @@ func TestRetiredLookup(t *testing.T) {
 	require.NoError(t, err)
 	_, err = kr.FinishSearchRotation(ctx, s)
 	require.NoError(t, err)
+	e.clock.Advance(MaxStateAge + DemotionSlack)
 	_, err = kr.Retire(ctx, ref(envelope.Low, "", 1))
 	require.NoError(t, err)
 	_, err = kr.KEK(ctx, ref(envelope.Low, "", 1))
@@ -366,22 +386,38 @@ func TestShredTenant(t *testing.T) {
 	require.NoError(t, err)
 	_, err = kr.PrimaryKEK(ctx, globex)
 	require.NoError(t, err)
-	// A scope of acme in a class that is no longer configured is shredded too.
-	require.NoError(t, e.store.UpdateScope(ctx, envelope.Scope{Class: envelope.Low, Tenant: "acme"}, func(st *ScopeState) error {
-		st.Records = []Record{rec(1, StateActive)}
-		st.Search = []uint32{1}
-		return nil
-	}))
+	// A scope of acme in a class that is no longer tenant-scoped is
+	// shredded too.
+	lowScoped := testConfig()
+	lowScoped.Classes["low"] = ClassConfig{MasterKey: uriLow, TenantScoped: true}
+	lowScoped.Classes["moderate"] = ClassConfig{MasterKey: uriModerate, TenantScoped: true}
+	before, _ := e.process(lowScoped)
+	_, err = before.EnsureScope(ctx, envelope.Scope{Class: envelope.Low, Tenant: "acme"})
+	require.NoError(t, err)
 
 	_, err = kr.ShredTenant(ctx, "")
 	assert.ErrorIs(t, err, ErrRefused)
 
-	rep, err := kr.ShredTenant(ctx, "acme")
+	// A keyring that does not know one of the tenant's classes refuses,
+	// before destroying anything: it could not verify or re-seal them.
+	_, err = before.EnsureScope(ctx, envelope.Scope{Class: envelope.Moderate, Tenant: "acme"})
+	require.NoError(t, err)
+	noModerate := testConfig()
+	delete(noModerate.Classes, "moderate")
+	partial, _ := e.process(noModerate)
+	rep, err := partial.ShredTenant(ctx, "acme")
+	assert.ErrorIs(t, err, ErrRefused)
+	assert.ErrorContains(t, err, "class moderate is not configured")
+	assert.Empty(t, rep.Destroyed)
+	_, err = kr.KEK(ctx, ref(envelope.High, "acme", 1))
+	require.NoError(t, err, "nothing destroyed")
+
+	rep, err = kr.ShredTenant(ctx, "acme")
 	require.NoError(t, err)
 	assert.Equal(t, "acme", rep.Tenant)
 	assert.Equal(t, e.clock.Now(), rep.At)
-	assert.Equal(t, []envelope.Scope{acme, {Class: envelope.Low, Tenant: "acme"}}, rep.Scopes)
-	require.Len(t, rep.Destroyed, 3)
+	assert.Equal(t, []envelope.Scope{acme, {Class: envelope.Moderate, Tenant: "acme"}, {Class: envelope.Low, Tenant: "acme"}}, rep.Scopes)
+	require.Len(t, rep.Destroyed, 4)
 	for _, d := range rep.Destroyed {
 		assert.Equal(t, StateDestroyed, d.State)
 		assert.Equal(t, e.clock.Now(), d.DestroyedAt)
@@ -407,7 +443,7 @@ func TestShredTenant(t *testing.T) {
 	again, err := kr.ShredTenant(ctx, "acme")
 	require.NoError(t, err)
 	assert.Empty(t, again.Destroyed)
-	assert.Len(t, again.AlreadyDestroyed, 3)
+	assert.Len(t, again.AlreadyDestroyed, 4)
 
 	// An operator may restart the tenant explicitly.
 	info, err := kr.Rotate(ctx, acme)
@@ -432,6 +468,7 @@ func TestRewrapAll(t *testing.T) {
 	require.NoError(t, err)
 	_, err = kr.FinishSearchRotation(ctx, c)
 	require.NoError(t, err)
+	e.clock.Advance(MaxStateAge + DemotionSlack)
 	_, err = kr.Destroy(ctx, ref(envelope.Critical, "", 1))
 	require.NoError(t, err)
 
@@ -450,18 +487,22 @@ func TestRewrapAll(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, rep.Rewrapped)
 	assert.Equal(t, 1, rep.Destroyed)
+	assert.True(t, rep.ClassKey, "the class key moved too")
 	assert.Equal(t, []string{uriCritical}, rep.From)
-	assert.Equal(t, uriNewCritical, rep.Config.Classes["critical"].MasterKey)
+	assert.Equal(t, ClassConfig{MasterKey: uriNewCritical, PreviousMasterKeys: []string{uriCritical}}, rep.Config.Classes["critical"],
+		"the old master key stays trusted, as a previous one")
 	assert.Equal(t, uriHigh, rep.Config.Classes["high"].MasterKey)
 	require.NoError(t, rep.Config.Validate())
-	assert.EqualValues(t, 2, keys[uriCritical].unwraps.Load()-oldU, "one unwrap per live KEK")
+	assert.EqualValues(t, 3, keys[uriCritical].unwraps.Load()-oldU, "one unwrap per live KEK, and the class key")
 	assert.EqualValues(t, 0, keys[uriCritical].wraps.Load()-oldW)
-	assert.EqualValues(t, 2, keys[uriNewCritical].wraps.Load(), "one wrap per live KEK")
+	assert.EqualValues(t, 3, keys[uriNewCritical].wraps.Load(), "one wrap per live KEK, and the class key")
 	assert.Equal(t, uriNewCritical, kr.Config().Classes["critical"].MasterKey)
 
 	// A new process with the new config reads every version even with the
-	// old master key gone.
-	kr2, keys2 := e.process(rep.Config)
+	// old master key gone; one that dropped it from the configuration too.
+	dropped := rep.Config.clone()
+	dropped.Classes["critical"] = ClassConfig{MasterKey: uriNewCritical}
+	kr2, keys2 := e.process(dropped)
 	keys2[uriCritical].mode.Store(modeDenied)
 	for v := uint32(2); v <= 3; v++ {
 		_, err := kr2.KEK(ctx, ref(envelope.Critical, "", v))
@@ -529,6 +570,8 @@ func TestUnwrapErrorChain(t *testing.T) {
 	kr, _ := e.process(testConfig())
 	_, err := kr.Init(ctx)
 	require.NoError(t, err)
+
+	// Revoked before the process verified anything: the class key fails.
 	kr2, keys2 := e.process(testConfig())
 	keys2[uriCritical].mode.Store(modeDenied)
 	_, err = kr2.PrimaryKEK(ctx, envelope.Scope{Class: envelope.Critical})
@@ -538,10 +581,23 @@ func TestUnwrapErrorChain(t *testing.T) {
 	var ke *KeyError
 	require.ErrorAs(t, err, &ke)
 	assert.Equal(t, uriCritical, ke.URI)
-	assert.Equal(t, uint32(1), ke.Version)
-	assert.Contains(t, err.Error(), "critical/v1")
+	assert.Contains(t, err.Error(), "unwrap class key scope critical")
 	assert.Contains(t, err.Error(), uriCritical)
 	assert.EqualValues(t, 1, kr2.Stats().UnwrapErrors)
+
+	// Revoked once the class key is cached: the KEK fails, naming its version.
+	kr3, keys3 := e.process(testConfig())
+	_, err = kr3.KEK(ctx, ref(envelope.Critical, "", 1))
+	require.NoError(t, err)
+	_, err = kr.Rotate(ctx, envelope.Scope{Class: envelope.Critical})
+	require.NoError(t, err)
+	keys3[uriCritical].mode.Store(modeDenied)
+	_, err = kr3.KEK(ctx, ref(envelope.Critical, "", 2))
+	assert.ErrorIs(t, err, envelope.ErrKeyUnavailable)
+	assert.ErrorIs(t, err, kms.ErrAccessDenied)
+	require.ErrorAs(t, err, &ke)
+	assert.Equal(t, uint32(2), ke.Version)
+	assert.Contains(t, err.Error(), "critical/v2")
 }
 
 func TestKeyringName(t *testing.T) {

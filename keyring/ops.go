@@ -3,6 +3,7 @@ package keyring
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -47,13 +48,11 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 		return KEKInfo{}, err
 	}
 	uri := k.classURI(s.Class)
-	var final *ScopeState
-	err = k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
+	final, err := k.update(ctx, "ensure", s, func(st *ScopeState) error {
 		if created != nil { // a previous attempt's key, never stored
 			k.zero(created)
 			created = nil
 		}
-		final = st
 		if len(st.Records) > 0 {
 			return nil
 		}
@@ -62,7 +61,7 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 		if err != nil {
 			return err
 		}
-		now := k.now()
+		now := k.stamp()
 		st.Records = append(st.Records, Record{Version: 1, State: StateActive, MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: now, UpdatedAt: now})
 		st.Search = []uint32{1}
 		created = kek
@@ -71,31 +70,27 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 	if err != nil {
 		if created != nil {
 			k.zero(created)
+			created = nil
 		}
-		return KEKInfo{}, k.opErr("ensure", s, uri, err)
+		return KEKInfo{}, err
 	}
-	return k.committed(s, final, created, 0)
+	return k.committed(final, created, 0), nil
 }
 
-// committed caches the state an operation just wrote (and a KEK it just
-// generated) and returns the info of version v (0: the primary).
-func (k *Keyring) committed(s envelope.Scope, st *ScopeState, created *envelope.KEK, v uint32) (KEKInfo, error) {
-	st = st.Clone()
-	now := k.now()
-	k.setScope(s, st, now)
+// committed caches a KEK an operation just generated (update cached the
+// state it wrote) and returns the info of version v (0: the primary) in st.
+func (k *Keyring) committed(st *ScopeState, created *envelope.KEK, v uint32) KEKInfo {
 	if created != nil {
-		k.putKEK(created.Ref(), created, now)
+		_ = k.putKEK(created.Ref(), created, k.now()) // a new version is not destroyed
 	}
-	var r *Record
-	if v == 0 {
-		r = st.Primary()
-	} else {
+	r := st.Primary()
+	if v != 0 {
 		r = st.Record(v)
 	}
 	if r == nil {
-		return KEKInfo{}, nil
+		return KEKInfo{}
 	}
-	return infoOf(st, r), nil
+	return infoOf(st, r)
 }
 
 // opErr wraps a store or fn error of an operation so it names the scope
@@ -114,7 +109,10 @@ func (k *Keyring) opErr(op string, s envelope.Scope, uri string, err error) erro
 // Rotate adds a new primary version to scope (generated here, wrapped under
 // the class's master key) and moves the previous primary to decrypt-only.
 // Search keys do not change. On an empty scope it creates version 1.
-// Other processes see the new primary within CacheTTL.
+// Other processes see the new primary within StateRefresh plus one store
+// read, and stop sealing under the old one within MaxStateAge: the
+// demoted version records when (DemotedAt), and Destroy and Retire wait
+// for that bound.
 func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInfo, err error) {
 	defer func() {
 		k.emit(ctx, audit.KEKRotated, envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: info.Ref.Version}, k.classURI(scope.Class), err, nil)
@@ -125,8 +123,7 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 	}
 	uri := k.classURI(s.Class)
 	var created *envelope.KEK
-	var final *ScopeState
-	err = k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
+	final, err := k.update(ctx, "rotate", s, func(st *ScopeState) error {
 		if created != nil {
 			k.zero(created)
 			created = nil
@@ -137,25 +134,26 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 		if err != nil {
 			return err
 		}
-		now := k.now()
+		now := k.stamp()
 		if p := st.Primary(); p != nil {
 			p.State = StateDecryptOnly
 			p.UpdatedAt = now
+			p.DemotedAt = now
 		}
 		st.Records = append(st.Records, Record{Version: v, State: StateActive, MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: now, UpdatedAt: now})
 		if !slices.ContainsFunc(st.Search, func(sv uint32) bool { return st.Record(sv).State != StateDestroyed }) {
 			st.Search = []uint32{v} // first version, or a shredded scope restarted
 		}
-		created, final = kek, st
+		created = kek
 		return nil
 	})
 	if err != nil {
 		if created != nil {
 			k.zero(created)
 		}
-		return KEKInfo{}, k.opErr("rotate", s, uri, err)
+		return KEKInfo{}, err
 	}
-	return k.committed(s, final, created, 0)
+	return k.committed(final, created, 0), nil
 }
 
 // RotateSearch starts a search-key transition: the current primary becomes
@@ -195,15 +193,10 @@ func (k *Keyring) updateSearch(ctx context.Context, op string, scope envelope.Sc
 	if err != nil {
 		return nil, err
 	}
-	var final *ScopeState
-	err = k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
-		final = st
-		return fn(st)
-	})
+	final, err := k.update(ctx, op, s, fn)
 	if err != nil {
-		return nil, k.opErr(op, s, "", err)
+		return nil, err
 	}
-	_, _ = k.committed(s, final, nil, 0)
 	return slices.Clone(final.Search), nil
 }
 
@@ -213,9 +206,14 @@ func (k *Keyring) updateSearch(ctx context.Context, op string, scope envelope.Sc
 // operator can retire a version, watch for failures, and destroy it only
 // when nothing broke. The primary and live search keys cannot be retired.
 // Retiring a retired version is a no-op. Other processes see it within
-// CacheTTL.
-func (k *Keyring) Retire(ctx context.Context, ref envelope.KEKRef) (info KEKInfo, err error) {
+// StateRefresh plus one store read.
+//
+// Like Destroy, it refuses (ErrTooSoon) while a running process may still
+// hold the version as its primary, unless the Force option is given;
+// other options are Destroy's only.
+func (k *Keyring) Retire(ctx context.Context, ref envelope.KEKRef, opts ...DestroyOption) (info KEKInfo, err error) {
 	defer func() { k.emit(ctx, audit.KEKRetired, ref, info.MasterKeyURI, err, nil) }()
+	o := destroyOpts(opts)
 	return k.transition(ctx, "retire", ref, func(st *ScopeState, r *Record) error {
 		switch r.State {
 		case StateRetired:
@@ -227,8 +225,13 @@ func (k *Keyring) Retire(ctx context.Context, ref envelope.KEKRef) (info KEKInfo
 		if rank := st.searchRank(r.Version); rank > 0 {
 			return keyErr("retire", ref, r.MasterKeyURI, "it is a live search key (FinishSearchRotation first)", ErrRefused)
 		}
+		if !o.force {
+			if err := k.tooSoon("retire", ref, r); err != nil {
+				return err
+			}
+		}
 		r.State = StateRetired
-		r.UpdatedAt = k.now()
+		r.UpdatedAt = k.stamp()
 		return nil
 	})
 }
@@ -241,7 +244,7 @@ func (k *Keyring) Reactivate(ctx context.Context, ref envelope.KEKRef) (KEKInfo,
 			return nil
 		case StateRetired:
 			r.State = StateDecryptOnly
-			r.UpdatedAt = k.now()
+			r.UpdatedAt = k.stamp()
 			return nil
 		}
 		return k.refuse("reactivate", ref, r)
@@ -258,57 +261,95 @@ func (k *Keyring) refuse(op string, ref envelope.KEKRef, r *Record) error {
 	return keyErr(op, ref, r.MasterKeyURI, "not allowed from state "+string(r.State), ErrRefused)
 }
 
+// tooSoon refuses to retire or destroy r while a running process may
+// still seal new values under it: until MaxStateAge + DemotionSlack after
+// it stopped being the primary. Every process re-reads the scope state
+// within MaxStateAge, so after that none holds it as primary.
+func (k *Keyring) tooSoon(op string, ref envelope.KEKRef, r *Record) error {
+	now := k.now()
+	until := inUseUntil(r.DemotedAt, r.UpdatedAt)
+	if !now.Before(until) {
+		return nil
+	}
+	what, since := "was primary until", r.DemotedAt
+	if since.IsZero() {
+		what, since = "was last changed at", r.UpdatedAt // demoted before DemotedAt was recorded
+	}
+	left := (until.Sub(now) + time.Second - 1).Truncate(time.Second)
+	return keyErr(op, ref, r.MasterKeyURI, fmt.Sprintf("v%d %s %s; every process stops using it by %s; %s left (Force, or --force, overrides)",
+		ref.Version, what, clock(since), clock(until), left), ErrTooSoon, ErrRefused)
+}
+
+func clock(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
+
 func (k *Keyring) transition(ctx context.Context, op string, ref envelope.KEKRef, fn func(*ScopeState, *Record) error) (KEKInfo, error) {
 	s, err := k.scope(op, ref.Scope())
 	if err != nil {
 		return KEKInfo{}, err
 	}
-	var final *ScopeState
-	err = k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
+	final, err := k.update(ctx, op, s, func(st *ScopeState) error {
 		r := st.Record(ref.Version)
 		if r == nil {
 			return keyErr(op, ref, "", "no such version", envelope.ErrUnknownKey)
 		}
-		final = st
 		return fn(st, r)
 	})
 	if err != nil {
-		return KEKInfo{}, k.opErr(op, s, "", err)
+		return KEKInfo{}, err
 	}
-	return k.committed(s, final, nil, ref.Version)
+	return k.committed(final, nil, ref.Version), nil
 }
 
-// DestroyOption configures Destroy.
+// DestroyOption configures Destroy (and, for Force, Retire).
 type DestroyOption func(*destroyOptions)
 
 type destroyOptions struct {
 	checks []func(context.Context, envelope.KEKRef) error
+	force  bool
+}
+
+func destroyOpts(opts []DestroyOption) destroyOptions {
+	var o destroyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
 }
 
 // WithDestroyCheck makes Destroy call check before destroying; if check
 // returns an error, Destroy refuses (ErrRefused, with check's error in the
 // chain). The CLI uses it to refuse while data still references the
-// version. Checks run before the store transaction: the version is not
-// the primary, so no new value can start using it meanwhile.
+// version, and to ask for confirmation. Checks run before the store
+// transaction, after the version was found destroyable: it is not the
+// primary and no process still uses it as one, so no new value can start
+// using it meanwhile.
 func WithDestroyCheck(check func(ctx context.Context, ref envelope.KEKRef) error) DestroyOption {
 	return func(o *destroyOptions) { o.checks = append(o.checks, check) }
 }
+
+// Force makes Destroy and Retire skip the wait for every process to stop
+// using the version as its primary (ErrTooSoon). A process that still
+// seals under it until its next state read (at most MaxStateAge) writes
+// values that are unreadable once the version is destroyed (or retired,
+// until reactivated). Only for a compromised key, with confirmation.
+func Force() DestroyOption { return func(o *destroyOptions) { o.force = true } }
 
 // Destroy crypto-shreds a version: its wrapped key is deleted from the
 // store and a tombstone (state destroyed, destruction time, master key
 // URI) is kept, so lookups fail with envelope.ErrKeyDestroyed rather than
 // envelope.ErrUnknownKey. The cached copy in this process is zeroed at
-// once; other processes drop theirs within CacheTTL. Irreversible.
+// once; other processes zero theirs at their next state read, within
+// StateRefresh plus one read (MaxStateAge at most). Irreversible.
 //
-// It refuses the primary and live search keys (ErrRefused). Destroying a
-// destroyed version is a no-op. Decrypt-only and retired versions can be
-// destroyed; retiring first is the prudent path.
+// It refuses the primary and live search keys (ErrRefused), and, unless
+// Force is given, a version that stopped being the primary less than
+// MaxStateAge + DemotionSlack ago (ErrTooSoon, naming the time left): a
+// process may still be sealing new values under it, which would be lost.
+// Destroying a destroyed version is a no-op. Decrypt-only and retired
+// versions can be destroyed; retiring first is the prudent path.
 func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...DestroyOption) (info KEKInfo, err error) {
 	defer func() { k.emit(ctx, audit.KEKDestroyed, ref, info.MasterKeyURI, err, nil) }()
-	var o destroyOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := destroyOpts(opts)
 	s, err := k.scope("destroy", ref.Scope())
 	if err != nil {
 		return KEKInfo{}, err
@@ -327,13 +368,18 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 		if st.searchRank(r.Version) > 0 {
 			return nil, keyErr("destroy", ref, r.MasterKeyURI, "it is a live search key (RotateSearch and FinishSearchRotation first)", ErrRefused)
 		}
+		if !o.force {
+			if err := k.tooSoon("destroy", ref, r); err != nil {
+				return nil, err
+			}
+		}
 		return r, nil
 	}
 	// Pre-check against the store, then the caller's checks, then destroy
 	// under the scope lock (re-checking).
-	st, err := k.store.LoadScope(ctx, s)
+	st, err := k.loadScope(ctx, "destroy", s)
 	if err != nil {
-		return KEKInfo{}, k.opErr("destroy", s, "", err)
+		return KEKInfo{}, err
 	}
 	r, err := check(st)
 	if err != nil {
@@ -347,22 +393,20 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 			return KEKInfo{}, keyErr("destroy", ref, r.MasterKeyURI, "destroy check failed", ErrRefused, err)
 		}
 	}
-	var final *ScopeState
-	err = k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
+	final, err := k.update(ctx, "destroy", s, func(st *ScopeState) error {
 		r, err := check(st)
 		if err != nil {
 			return err
 		}
-		final = st
 		if r.State != StateDestroyed {
-			shred(r, k.now())
+			shred(r, k.stamp())
 		}
 		return nil
 	})
 	if err != nil {
-		return KEKInfo{}, k.opErr("destroy", s, "", err)
+		return KEKInfo{}, err
 	}
-	return k.committed(s, final, nil, ref.Version)
+	return k.committed(final, nil, ref.Version), nil
 }
 
 func shred(r *Record, now time.Time) {
@@ -384,12 +428,17 @@ type ShredReport struct {
 
 // ShredTenant crypto-shreds a tenant: it destroys every KEK version, the
 // primary and search keys included, of every scope of the tenant in every
-// class (configured or not). Afterwards lookups for the tenant fail with
+// configured class, at once (no wait for running processes: their writes
+// for the tenant fail with envelope.ErrKeyDestroyed from their next state
+// read on). Afterwards lookups for the tenant fail with
 // envelope.ErrKeyDestroyed and its scopes are never recreated
 // automatically. Stop the tenant's traffic first: a scope created
 // concurrently in a class where the tenant had none is not shredded (run
-// ShredTenant again). The report lists what was destroyed and when; on
-// error it lists what was destroyed before the error.
+// ShredTenant again). It refuses (ErrRefused), before destroying anything,
+// if the tenant has keys in a class the configuration does not list: the
+// keyring could not verify or re-seal them. The report lists what was
+// destroyed and when; on error it lists what was destroyed before the
+// error.
 func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredReport, err error) {
 	defer func() {
 		for _, d := range rep.Destroyed {
@@ -406,18 +455,23 @@ func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredRepo
 	if err != nil {
 		return rep, scopeErr("shred-tenant", envelope.Scope{Tenant: tenant}, "", "list scopes", err)
 	}
-	for _, st0 := range all {
-		if st0.Scope.Tenant != tenant {
+	var scopes []envelope.Scope
+	for _, st := range all {
+		if st.Scope.Tenant != tenant {
 			continue
 		}
-		s := st0.Scope
+		if _, ok := k.scoped[st.Scope.Class]; !ok {
+			return rep, scopeErr("shred-tenant", st.Scope, "", "class "+st.Scope.Class.String()+" is not configured in this keyring, so its keys cannot be verified or re-sealed: configure it (with its master key) and shred again", ErrRefused)
+		}
+		scopes = append(scopes, st.Scope)
+	}
+	for _, s := range scopes {
 		rep.Scopes = append(rep.Scopes, s)
-		var final *ScopeState
 		var destroyed []uint32
 		var already []envelope.KEKRef
-		err := k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
-			destroyed, already, final = nil, nil, st
-			now := k.now()
+		final, err := k.update(ctx, "shred-tenant", s, func(st *ScopeState) error {
+			destroyed, already = nil, nil
+			now := k.stamp()
 			for i := range st.Records {
 				r := &st.Records[i]
 				if r.State == StateDestroyed {
@@ -430,10 +484,8 @@ func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredRepo
 			return nil
 		})
 		if err != nil {
-			return rep, k.opErr("shred-tenant", s, "", err)
+			return rep, err
 		}
-		final = final.Clone()
-		k.setScope(s, final, k.now())
 		for _, v := range destroyed {
 			rep.Destroyed = append(rep.Destroyed, infoOf(final, final.Record(v)))
 		}
@@ -443,14 +495,30 @@ func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredRepo
 }
 
 // List returns the metadata of every KEK version in the store, by class,
-// tenant and version. It never returns key material.
+// tenant and version. It never returns key material. Scopes of configured
+// classes are verified like lookups verify them (a tampered store fails
+// List with ErrTampered); scopes of classes this configuration does not
+// list cannot be verified and are listed as stored.
 func (k *Keyring) List(ctx context.Context) ([]KEKInfo, error) {
+	started := k.now()
+	floors := map[envelope.Scope]uint64{}
+	k.mu.RLock()
+	for s, e := range k.epochs {
+		floors[s] = e
+	}
+	k.mu.RUnlock()
 	all, err := k.store.ListScopes(ctx)
 	if err != nil {
 		return nil, scopeErr("list", envelope.Scope{}, "", "", err)
 	}
 	var out []KEKInfo
 	for _, st := range all {
+		if _, ok := k.scoped[st.Scope.Class]; ok {
+			if _, err := k.verify(ctx, "list", st, floors[st.Scope]); err != nil {
+				return nil, err
+			}
+			k.setScope(st.Scope, st, started)
+		}
 		for i := range st.Records {
 			out = append(out, infoOf(st, &st.Records[i]))
 		}
@@ -463,24 +531,30 @@ type RewrapReport struct {
 	Class       envelope.Class
 	From        []string // master key URIs KEKs were unwrapped under
 	To          string
-	Rewrapped   int // versions moved to To now
-	AlreadyDone int // versions already under To (an earlier, interrupted run)
-	Destroyed   int // tombstones, nothing to rewrap
+	Rewrapped   int  // versions moved to To now
+	AlreadyDone int  // versions already under To (an earlier, interrupted run)
+	Destroyed   int  // tombstones, nothing to rewrap
+	ClassKey    bool // the class key was moved to To now
 	// Config is the keyring configuration with the class's master key
-	// replaced by To. The caller must persist it (the keyring already uses
-	// it); until then, keep the old master key enabled. Only disable the
-	// old master key once Config is persisted and a re-run reports
-	// Rewrapped == 0.
+	// replaced by To and the previous one added to PreviousMasterKeys. The
+	// caller must persist it (the keyring already uses it). Every process
+	// must trust To before RewrapAll starts (list it in their
+	// PreviousMasterKeys), or it refuses the KEKs moved under it
+	// (ErrUntrustedKey) until it gets the new configuration. Only disable
+	// the old master key, and drop it from PreviousMasterKeys, once every
+	// process runs with Config and a re-run reports Rewrapped == 0.
 	Config Config
 }
 
 // RewrapAll rotates the master key of class: every KEK version of the
-// class (all tenants) is unwrapped under the master key it is stored under
-// and wrapped under newURI, then the keyring switches the class to newURI
-// for new KEKs. One unwrap and one wrap per version; no data is touched;
-// cached KEKs stay valid. Each scope is rewritten in one transaction, so
-// an interrupted run leaves every version readable (each record names its
-// master key) and re-running finishes the job.
+// class (all tenants), and the class key, is unwrapped under the master key
+// it is stored under and wrapped under newURI, then the keyring switches
+// the class to newURI for new KEKs (the old master key stays trusted, in
+// PreviousMasterKeys). One unwrap and one wrap per version; no data is
+// touched; cached KEKs stay valid. Each scope is rewritten in one
+// transaction, so an interrupted run leaves every version readable (each
+// record names its master key, among the trusted ones) and re-running
+// finishes the job.
 //
 // newURI must be well-formed and not be another class's master key
 // (ErrInvalidConfig).
@@ -498,23 +572,24 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 		return rep, scopeErr("rewrap", s, newURI, "", configErr("class %q: master key URI %q: %s", class.String(), newURI, p))
 	}
 	if owner := k.uriOwner(newURI); owner != 0 && owner != class {
-		return rep, scopeErr("rewrap", s, newURI, "", configErr("class %q: master key %q is the master key of class %q (keys never cross classification levels)", class.String(), newURI, owner.String()))
+		return rep, scopeErr("rewrap", s, newURI, "", configErr("class %q: master key %q is a master key of class %q (keys never cross classification levels)", class.String(), newURI, owner.String()))
 	}
 	all, err := k.store.ListScopes(ctx)
 	if err != nil {
 		return rep, scopeErr("rewrap", s, newURI, "list scopes", err)
 	}
+	k.trustMasterKey(class, newURI) // what this run writes must stay readable here
 	from := map[string]bool{}
 	for _, st0 := range all {
 		if st0.Scope.Class != class {
 			continue
 		}
 		sc := st0.Scope
-		var final *ScopeState
 		var n, done, dead int
 		var srcs []string
-		err := k.store.UpdateScope(ctx, sc, func(st *ScopeState) error {
-			n, done, dead, srcs, final = 0, 0, 0, nil, st
+		var movedClassKey bool
+		_, err := k.update(ctx, "rewrap", sc, func(st *ScopeState) error {
+			n, done, dead, srcs, movedClassKey = 0, 0, 0, nil, false
 			for i := range st.Records {
 				r := &st.Records[i]
 				ref := envelope.KEKRef{Class: sc.Class, Tenant: sc.Tenant, Version: r.Version}
@@ -526,24 +601,30 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 					done++
 					continue
 				}
-				raw, err := k.unwrap(ctx, ref, r)
-				if err != nil {
-					return err
-				}
-				wrapped, err := k.wrap(ctx, ref, newURI, raw)
-				clear(raw)
+				wrapped, err := rewrapKey(func() ([]byte, error) { return k.unwrap(ctx, ref, r) },
+					func(raw []byte) ([]byte, error) { return k.wrap(ctx, ref, newURI, raw) })
 				if err != nil {
 					return err
 				}
 				srcs = append(srcs, r.MasterKeyURI)
-				r.MasterKeyURI, r.Wrapped, r.UpdatedAt = newURI, wrapped, k.now()
+				r.MasterKeyURI, r.Wrapped, r.UpdatedAt = newURI, wrapped, k.stamp()
 				n++
+			}
+			if ck := st.ClassKey; ck != nil && ck.MasterKeyURI != newURI {
+				wrapped, err := rewrapKey(func() ([]byte, error) { return k.unwrapClassKey(ctx, class, ck) },
+					func(raw []byte) ([]byte, error) { return k.wrapClassKey(ctx, class, newURI, raw) })
+				if err != nil {
+					return err
+				}
+				srcs = append(srcs, ck.MasterKeyURI)
+				st.ClassKey = &WrappedClassKey{MasterKeyURI: newURI, Wrapped: wrapped, CreatedAt: ck.CreatedAt}
+				movedClassKey = true
 			}
 			return nil
 		})
 		if err != nil {
 			rep.From = sortedKeys(from)
-			return rep, k.opErr("rewrap", sc, newURI, err)
+			return rep, err
 		}
 		for _, u := range srcs {
 			from[u] = true
@@ -551,16 +632,33 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 		rep.Rewrapped += n
 		rep.AlreadyDone += done
 		rep.Destroyed += dead
-		k.setScope(sc, final.Clone(), k.now())
+		rep.ClassKey = rep.ClassKey || movedClassKey
 	}
 	rep.From = sortedKeys(from)
 	k.cfgMu.Lock()
 	cc := k.cfg.Classes[class.String()]
+	old := cc.MasterKey
 	cc.MasterKey = newURI
+	cc.PreviousMasterKeys = slices.DeleteFunc(cc.PreviousMasterKeys, func(u string) bool { return u == newURI || u == old })
+	if old != newURI {
+		cc.PreviousMasterKeys = append(cc.PreviousMasterKeys, old)
+	}
 	k.cfg.Classes[class.String()] = cc
 	rep.Config = k.cfg.clone()
 	k.cfgMu.Unlock()
 	return rep, nil
+}
+
+// trustMasterKey adds uri to the trusted master keys of class (as a
+// previous one) if it is not trusted yet.
+func (k *Keyring) trustMasterKey(class envelope.Class, uri string) {
+	k.cfgMu.Lock()
+	defer k.cfgMu.Unlock()
+	cc := k.cfg.Classes[class.String()]
+	if !cc.trusts(uri) {
+		cc.PreviousMasterKeys = append(cc.PreviousMasterKeys, uri)
+		k.cfg.Classes[class.String()] = cc
+	}
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -48,6 +49,9 @@ type IO struct {
 	StdinTerminal bool
 	// StderrTerminal says progress bars may be drawn on Stderr.
 	StderrTerminal bool
+	// Now is the clock the keyring decides with (when a demoted key may be
+	// destroyed); nil means time.Now. Tests move it forward.
+	Now func() time.Time
 }
 
 // Main runs the command with the process's arguments and environment and
@@ -208,6 +212,14 @@ func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
 	return db, nil
 }
 
+// now is the clock of this invocation (IO.Now, else time.Now).
+func (a *app) now() time.Time {
+	if a.io.Now != nil {
+		return a.io.Now()
+	}
+	return time.Now()
+}
+
 // opener opens master keys, resolving relative local:// paths against the
 // config file's directory (the working directory when there is none).
 func (a *app) opener() kms.Opener {
@@ -237,8 +249,8 @@ func (a *app) localKeyPath(uri string) string {
 }
 
 // keyring opens the keyring on the configured database. migrate creates
-// the tables (init only: other commands never change the schema of a
-// production database).
+// or updates the tables (init and keys upgrade only: other commands never
+// change the schema of a production database).
 func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, error) {
 	if a.kr != nil {
 		return a.kr, nil
@@ -270,9 +282,12 @@ func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, erro
 		if !db.WithContext(ctx).Migrator().HasTable(keyring.KEKTable) {
 			return nil, usageErrorf("database %s has no keyring tables (%s): run 'fieldcrypt init' first", a.dsn.Redacted, keyring.KEKTable)
 		}
+		if !db.WithContext(ctx).Migrator().HasColumn(keyring.ScopeTable, "epoch") {
+			return nil, usageErrorf("the keyring tables in %s predate sealed keyrings: run 'fieldcrypt keys upgrade' (it adds their new columns, then seals the keyring)", a.dsn.Redacted)
+		}
 		store = keyring.NewGormStoreNoMigrate(db)
 	}
-	kr, err := keyring.New(kc, store, keyring.WithOpener(a.opener()), keyring.WithAudit(a.keyringAudit()))
+	kr, err := keyring.New(kc, store, keyring.WithOpener(a.opener()), keyring.WithAudit(a.keyringAudit()), keyring.WithClock(a.now))
 	if err != nil {
 		return nil, err
 	}

@@ -80,7 +80,8 @@ func TestInitBootstrapsDevelopmentSetup(t *testing.T) {
 	for _, k := range keks {
 		assert.True(t, k.Primary)
 		assert.Equal(t, "active", k.State)
-		assert.True(t, strings.HasPrefix(k.MasterKeyURI, "local://.fieldcrypt/master-"))
+		assert.True(t, strings.HasPrefix(k.MasterKeyURI, "local://"+filepath.Join(e.dir, ".fieldcrypt", "master-")),
+			"stored canonical (absolute), not relative to where init ran: %s", k.MasterKeyURI)
 	}
 	assert.Contains(t, e.auditLog(), `"event":"kek.created"`)
 	assert.Contains(t, e.auditLog(), `"actor":"tester"`)
@@ -139,7 +140,7 @@ func TestQuickstartJSONAndDefaultTempDir(t *testing.T) {
 	assert.True(t, res.ReadBackOK)
 	assert.True(t, res.BlindIndexHit)
 	assert.Equal(t, int64(13), res.Reencrypt.Changed)
-	assert.Equal(t, uint64(6), res.KMS["wrap_calls"], "4 KEKs at init + 2 rotations")
+	assert.Equal(t, uint64(10), res.KMS["wrap_calls"], "4 KEKs and 4 class keys at init + 2 rotations")
 	for _, v := range res.After {
 		if v.Suite == "randomized" {
 			assert.Equal(t, uint32(2), v.Version, "%+v", v)
@@ -159,7 +160,21 @@ func TestDestroyRefusesWhileCensusFindsValues(t *testing.T) {
 	// search key. Rotate: v3 primary, v2 decrypt-only and still used.
 	e.ok("keys", "rotate", "--class", "critical")
 
+	// Until running processes have stopped using v2 as their primary:
+	// refused, naming the time left, before any census or prompt.
 	r := e.code(ExitRefused, "keys", "destroy", "--class", "critical", "--version", "2", "--yes")
+	assert.Contains(t, r.stderr, "v2 was primary until")
+	assert.Contains(t, r.stderr, "3m0s left")
+	r = e.code(ExitRefused, "keys", "retire", "--class", "critical", "--version", "2")
+	assert.Contains(t, r.stderr, "every process stops using it by")
+	var keks []kekJSON
+	require.NoError(t, json.Unmarshal([]byte(e.ok("keys", "list", "-o", "json", "--class", "critical").stdout), &keks))
+	require.NotNil(t, keks[1].InUseUntil)
+	assert.Equal(t, keks[1].DemotedAt.Add(3*time.Minute), *keks[1].InUseUntil)
+	assert.Contains(t, e.ok("keys", "list").stdout, keks[1].InUseUntil.Format(time.RFC3339))
+	e.afterDemotion()
+
+	r = e.code(ExitRefused, "keys", "destroy", "--class", "critical", "--version", "2", "--yes")
 	assert.Contains(t, r.stderr, "census found 8 values")
 	// --force without --yes and without a terminal: refused
 	r = e.code(ExitRefused, "keys", "destroy", "--class", "critical", "--version", "2", "--force")
@@ -202,6 +217,7 @@ func TestDestroyRefusesWhileCensusFindsValues(t *testing.T) {
 func TestRetireThenDestroyAfterReencrypt(t *testing.T) {
 	e, _ := quickstartEnv(t)
 	e.ok("keys", "rotate", "--class", "critical")
+	e.afterDemotion()
 	// v2 still has data: retire is allowed (reversible), census sees failures
 	e.ok("keys", "retire", "--class", "critical", "--version", "2")
 	var c censusResult
@@ -225,6 +241,7 @@ func TestRotateSearch(t *testing.T) {
 	e.ok("reencrypt", "--column", "patients.email", "--full")
 	r = e.ok("keys", "rotate", "--class", "high", "--finish-search", "-o", "json")
 	assert.Contains(t, r.stdout, `"search_versions": [`)
+	e.afterDemotion() // v1 was demoted by the quickstart's rotation
 	// v1 is no longer a search key and holds no data: it can go
 	e.ok("keys", "destroy", "--class", "high", "--version", "1", "--yes")
 }

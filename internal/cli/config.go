@@ -47,6 +47,9 @@ type Config struct {
 	// CacheTTL and MaxAge tune the keyring cache (Go durations).
 	CacheTTL string `yaml:"cache_ttl,omitempty" json:"cache_ttl,omitempty"`
 	MaxAge   string `yaml:"max_age,omitempty" json:"max_age,omitempty"`
+	// AllowUnsealedStore lets commands use a keyring written before
+	// keyrings were sealed, during the migration ('keys upgrade').
+	AllowUnsealedStore bool `yaml:"allow_unsealed_store,omitempty" json:"allow_unsealed_store,omitempty"`
 	// Classes maps a class name to its master key.
 	Classes map[string]ClassConfig `yaml:"classes,omitempty" json:"classes"`
 	// Columns lists the encrypted columns of the database.
@@ -59,8 +62,12 @@ type Config struct {
 
 // ClassConfig is one classification's entry.
 type ClassConfig struct {
-	MasterKey    string `yaml:"master_key" json:"master_key"`
-	TenantScoped bool   `yaml:"tenant_scoped,omitempty" json:"tenant_scoped,omitempty"`
+	MasterKey string `yaml:"master_key" json:"master_key"`
+	// PreviousMasterKeys are the other master keys the class's KEKs may be
+	// stored under (after, or before, a master key rotation): the keyring
+	// unwraps under no other.
+	PreviousMasterKeys []string `yaml:"previous_master_keys,omitempty" json:"previous_master_keys,omitempty"`
+	TenantScoped       bool     `yaml:"tenant_scoped,omitempty" json:"tenant_scoped,omitempty"`
 }
 
 // ColumnConfig describes one encrypted column.
@@ -322,11 +329,18 @@ func (j joined) Unwrap() []error { return j }
 
 func errorsJoinIndented(errs []error) error { return joined(errs) }
 
-// KeyringConfig returns the keyring configuration, validated.
+// KeyringConfig returns the keyring configuration, validated. Relative
+// local:// master key paths are resolved against the config file's
+// directory, so that what the keyring stores names the key file wherever
+// a process runs.
 func (c *Config) KeyringConfig() (keyring.Config, error) {
-	kc := keyring.Config{Name: c.Keyring, Classes: map[string]keyring.ClassConfig{}}
+	kc := keyring.Config{Name: c.Keyring, Classes: map[string]keyring.ClassConfig{}, AllowUnsealedStore: c.AllowUnsealedStore}
 	for n, cc := range c.Classes {
-		kc.Classes[n] = keyring.ClassConfig{MasterKey: cc.MasterKey, TenantScoped: cc.TenantScoped}
+		prev := make([]string, 0, len(cc.PreviousMasterKeys))
+		for _, u := range cc.PreviousMasterKeys {
+			prev = append(prev, c.CanonicalURI(u))
+		}
+		kc.Classes[n] = keyring.ClassConfig{MasterKey: c.CanonicalURI(cc.MasterKey), PreviousMasterKeys: prev, TenantScoped: cc.TenantScoped}
 	}
 	if c.CacheTTL != "" {
 		kc.CacheTTL, _ = time.ParseDuration(c.CacheTTL)
@@ -375,6 +389,31 @@ func (c *Config) Redacted() *Config {
 	out := *c
 	out.Database = RedactDSN(c.Database)
 	return &out
+}
+
+// CanonicalURI returns uri with a relative local:// path resolved against
+// the config file's directory (local://keys/a.key → local:///etc/app/keys/a.key).
+// Other URIs are returned as they are.
+func (c *Config) CanonicalURI(uri string) string {
+	if p, ok := strings.CutPrefix(uri, "local://"); ok && p != "" && !filepath.IsAbs(p) && c.BaseDir != "" {
+		return "local://" + filepath.Join(c.BaseDir, p)
+	}
+	return uri
+}
+
+// legacyURIs maps the relative local:// master key URIs the configuration
+// spells to the absolute ones the keyring now uses: an earlier 'init'
+// stored the relative form.
+func (c *Config) legacyURIs() map[string]string {
+	out := map[string]string{}
+	for _, cc := range c.Classes {
+		for _, u := range append([]string{cc.MasterKey}, cc.PreviousMasterKeys...) {
+			if abs := c.CanonicalURI(u); abs != u {
+				out[u] = abs
+			}
+		}
+	}
+	return out
 }
 
 func resolvePath(base, p string) string {

@@ -3,11 +3,12 @@ package cli
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fieldcrypt/fieldcrypt/keyring"
 )
 
 const sampleConfig = `keyring: app
@@ -125,9 +126,44 @@ func TestWriteAndUpdateConfigKeepsComments(t *testing.T) {
 	require.NoError(t, err)
 	s := string(data)
 	assert.Contains(t, s, "# top comment")
-	assert.Contains(t, s, "local://new.key")
-	assert.False(t, strings.Contains(s, "local://old.key"))
+	var cfg Config
+	require.NoError(t, decodeConfig(data, &cfg))
+	assert.Equal(t, ClassConfig{MasterKey: "local://new.key", PreviousMasterKeys: []string{"local://old.key"}}, cfg.Classes["critical"],
+		"the old master key stays trusted, as a previous one")
+	require.NoError(t, updateConfigMasterKey(path, "critical", "local://old.key"))
+	data, err = os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, decodeConfig(data, &cfg))
+	assert.Equal(t, ClassConfig{MasterKey: "local://old.key", PreviousMasterKeys: []string{"local://new.key"}}, cfg.Classes["critical"], "back again")
 	fi, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+}
+
+func TestKeyringConfigCanonicalMasterKeys(t *testing.T) {
+	e := newEnv(t)
+	e.write("fieldcrypt.yaml", `classes:
+  low:
+    master_key: local://keys/low-2.key
+    previous_master_keys: [local://keys/low.key, "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"]
+allow_unsealed_store: true
+`)
+	cfg, err := LoadConfig(t.TempDir(), func(string) string { return "" }, Overrides{ConfigPath: filepath.Join(e.dir, "fieldcrypt.yaml")})
+	require.NoError(t, err)
+	kc, err := cfg.KeyringConfig()
+	require.NoError(t, err)
+	assert.True(t, kc.AllowUnsealedStore)
+	assert.Equal(t, keyring.ClassConfig{
+		MasterKey: "local://" + filepath.Join(e.dir, "keys", "low-2.key"),
+		PreviousMasterKeys: []string{"local://" + filepath.Join(e.dir, "keys", "low.key"),
+			"aws-kms://arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+	}, kc.Classes["low"], "relative to the config file, not the working directory")
+	assert.Equal(t, map[string]string{
+		"local://keys/low-2.key": "local://" + filepath.Join(e.dir, "keys", "low-2.key"),
+		"local://keys/low.key":   "local://" + filepath.Join(e.dir, "keys", "low.key"),
+	}, cfg.legacyURIs())
+
+	e.write("fieldcrypt.yaml", "classes:\n  low: {master_key: local:///k/low.key, previous_master_keys: [local:///k/low.key]}\n")
+	r := e.code(ExitUsage, "config", "validate")
+	assert.Contains(t, r.stderr, "listed twice")
 }

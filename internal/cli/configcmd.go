@@ -87,8 +87,10 @@ func writeJSONFile(path string, v any) error {
 }
 
 // updateConfigMasterKey sets classes.<class>.master_key in the YAML file
-// at path, keeping its comments and layout, and replaces the file
-// atomically.
+// at path to uri and moves the previous value to
+// classes.<class>.previous_master_keys (KEKs stored under it stay
+// readable), keeping the file's comments and layout, and replaces the
+// file atomically.
 func updateConfigMasterKey(path, class, uri string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -113,7 +115,29 @@ func updateConfigMasterKey(path, class, uri string) error {
 	if mk == nil {
 		return fmt.Errorf("no classes.%s.master_key", class)
 	}
+	old := mk.Value
 	mk.Value, mk.Tag, mk.Style = uri, "!!str", 0
+	prev := mapGet(cl, "previous_master_keys")
+	if prev == nil {
+		prev = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		cl.Content = append(cl.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "previous_master_keys"}, prev)
+	}
+	if prev.Kind != yaml.SequenceNode {
+		return fmt.Errorf("classes.%s.previous_master_keys is not a list", class)
+	}
+	kept := prev.Content[:0]
+	for _, n := range prev.Content {
+		if n.Value != uri && n.Value != old {
+			kept = append(kept, n)
+		}
+	}
+	prev.Content = kept
+	if old != uri {
+		prev.Content = append(prev.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: old})
+	}
+	if len(prev.Content) > 0 {
+		prev.Style = 0
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

@@ -182,6 +182,7 @@ func runFlow(t *testing.T, e *env, db *gorm.DB, secrets map[int]string) {
 	// v1 is the search key: rotate search keys, then v1 can be destroyed
 	e.ok("keys", "rotate", "--class", "critical", "--search")
 	e.ok("keys", "rotate", "--class", "critical", "--finish-search")
+	e.afterDemotion()
 	e.ok("keys", "destroy", "--class", "critical", "--version", "1", "--yes")
 	e.ok("keys", "census")
 }

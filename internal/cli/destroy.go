@@ -29,10 +29,17 @@ func (a *app) keysDestroyCmd() *cobra.Command {
 		Long: `destroy deletes the wrapped key of a KEK version and keeps a tombstone: every
 value still under that version becomes unreadable, for good.
 
+It refuses (exit 5, naming the time left) until every running process has
+stopped using the version as its primary: 3 minutes after the rotation that
+demoted it (keyring.MaxStateAge + DemotionSlack; 'keys list' shows IN USE
+UNTIL). A process that still held it would go on sealing values under a key
+that no longer exists.
+
 Before destroying, it runs a census (headers only) of the configured columns
 and refuses (exit 5) while any value is under the version. With --force it
-destroys anyway. With no columns configured it cannot check and refuses
-unless --force is given.
+destroys anyway, at once: values still under the version, and values a
+running process seals under it before its next keyring read, are lost. With
+no columns configured it cannot check and refuses unless --force is given.
 
 It always asks for confirmation: on a terminal you type the key's name; in
 scripts pass --yes. Without a terminal and without --yes it refuses (exit 5).
@@ -88,10 +95,17 @@ The primary and live search keys are never destroyed.`,
 				return nil
 			}
 			name := ref.String()
+			inUse := ""
+			if force {
+				inUse = a.inUseUntil(ctx, kr, ref)
+			}
 			confirmCheck := func(ctx context.Context, ref envelope.KEKRef) error {
 				what := fmt.Sprintf("Destroy KEK %s? Values under it become unreadable forever.", name)
 				if res.ValuesFound > 0 {
 					what = fmt.Sprintf("Destroy KEK %s? %d values are still under it and will be LOST.", name, res.ValuesFound)
+				}
+				if inUse != "" {
+					what += fmt.Sprintf(" A running process may still seal new values under it until %s: they will be LOST too.", inUse)
 				}
 				return a.confirm(ctx, yes, what, name)
 			}
@@ -107,7 +121,11 @@ The primary and live search keys are never destroyed.`,
 				}
 				return err
 			}
-			info, err := kr.Destroy(ctx, ref, keyring.WithDestroyCheck(check), keyring.WithDestroyCheck(confirmCheck))
+			opts := []keyring.DestroyOption{keyring.WithDestroyCheck(check), keyring.WithDestroyCheck(confirmCheck)}
+			if force { // only with the confirmation above
+				opts = append(opts, keyring.Force())
+			}
+			info, err := kr.Destroy(ctx, ref, opts...)
 			if err != nil {
 				return err
 			}
@@ -118,7 +136,7 @@ The primary and live search keys are never destroyed.`,
 		},
 	}
 	r.add(cmd)
-	cmd.Flags().BoolVar(&force, "force", false, "destroy even if values are still under the version")
+	cmd.Flags().BoolVar(&force, "force", false, "destroy even if values are still under the version, or a running process may still use it as its primary")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (scripts)")
 	cmd.Flags().IntVar(&batch, "batch-size", 1000, "rows per census query")
 	return cmd

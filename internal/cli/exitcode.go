@@ -17,9 +17,9 @@ const (
 	ExitOK          = 0   // success
 	ExitError       = 1   // any other failure (database, I/O, ...)
 	ExitUsage       = 2   // bad command line or configuration
-	ExitIntegrity   = 3   // a value or backup failed authentication: tampering or corruption
+	ExitIntegrity   = 3   // a value, backup or the keyring store failed authentication: tampering or corruption
 	ExitKey         = 4   // a master key or KEK is unavailable (KMS down, access denied, destroyed, retired)
-	ExitRefused     = 5   // refused to act (destroy while data references the key, no confirmation)
+	ExitRefused     = 5   // refused to act (destroy while data or a running process may use the key, no confirmation)
 	ExitInterrupted = 130 // interrupted by SIGINT/SIGTERM (the operation stopped cleanly)
 )
 
@@ -31,9 +31,9 @@ var ExitCodes = []struct {
 	{ExitOK, "success"},
 	{ExitError, "error (database, I/O, anything not listed below)"},
 	{ExitUsage, "usage or configuration error"},
-	{ExitIntegrity, "integrity failure: a value or backup failed authentication"},
+	{ExitIntegrity, "integrity failure: a value, a backup or the keyring store failed authentication"},
 	{ExitKey, "key unavailable: KMS unreachable, access denied, key disabled, destroyed or retired"},
-	{ExitRefused, "refused: e.g. destroy while data still uses the key, or no confirmation"},
+	{ExitRefused, "refused: e.g. destroy while data or a running process may still use the key, or no confirmation"},
 	{ExitInterrupted, "interrupted (SIGINT/SIGTERM)"},
 }
 
@@ -74,7 +74,7 @@ func ExitCode(err error) int {
 		errors.Is(err, envelope.ErrUnsupportedVersion),
 		errors.Is(err, backup.ErrAuthentication), errors.Is(err, backup.ErrTruncated),
 		errors.Is(err, backup.ErrMalformedHeader), errors.Is(err, backup.ErrUnsupportedVersion),
-		errors.Is(err, kms.ErrAuthentication):
+		errors.Is(err, kms.ErrAuthentication), errors.Is(err, keyring.ErrTampered):
 		return ExitIntegrity
 	case errors.Is(err, envelope.ErrKeyUnavailable), errors.Is(err, envelope.ErrUnknownKey),
 		errors.Is(err, envelope.ErrKeyDestroyed), errors.Is(err, keyring.ErrKeyRetired),

@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fieldcrypt/fieldcrypt/keyring"
 )
 
 // result is what one in-process run of the command produced.
@@ -28,7 +31,16 @@ type env struct {
 	vars     map[string]string
 	terminal bool // stdin is a terminal (prompts allowed)
 	outputs  []string
+	skew     time.Duration // how far the commands' clock is ahead of time.Now
 }
+
+// advance moves the commands' clock forward (e.g. past the wait before a
+// demoted KEK may be retired or destroyed).
+func (e *env) advance(d time.Duration) { e.skew += d }
+
+// afterDemotion moves the clock past the time every process stops using
+// a version demoted now.
+func (e *env) afterDemotion() { e.advance(keyring.MaxStateAge + keyring.DemotionSlack) }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
@@ -50,6 +62,7 @@ func (e *env) runCtx(ctx context.Context, stdin string, args ...string) result {
 		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb, Dir: e.dir,
 		Getenv:        func(k string) string { return e.vars[k] },
 		StdinTerminal: e.terminal,
+		Now:           func() time.Time { return time.Now().Add(e.skew) },
 	})
 	r := result{code: code, stdout: out.String(), stderr: errb.String()}
 	e.outputs = append(e.outputs, r.stdout, r.stderr)

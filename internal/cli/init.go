@@ -28,6 +28,8 @@ type kekJSON struct {
 	MasterKeyURI string     `json:"master_key_uri"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
+	DemotedAt    *time.Time `json:"demoted_at,omitempty"`   // when it stopped being the primary
+	InUseUntil   *time.Time `json:"in_use_until,omitempty"` // until then retire/destroy refuse (exit 5) without --force
 	DestroyedAt  *time.Time `json:"destroyed_at,omitempty"`
 }
 
@@ -37,11 +39,16 @@ func kekOf(i keyring.KEKInfo) kekJSON {
 		Primary: i.Primary, SearchRank: i.SearchRank, MasterKeyURI: i.MasterKeyURI,
 		CreatedAt: i.CreatedAt.UTC(), UpdatedAt: i.UpdatedAt.UTC(),
 	}
-	if !i.DestroyedAt.IsZero() {
-		t := i.DestroyedAt.UTC()
-		k.DestroyedAt = &t
-	}
+	k.DemotedAt, k.InUseUntil, k.DestroyedAt = utcOrNil(i.DemotedAt), utcOrNil(i.InUseUntil()), utcOrNil(i.DestroyedAt)
 	return k
+}
+
+func utcOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // starterHeader starts the config file init writes.

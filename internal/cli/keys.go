@@ -19,14 +19,17 @@ import (
 func (a *app) keysCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keys",
-		Short: "Manage KEKs: list, rotate, rewrap, retire, destroy, census, shred",
+		Short: "Manage KEKs: list, rotate, rewrap, retire, destroy, census, shred, upgrade",
 		Long: `keys manages the key-encryption keys (KEKs) of the keyring. Each class (and,
 for tenant-scoped classes, each tenant) has versions 1..n: one active
 (primary), older ones decrypt-only, then retired (reversible), then destroyed
 (crypto-shredded, irreversible).
 
 The safe path to get rid of an old key:
-  keys rotate  ->  reencrypt  ->  keys census  ->  keys retire  ->  keys destroy`,
+  keys rotate  ->  reencrypt  ->  keys census  ->  keys retire  ->  keys destroy
+Retire and destroy wait until no running process can still use the version
+as its primary: keyring.MaxStateAge + DemotionSlack (3 minutes) after the
+rotation ('keys list' shows IN USE UNTIL).`,
 		Example: `  fieldcrypt keys list
   fieldcrypt keys rotate --class critical
   fieldcrypt keys census
@@ -36,7 +39,7 @@ The safe path to get rid of an old key:
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(a.keysListCmd(), a.keysRotateCmd(), a.keysRewrapCmd(), a.keysRetireCmd(),
-		a.keysDestroyCmd(), a.keysCensusCmd(), a.keysShredCmd())
+		a.keysDestroyCmd(), a.keysCensusCmd(), a.keysShredCmd(), a.keysUpgradeCmd())
 	return cmd
 }
 
@@ -74,9 +77,13 @@ func (a *app) keysListCmd() *cobra.Command {
 			}
 			return a.emit(out, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "CLASS\tTENANT\tVERSION\tSTATE\tSEARCH\tMASTER KEY\tCREATED\tDESTROYED")
+				fmt.Fprintln(tw, "CLASS\tTENANT\tVERSION\tSTATE\tSEARCH\tMASTER KEY\tCREATED\tDESTROYED\tIN USE UNTIL")
+				now := a.now()
 				for _, k := range out {
-					search, destroyed, tenant := "", "", k.Tenant
+					search, destroyed, tenant, inUse := "", "", k.Tenant, ""
+					if k.InUseUntil != nil && k.InUseUntil.After(now) {
+						inUse = k.InUseUntil.Format(time.RFC3339)
+					}
 					if k.SearchRank > 0 {
 						search = fmt.Sprintf("#%d", k.SearchRank)
 					}
@@ -90,7 +97,7 @@ func (a *app) keysListCmd() *cobra.Command {
 					if k.Primary {
 						state += " (primary)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", k.Class, tenant, k.Version, state, search, k.MasterKeyURI, k.CreatedAt.Format(time.RFC3339), destroyed)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Class, tenant, k.Version, state, search, k.MasterKeyURI, k.CreatedAt.Format(time.RFC3339), destroyed, inUse)
 				}
 				tw.Flush()
 				if len(out) == 0 {
@@ -141,7 +148,8 @@ func (a *app) keysRotateCmd() *cobra.Command {
 		Long: `rotate creates a new KEK version, wrapped under the class's master key, and
 makes it the primary: new values are sealed under it. The previous primary
 becomes decrypt-only, so every existing value stays readable. Other running
-processes pick the new primary up within the keyring cache TTL.
+processes pick the new primary up within their state refresh (30 s by
+default) plus one read, and never later than 2 minutes.
 Then run 'fieldcrypt reencrypt' to move existing values to the new version.
 
 Search keys (deterministic values and blind indexes derive from them) do not
@@ -286,15 +294,23 @@ func (a *app) keysRewrapCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rewrap",
 		Short: "Master key rotation: move every KEK of a class under a new master key",
-		Long: `rewrap unwraps every KEK version of a class (all tenants) under the master key
-it is stored under and wraps it under --to. It touches no data: O(number of
-KEKs) KMS calls. It is resumable: re-running it skips what is done.
+		Long: `rewrap unwraps every KEK version of a class (all tenants), and the class key,
+under the master key it is stored under and wraps it under --to. It touches
+no data: O(number of KEKs) KMS calls. It is resumable: re-running it skips
+what is done.
+
+Before running it, add --to to classes.<class>.previous_master_keys in the
+configuration of every running application: the keyring unwraps only under
+master keys its configuration lists, so a process that does not trust --to
+yet refuses the KEKs moved under it (exit 4) until it gets the new
+configuration.
 
 On success the config file's classes.<class>.master_key is updated to --to
-(comments kept), unless the master key came from the environment or a flag,
-or --no-write-config is given; then rewrap says what to change. Keep the old
-master key enabled until the new configuration is deployed everywhere and a
-re-run reports 0 rewrapped.`,
+and the old master key is moved to previous_master_keys (comments kept),
+unless the master key came from the environment or a flag, or
+--no-write-config is given; then rewrap says what to change. Keep the old
+master key enabled, and listed, until the new configuration is deployed
+everywhere and a re-run reports 0 rewrapped.`,
 		Example: `  fieldcrypt keys rewrap --class critical --to aws-kms://arn:aws:kms:eu-west-1:111122223333:key/0987dcba-...
   fieldcrypt keys rewrap --class low --to local://.fieldcrypt/master-low-2.key --create-key`,
 		Args: noArgs,
@@ -324,7 +340,7 @@ re-run reports 0 rewrapped.`,
 				}
 			}
 			fileURI := a.fileMasterKey(c)
-			rep, err := kr.RewrapAll(ctx, c, to) // records kek.rewrapped
+			rep, err := kr.RewrapAll(ctx, c, a.cfg.CanonicalURI(to)) // records kek.rewrapped
 			if err != nil {
 				return err
 			}
@@ -336,10 +352,10 @@ re-run reports 0 rewrapped.`,
 			switch {
 			case current == to:
 			case noWrite || a.cfg.Path == "" || fileURI != current:
-				res.Action = fmt.Sprintf("set the master key of class %s to %s in your configuration (it is %s now)", c, to, current)
+				res.Action = fmt.Sprintf("set the master key of class %s to %s in your configuration (it is %s now) and list %s under its previous_master_keys", c, to, current, current)
 			default:
 				if err := updateConfigMasterKey(a.cfg.Path, c.String(), to); err != nil {
-					res.Action = fmt.Sprintf("could not update %s (%v): set classes.%s.master_key to %s yourself", a.cfg.Path, err, c, to)
+					res.Action = fmt.Sprintf("could not update %s (%v): set classes.%s.master_key to %s and add %s to its previous_master_keys yourself", a.cfg.Path, err, c, to, current)
 				} else {
 					res.ConfigUpdated = a.cfg.Path
 				}
@@ -347,7 +363,7 @@ re-run reports 0 rewrapped.`,
 			return a.emit(res, func(w io.Writer) {
 				fmt.Fprintf(w, "class %s: %d KEK versions rewrapped under %s (%d already there, %d destroyed)\n", res.Class, res.Rewrapped, res.To, res.AlreadyDone, res.Destroyed)
 				if res.ConfigUpdated != "" {
-					fmt.Fprintf(w, "updated classes.%s.master_key in %s\n", res.Class, res.ConfigUpdated)
+					fmt.Fprintf(w, "updated classes.%s.master_key (old one now in previous_master_keys) in %s\n", res.Class, res.ConfigUpdated)
 				}
 				if res.Action != "" {
 					fmt.Fprintf(w, "ACTION NEEDED: %s\n", res.Action)
@@ -407,13 +423,19 @@ func (a *app) ref(r refFlags) (envelope.KEKRef, error) {
 
 func (a *app) keysRetireCmd() *cobra.Command {
 	var r refFlags
-	var undo bool
+	var undo, force, yes bool
 	cmd := &cobra.Command{
 		Use:   "retire",
 		Short: "Stop a decrypt-only KEK version from opening values (reversible)",
 		Long: `retire makes a decrypt-only version refuse to open values, without destroying
 it. Watch for failures (census, application errors); undo with --undo. Only
-then destroy it. The primary and live search keys cannot be retired.`,
+then destroy it. The primary and live search keys cannot be retired.
+
+It refuses (exit 5, naming the time left) until every running process has
+stopped using the version as its primary: 3 minutes after the rotation that
+demoted it (keyring.MaxStateAge + DemotionSlack). --force retires at once,
+after confirmation: values such a process seals meanwhile will not open until
+the version is reactivated.`,
 		Example: `  fieldcrypt keys retire --class critical --version 1
   fieldcrypt keys retire --class critical --version 1 --undo`,
 		Args: noArgs,
@@ -428,12 +450,21 @@ then destroy it. The primary and live search keys cannot be retired.`,
 				return err
 			}
 			var info keyring.KEKInfo
-			if undo {
+			switch {
+			case undo:
 				// The keyring records no event for a reactivation: the CLI does.
 				info, err = kr.Reactivate(ctx, ref)
 				a.record(ctx, audit.Event{Type: audit.KEKRetired, Class: ref.Class.String(), Tenant: ref.Tenant, KEKVersion: ref.Version,
 					MasterKeyURI: info.MasterKeyURI, Counts: map[string]int64{"reactivated": 1}}, err)
-			} else {
+			case force:
+				what := fmt.Sprintf("Retire KEK %s?", ref)
+				if until := a.inUseUntil(ctx, kr, ref); until != "" {
+					what = fmt.Sprintf("Retire KEK %s now? A running process may still seal new values under it until %s; they will not open until you reactivate it.", ref, until)
+				}
+				if err = a.confirm(ctx, yes, what, ref.String()); err == nil {
+					info, err = kr.Retire(ctx, ref, keyring.Force()) // records kek.retired
+				}
+			default:
 				info, err = kr.Retire(ctx, ref) // records kek.retired
 			}
 			if err != nil {
@@ -447,5 +478,22 @@ then destroy it. The primary and live search keys cannot be retired.`,
 	}
 	r.add(cmd)
 	cmd.Flags().BoolVar(&undo, "undo", false, "reactivate a retired version (back to decrypt-only)")
+	cmd.Flags().BoolVar(&force, "force", false, "retire even if a running process may still use it as its primary (asks for confirmation)")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "with --force: do not ask for confirmation (scripts)")
 	return cmd
+}
+
+// inUseUntil says until when a running process may still seal under ref
+// (for a confirmation prompt), or "" if none may.
+func (a *app) inUseUntil(ctx context.Context, kr *keyring.Keyring, ref envelope.KEKRef) string {
+	infos, err := kr.List(ctx)
+	if err != nil {
+		return "an unknown time (" + err.Error() + ")"
+	}
+	for _, i := range infos {
+		if until := i.InUseUntil(); i.Ref == ref && until.After(a.now()) {
+			return until.UTC().Format(time.RFC3339)
+		}
+	}
+	return ""
 }

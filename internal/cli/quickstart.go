@@ -273,7 +273,7 @@ func (a *app) quickstart(ctx context.Context, dir, cfgPath string, start time.Ti
 	say("")
 	say("Summary: %d values sealed, 2 KEKs rotated, %d values rewrapped: %d KMS calls in total",
 		before.Encrypted, res.Reencrypt.Changed, st.KMSCalls())
-	say("         (%d wraps, one per KEK created; %d unwraps: KEKs stay cached, KMS calls scale with keys, not rows).",
+	say("         (%d wraps, one per KEK and class key created; %d unwraps: keys stay cached, KMS calls scale with keys, not rows).",
 		st.KMSWrapCalls, st.KMSUnwrapCalls)
 	say("         KEK cache: %d hits, %d misses. Took %.2fs.", st.CacheHits, st.CacheMisses, res.DurationS)
 	say("")

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fieldcrypt/fieldcrypt/keyring"
+)
+
+type upgradeJSON struct {
+	Class           string   `json:"class"`
+	ClassKeyCreated bool     `json:"class_key_created"`
+	Sealed          []string `json:"sealed"` // scopes sealed now, as they were
+	AlreadySealed   int      `json:"already_sealed"`
+	Renamed         int      `json:"renamed"` // records moved from a relative local:// URI to the absolute one
+}
+
+func (a *app) keysUpgradeCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "upgrade",
+		Short: "Seal a keyring written before keyrings were sealed (once, vouching for its state)",
+		Long: `upgrade seals a keyring created by an earlier fieldcrypt: for every configured
+class it creates a class key (wrapped by the class's master key) and
+authenticates every scope's state under it (a MAC and an epoch), as the
+state is now. From then on a store writer without KMS access cannot add,
+revive, promote or roll back a KEK version without the keyring refusing it.
+
+It first adds the columns sealing needs to the keyring tables (like init;
+the other commands refuse tables without them). Until it runs, fieldcrypt
+and applications refuse the unsealed keyring
+(exit 4) unless allow_unsealed_store is set in their configuration (the
+migration window). Run it once, from a trusted host, after checking
+'fieldcrypt keys list': you vouch that nobody tampered with the keyring
+before. It refuses to vouch for a version under a master key the
+configuration does not list (add it to previous_master_keys if it is yours)
+and for sealed state that fails verification (exit 3). Records stored under
+the relative local:// paths of an earlier 'init' are moved to the absolute
+path of the same key file. It is idempotent: re-running it finishes an
+interrupted run. It asks for confirmation; in scripts pass --yes.`,
+		Example: `  fieldcrypt keys list
+  fieldcrypt keys upgrade
+  fieldcrypt keys upgrade --yes -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			kr, err := a.keyring(ctx, true) // adds the columns sealing needs
+			if err != nil {
+				return err
+			}
+			if err := a.confirm(ctx, yes, "Seal the keyring as it is now? You vouch that nobody tampered with it.", "upgrade"); err != nil {
+				return err
+			}
+			var opts []keyring.UpgradeOption
+			for rel, abs := range a.cfg.legacyURIs() {
+				opts = append(opts, keyring.WithMasterKeyAlias(rel, abs))
+			}
+			rep, err := kr.Upgrade(ctx, opts...) // records keyring.sealed per class
+			if err != nil {
+				return err
+			}
+			out := []upgradeJSON{}
+			for _, cu := range rep.Classes {
+				u := upgradeJSON{Class: cu.Class.String(), ClassKeyCreated: cu.ClassKeyCreated, Sealed: []string{}, AlreadySealed: cu.AlreadySealed, Renamed: cu.Renamed}
+				for _, s := range cu.Sealed {
+					u.Sealed = append(u.Sealed, s.String())
+				}
+				out = append(out, u)
+			}
+			return a.emit(out, func(w io.Writer) {
+				for _, u := range out {
+					var what []string
+					if u.ClassKeyCreated {
+						what = append(what, "class key created")
+					}
+					if len(u.Sealed) > 0 {
+						what = append(what, fmt.Sprintf("sealed %s", strings.Join(u.Sealed, ", ")))
+					}
+					if u.AlreadySealed > 0 {
+						what = append(what, fmt.Sprintf("%d scopes already sealed", u.AlreadySealed))
+					}
+					if u.Renamed > 0 {
+						what = append(what, fmt.Sprintf("%d versions moved to the absolute master key path", u.Renamed))
+					}
+					if len(what) == 0 {
+						what = append(what, "nothing to do")
+					}
+					fmt.Fprintf(w, "%s: %s\n", u.Class, strings.Join(what, "; "))
+				}
+				fmt.Fprintln(w, "Now remove allow_unsealed_store from every configuration.")
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (scripts)")
+	return cmd
+}
