@@ -18,9 +18,11 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
-// testMasterKey is an in-memory master key for tests: AES-256-GCM with a
-// 12-byte nonce prefix and AAD = ec.Canonical(), like the local backend,
-// but self-contained so these tests never depend on a backend package.
+// testMasterKey is an in-memory master key for tests that wraps exactly as
+// the local backend (keyring/kms/localkms) does: 0x01 || 12-byte nonce ||
+// AES-256-GCM ciphertext || 16-byte tag, with AAD = ec.Canonical(). It is
+// self-contained so these tests never depend on a backend package;
+// TestWorkedExampleOpensWithLocalKMS checks that the two agree.
 type testMasterKey struct {
 	uri  string
 	aead cipher.AEAD
@@ -77,24 +79,25 @@ func (k *testMasterKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionC
 	if len(key) == 0 || len(key) > 4096 {
 		return nil, &kms.Error{Op: "wrap", URI: k.uri, Err: kms.ErrInvalidInput}
 	}
-	nonce := make([]byte, 12, 12+len(key)+16)
+	out := make([]byte, 1+12, 1+12+len(key)+16)
+	out[0] = 0x01
 	k.mu.Lock()
-	_, err := io.ReadFull(k.rand, nonce)
+	_, err := io.ReadFull(k.rand, out[1:])
 	k.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	return k.aead.Seal(nonce, nonce, key, ec.Canonical()), nil
+	return k.aead.Seal(out, out[1:], key, ec.Canonical()), nil
 }
 
 func (k *testMasterKey) Unwrap(ctx context.Context, wrapped []byte, ec kms.EncryptionContext) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &kms.Error{Op: "unwrap", URI: k.uri, Err: fmt.Errorf("%w: %w", kms.ErrUnavailable, err)}
 	}
-	if len(wrapped) < 12+16 {
+	if len(wrapped) < 1+12+16 || wrapped[0] != 0x01 {
 		return nil, &kms.Error{Op: "unwrap", URI: k.uri, Err: kms.ErrAuthentication}
 	}
-	key, err := k.aead.Open(nil, wrapped[:12], wrapped[12:], ec.Canonical())
+	key, err := k.aead.Open(nil, wrapped[1:13], wrapped[13:], ec.Canonical())
 	if err != nil {
 		return nil, &kms.Error{Op: "unwrap", URI: k.uri, Err: kms.ErrAuthentication}
 	}

@@ -3,10 +3,17 @@ package backup
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
 )
 
 // The intermediate values of docs/backup-format.md's worked example
@@ -50,4 +57,27 @@ func TestWorkedExample(t *testing.T) {
 		}
 	}
 	t.Logf("header size %d, export id %s, salt %x, mac %x, EC canonical %q", h.Size, h.ExportID, h.salt, h.mac, h.EncryptionContext().Canonical())
+}
+
+// TestWorkedExampleOpensWithLocalKMS: the worked example's wrapped file key
+// is what the local backend writes (0x01 || nonce || ciphertext || tag, AAD
+// = EC.Canonical()), so localkms unwraps it with the test master key.
+func TestWorkedExampleOpensWithLocalKMS(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "good_empty.fcb"))
+	require.NoError(t, err)
+	h, err := Inspect(bytes.NewReader(data))
+	require.NoError(t, err)
+	hexKey, err := os.ReadFile(filepath.Join("testdata", "test-master-key.hex"))
+	require.NoError(t, err)
+	key, err := hex.DecodeString(strings.TrimSpace(string(hexKey)))
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "master.key")
+	require.NoError(t, os.WriteFile(path, []byte(localkms.FilePrefix+base64.StdEncoding.EncodeToString(key)+"\n"), 0o600))
+	mk, err := localkms.Open(path)
+	require.NoError(t, err)
+	require.Len(t, h.WrappedKey, 1+12+32+16)
+	assert.Equal(t, byte(0x01), h.WrappedKey[0])
+	fileKey, err := mk.Unwrap(context.Background(), h.WrappedKey, h.EncryptionContext())
+	require.NoError(t, err)
+	assert.Equal(t, workedFileKey, hex.EncodeToString(fileKey))
 }

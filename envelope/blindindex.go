@@ -29,16 +29,38 @@ type BlindIndex struct {
 	Argon2 *Argon2Params
 }
 
-// Argon2Params are Argon2id parameters (RFC 9106).
+// Argon2Params are Argon2id parameters (RFC 9106). They must meet the
+// OWASP password-storage minimum (see MinArgon2MemoryKiB).
 type Argon2Params struct {
 	Time      uint32 // iterations
 	MemoryKiB uint32 // memory in KiB
 	Threads   uint8
 }
 
-// OWASPArgon2 is the OWASP password-storage minimum for Argon2id (t=2,
+// The smallest Argon2id cost a blind index accepts, from OWASP's Password
+// Storage Cheat Sheet, whose equivalent configurations are (m=47104 KiB,
+// t=1), (19456, 2), (12288, 3), (9216, 4) and (7168, 5), p=1. Every one of
+// them has m >= 7168 KiB and m*t >= 35840 KiB-passes, so that is the rule:
+// trading memory for passes below 7 MiB would make GPU attacks cheaper, and
+// less total work than OWASP's cheapest row is refused. More threads do not
+// lower the bar (an attacker's cost does not depend on them).
+const (
+	MinArgon2MemoryKiB     = 7168
+	MinArgon2MemoryTimeKiB = 35840
+)
+
+// OWASPArgon2 is an OWASP password-storage minimum for Argon2id (t=2,
 // m=19 MiB, p=1): about 25 ms per value on the reference machine.
 var OWASPArgon2 = Argon2Params{Time: 2, MemoryKiB: 19 * 1024, Threads: 1}
+
+func (a Argon2Params) check() error {
+	if a.Time < 1 || a.Threads < 1 || a.MemoryKiB < MinArgon2MemoryKiB ||
+		uint64(a.MemoryKiB)*uint64(a.Time) < MinArgon2MemoryTimeKiB {
+		return fmt.Errorf("%w: Argon2id parameters t=%d m=%d KiB p=%d are below the OWASP minimum (need time >= 1, threads >= 1, memory >= %d KiB and memory*time >= %d KiB, e.g. t=2 m=19456 p=1)",
+			ErrInvalidInput, a.Time, a.MemoryKiB, a.Threads, MinArgon2MemoryKiB, MinArgon2MemoryTimeKiB)
+	}
+	return nil
+}
 
 // DefaultBlindIndexSize is the output size of a blind index when Size is 0.
 const DefaultBlindIndexSize = 16
@@ -50,8 +72,10 @@ func (bi BlindIndex) check() (BlindIndex, error) {
 	if bi.Size < 4 || bi.Size > sha256.Size {
 		return bi, fmt.Errorf("%w: blind index size %d (want 4 to 32 bytes)", ErrInvalidInput, bi.Size)
 	}
-	if a := bi.Argon2; a != nil && (a.Time < 1 || a.MemoryKiB < 8*uint32(max(a.Threads, 1)) || a.Threads < 1) {
-		return bi, fmt.Errorf("%w: Argon2id parameters need time >= 1, threads >= 1 and memory >= 8 KiB per thread", ErrInvalidInput)
+	if a := bi.Argon2; a != nil {
+		if err := a.check(); err != nil {
+			return bi, err
+		}
 	}
 	return bi, nil
 }
@@ -107,6 +131,10 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	} else {
 		mode = "hmac"
 	}
+	if err := kek.acquire(); err != nil {
+		return fail(err)
+	}
+	defer kek.release()
 	d, err := kek.derive(labelBlindIndex, keyInfo(b, name, mode))
 	if err != nil {
 		return fail(err)
@@ -125,7 +153,13 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 		h.Write(value)
 	}
 	var sum [sha256.Size]byte
-	return append([]byte(nil), h.Sum(sum[:0])[:bi.Size]...), nil
+	out := append([]byte(nil), h.Sum(sum[:0])[:bi.Size]...)
+	// A blind index is written next to a value sealed under the same
+	// scope: refuse it, as a seal, if its KEK was destroyed meanwhile.
+	if err := kek.usable(); err != nil {
+		return fail(err)
+	}
+	return out, nil
 }
 
 func (d *derivedKey) getMAC() hash.Hash {

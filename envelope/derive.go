@@ -1,8 +1,10 @@
 package envelope
 
 // HKDF-SHA256 info labels. Each derivation's info is the label followed by
-// the length-prefixed fields it binds (see docs/format.md, "Key derivations").
+// the fields it binds, length-prefixed where their length varies (see
+// docs/format.md, "Key derivations").
 const (
 	labelSIV        = "fieldcrypt/v1/deterministic-aes-siv"
 	labelBlindIndex = "fieldcrypt/v1/blind-index-hmac-sha256"
+	labelKEKWrap    = "fieldcrypt/v1/kek-wrap"
 )

@@ -95,11 +95,17 @@ func (e *Envelope) searchKEKs(ctx context.Context, op string, b Binding) ([]*KEK
 	return keks, nil
 }
 
+// sealDeterministic seals under kek, holding a reference to it for the
+// duration; it fails with ErrKeyDestroyed if kek is destroyed meanwhile.
 func sealDeterministic(kek *KEK, b Binding, plaintext []byte) ([]byte, error) {
 	ref := kek.ref
 	fail := func(err error) ([]byte, error) {
 		return nil, &Error{Op: "seal-deterministic", Binding: b, KEK: &ref, Err: err}
 	}
+	if err := kek.acquire(); err != nil {
+		return fail(err)
+	}
+	defer kek.release()
 	d, err := kek.derive(labelSIV, keyInfo(b))
 	if err != nil {
 		return fail(err)
@@ -111,19 +117,25 @@ func sealDeterministic(kek *KEK, b Binding, plaintext []byte) ([]byte, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w: value too large for deterministic encryption", ErrInvalidInput))
 	}
+	// As in seal: a value under a KEK destroyed meanwhile is refused.
+	if err := kek.usable(); err != nil {
+		return fail(err)
+	}
 	return append(hdr, ct...), nil
 }
 
-func openDeterministic(kek *KEK, b Binding, p parsed, fail func(error) ([]byte, error)) ([]byte, error) {
+// openDeterministic opens a deterministic value under kek, which the caller
+// holds a reference to.
+func openDeterministic(kek *KEK, b Binding, p parsed) ([]byte, error) {
 	b.Row = ""
 	d, err := kek.derive(labelSIV, keyInfo(b))
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	var aadBuf [256]byte
 	pt, err := d.siv.DecryptDeterministically(p.body, appendSIVAAD(aadBuf[:0], p.hdr, b))
 	if err != nil {
-		return fail(fmt.Errorf("%w: value does not authenticate for this table, column, class and tenant", ErrAuthentication))
+		return nil, fmt.Errorf("%w: value does not authenticate for this table, column, class and tenant", ErrAuthentication)
 	}
 	if pt == nil {
 		pt = []byte{}

@@ -32,7 +32,15 @@
 //
 // The header names its format version, algorithm suite, class and KEK
 // version, so Open asks the key source for exactly one key, and a future
-// suite never breaks data written by this one. The text form ("fc1:" +
+// suite never breaks data written by this one. Seal writes suite 0x03,
+// whose data key is wrapped under a key derived from the KEK rather than
+// the KEK itself, so a KEK is only ever HKDF input; values of suite 0x01,
+// written by earlier builds, still open and rewrap.
+//
+// Every operation holds a reference to the KEKs it uses; KEK.Destroy, which
+// a keyring calls on eviction, close and shredding, never clears key bytes
+// under a running operation. A seal that races a Destroy fails with
+// ErrKeyDestroyed; it never returns a value sealed under a cleared key. The text form ("fc1:" +
 // base64) lets a reader tell ciphertext from legacy plaintext during a
 // migration.
 //

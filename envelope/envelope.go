@@ -135,6 +135,9 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // Seal encrypts plaintext under a fresh random data key, wraps the data key
 // under the scope's primary KEK, and binds the result to b. The result is
 // the binary form; EncodeText gives the text form.
+//
+// New values use suite 0x03 (SuiteRandomizedDerivedWrap). If the primary
+// KEK is destroyed while Seal runs, Seal fails with ErrKeyDestroyed.
 func (e *Envelope) Seal(ctx context.Context, b Binding, plaintext []byte) ([]byte, error) {
 	fail := func(ref *KEKRef, err error) ([]byte, error) {
 		return nil, &Error{Op: "seal", Binding: b, KEK: ref, Err: err}
@@ -146,12 +149,14 @@ func (e *Envelope) Seal(ctx context.Context, b Binding, plaintext []byte) ([]byt
 	if err != nil {
 		return fail(nil, err)
 	}
-	if err := kek.usable(); err != nil {
+	if err := kek.acquire(); err != nil {
 		return fail(nil, err)
 	}
+	defer kek.release()
 	return e.seal(b, kek, plaintext)
 }
 
+// seal seals under kek, which the caller holds a reference to.
 func (e *Envelope) seal(b Binding, kek *KEK, plaintext []byte) ([]byte, error) {
 	ref := kek.ref
 	fail := func(err error) ([]byte, error) {
@@ -166,7 +171,8 @@ func (e *Envelope) seal(b Binding, kek *KEK, plaintext []byte) ([]byte, error) {
 		return fail(fmt.Errorf("%w: random source failed", ErrKeyUnavailable))
 	}
 	defer clear(dek[:])
-	wrapped, err := kek.kwp.Wrap(dek[:])
+	const suite = SuiteRandomizedDerivedWrap
+	wrapped, err := kek.kwpFor(suite).Wrap(dek[:])
 	if err != nil || len(wrapped) != wrappedDEKSize {
 		return fail(fmt.Errorf("%w: wrapping the data key failed", ErrInvalidInput))
 	}
@@ -174,16 +180,22 @@ func (e *Envelope) seal(b Binding, kek *KEK, plaintext []byte) ([]byte, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w: data key setup failed", ErrInvalidInput))
 	}
-	h := Header{Version: formatVersion, Suite: SuiteRandomized, Class: b.Class, KEKVersion: ref.Version, RowBound: b.Row != ""}
+	h := Header{Version: formatVersion, Suite: suite, Class: b.Class, KEKVersion: ref.Version, RowBound: b.Row != ""}
 	// One allocation holds the ciphertext and, past its end, the
 	// associated data (which would otherwise escape through the AEAD
 	// interface call). The two regions never overlap.
-	n := Overhead(SuiteRandomized, ref.Version) + len(plaintext)
+	n := Overhead(suite, ref.Version) + len(plaintext)
 	buf := make([]byte, n, n+dataAADLen(b, h.RowBound))
 	out := appendHeader(buf[:0:n], h)
 	out = append(out, wrapped...)
 	aad := appendDataAAD(buf[n:n], out, b, h.RowBound)
-	return gcm.Seal(out, zeroNonce[:], plaintext, aad), nil
+	out = gcm.Seal(out, zeroNonce[:], plaintext, aad)
+	// A KEK destroyed while we sealed may be a shredded version: a value
+	// under it would be unreadable for good, so fail instead.
+	if err := kek.usable(); err != nil {
+		return fail(err)
+	}
+	return out, nil
 }
 
 // dataAADLen is the length appendDataAAD produces.
@@ -215,7 +227,7 @@ func parse(ct []byte) (parsed, error) {
 	p := parsed{h: h, hdr: raw[:n]}
 	rest := raw[n:]
 	switch h.Suite {
-	case SuiteRandomized:
+	case SuiteRandomized, SuiteRandomizedDerivedWrap:
 		if len(rest) < wrappedDEKSize+tagSize {
 			return p, fmt.Errorf("%w: truncated (%d bytes after the header, need at least %d)", ErrMalformed, len(rest), wrappedDEKSize+tagSize)
 		}
@@ -233,17 +245,28 @@ func parse(ct []byte) (parsed, error) {
 // for b. It asks the key source for exactly one key: the version the header
 // names, in b's tenant scope.
 func (e *Envelope) Open(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
+	pt, kek, err := e.open(ctx, b, ciphertext)
+	if kek != nil {
+		kek.release()
+	}
+	return pt, err
+}
+
+// open is Open, except that it returns the KEK it took a reference to
+// (whether or not it succeeded) for the caller to release: Reencrypt holds
+// it until its new seal is done.
+func (e *Envelope) open(ctx context.Context, b Binding, ciphertext []byte) (_ []byte, held *KEK, _ error) {
 	var (
 		ref     KEKRef
 		haveRef bool
 	)
-	fail := func(err error) ([]byte, error) {
+	fail := func(err error) ([]byte, *KEK, error) {
 		fe := &Error{Op: "open", Binding: b, Err: err}
 		if haveRef {
 			r := ref
 			fe.KEK = &r
 		}
-		return nil, fe
+		return nil, held, fe
 	}
 	if err := b.validate(); err != nil {
 		return fail(err)
@@ -263,23 +286,36 @@ func (e *Envelope) Open(ctx context.Context, b Binding, ciphertext []byte) ([]by
 	if err != nil {
 		return fail(err)
 	}
-	if err := kek.usable(); err != nil {
+	if err := kek.acquire(); err != nil {
 		return fail(err)
 	}
+	held = kek
 	if kek.ref != ref {
 		return fail(fmt.Errorf("%w: key source returned KEK %s", ErrUnknownKey, kek.ref))
 	}
+	var pt []byte
 	if p.h.Suite == SuiteDeterministic {
-		return openDeterministic(kek, b, p, fail)
+		pt, err = openDeterministic(kek, b, p)
+	} else {
+		pt, err = openRandomized(kek, b, p)
 	}
-	dek, err := kek.kwp.Unwrap(p.wrapped)
 	if err != nil {
-		return fail(fmt.Errorf("%w: data key does not unwrap under this KEK", ErrAuthentication))
+		return fail(err)
+	}
+	return pt, held, nil
+}
+
+// openRandomized opens a value of a randomized suite under kek, which the
+// caller holds a reference to.
+func openRandomized(kek *KEK, b Binding, p parsed) ([]byte, error) {
+	dek, err := unwrapDEK(kek, p)
+	if err != nil {
+		return nil, err
 	}
 	defer clear(dek)
 	gcm, err := newGCM(dek)
 	if err != nil {
-		return fail(fmt.Errorf("%w: data key setup failed", ErrMalformed))
+		return nil, fmt.Errorf("%w: data key setup failed", ErrMalformed)
 	}
 	// Plaintext and associated data share one allocation, as in seal.
 	ptLen := len(p.body) - tagSize
@@ -288,21 +324,36 @@ func (e *Envelope) Open(ctx context.Context, b Binding, ciphertext []byte) ([]by
 	pt, err := gcm.Open(buf[:0:ptLen], zeroNonce[:], p.body, aad)
 	if err != nil {
 		clear(buf)
-		return fail(fmt.Errorf("%w: value does not authenticate for this table, column, row, class and tenant", ErrAuthentication))
+		return nil, fmt.Errorf("%w: value does not authenticate for this table, column, row, class and tenant", ErrAuthentication)
 	}
 	return pt, nil
+}
+
+// unwrapDEK unwraps the data key of a randomized value under kek. A data
+// key of any size but 32 bytes is an authentication failure: AES-KWP
+// unwraps 25 to 31 bytes from some valid 40-byte wraps.
+func unwrapDEK(kek *KEK, p parsed) ([]byte, error) {
+	dek, err := kek.kwpFor(p.h.Suite).Unwrap(p.wrapped)
+	if err != nil || len(dek) != dekSize {
+		clear(dek)
+		return nil, fmt.Errorf("%w: data key does not unwrap under this KEK", ErrAuthentication)
+	}
+	return dek, nil
 }
 
 // Rewrap moves a randomized ciphertext to the scope's primary KEK: it
 // unwraps the data key under the KEK the header names and wraps it under
 // the primary, replacing only the wrapped key and the KEK version. The data
 // ciphertext is copied byte for byte and the plaintext is never computed.
-// A ciphertext already under the primary is returned unchanged.
+// A ciphertext already under the primary is returned unchanged. The suite
+// is kept (it is in the data's associated data): a suite 0x01 value stays
+// 0x01; Reencrypt moves it to 0x03.
 //
 // Rewrap uses b only for the tenant scope and error messages; it does not
 // authenticate the data (Open does). Deterministic ciphertexts have no data
 // key to rewrap: re-encrypt them with Reencrypt when the search key changes.
-// The result has the same form (binary or text) as the input.
+// The result has the same form (binary or text) as the input. If either KEK
+// is destroyed while Rewrap runs, it fails with ErrKeyDestroyed.
 func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
 	var ref *KEKRef
 	fail := func(err error) ([]byte, error) {
@@ -316,7 +367,7 @@ func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]
 	if b.Class.Valid() && p.h.Class != b.Class {
 		return fail(fmt.Errorf("%w: ciphertext is of class %s, expected %s", ErrAuthentication, p.h.Class, b.Class))
 	}
-	if p.h.Suite != SuiteRandomized {
+	if !p.h.Suite.Randomized() {
 		return fail(fmt.Errorf("%w: deterministic values have no data key to rewrap; use Reencrypt", ErrInvalidInput))
 	}
 	scope := Scope{Class: p.h.Class, Tenant: b.Tenant}
@@ -324,8 +375,12 @@ func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]
 	if err != nil {
 		return fail(err)
 	}
-	if err := primary.usable(); err != nil {
+	if err := primary.acquire(); err != nil {
 		return fail(err)
+	}
+	defer primary.release()
+	if primary.ref.Scope() != scope {
+		return fail(fmt.Errorf("%w: key source returned KEK %s for scope %s", ErrUnknownKey, primary.ref, scope))
 	}
 	if primary.ref.Version == p.h.KEKVersion {
 		return ciphertext, nil
@@ -334,25 +389,39 @@ func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]
 	if err != nil {
 		return fail(err)
 	}
-	if err := old.usable(); err != nil {
+	if err := old.acquire(); err != nil {
 		return fail(err)
 	}
-	dek, err := old.kwp.Unwrap(p.wrapped)
+	defer old.release()
+	if old.ref != *ref {
+		return fail(fmt.Errorf("%w: key source returned KEK %s", ErrUnknownKey, old.ref))
+	}
+	dek, err := unwrapDEK(old, p)
 	if err != nil {
-		return fail(fmt.Errorf("%w: data key does not unwrap under this KEK", ErrAuthentication))
+		return fail(err)
 	}
 	defer clear(dek)
 	ref = &KEKRef{Class: primary.ref.Class, Tenant: primary.ref.Tenant, Version: primary.ref.Version}
-	wrapped, err := primary.kwp.Wrap(dek)
-	if err != nil {
+	wrapped, err := primary.kwpFor(p.h.Suite).Wrap(dek)
+	if err != nil || len(wrapped) != wrappedDEKSize {
 		return fail(fmt.Errorf("%w: wrapping the data key failed", ErrInvalidInput))
 	}
 	h := p.h
 	h.KEKVersion = primary.ref.Version
-	out := make([]byte, 0, Overhead(SuiteRandomized, h.KEKVersion)+len(p.body)-tagSize)
+	out := make([]byte, 0, Overhead(h.Suite, h.KEKVersion)+len(p.body)-tagSize)
 	out = appendHeader(out, h)
 	out = append(out, wrapped...)
 	out = append(out, p.body...)
+	// The data key now lives under the primary: if the old version was
+	// shredded meanwhile, its values must not move on; if the primary was,
+	// the result would be unreadable.
+	for _, k := range []*KEK{old, primary} {
+		if err := k.usable(); err != nil {
+			r := k.ref
+			ref = &r
+			return fail(err)
+		}
+	}
 	if IsText(string(ciphertext[:min(len(ciphertext), len(TextPrefix))])) {
 		return []byte(EncodeText(out)), nil
 	}
@@ -362,13 +431,21 @@ func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]
 // Reencrypt opens a ciphertext and seals its value again with a fresh data
 // key under the primary KEK (or, for a deterministic value, under the first
 // search key). The plaintext exists only inside this call and is zeroed
-// before it returns. The result has the same form as the input.
+// before it returns. The result has the same form as the input; randomized
+// values come out as suite 0x03 whatever suite they had.
+//
+// Reencrypt holds the KEK it opened with until the new seal is done: if
+// that KEK (or the one sealed under) is destroyed meanwhile, it fails with
+// ErrKeyDestroyed, so a value whose key was shredded does not live on.
 func (e *Envelope) Reencrypt(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
 	h, err := Inspect(ciphertext)
 	if err != nil {
 		return nil, &Error{Op: "reencrypt", Binding: b, Err: err}
 	}
-	pt, err := e.Open(ctx, b, ciphertext)
+	pt, src, err := e.open(ctx, b, ciphertext)
+	if src != nil {
+		defer src.release()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -381,6 +458,10 @@ func (e *Envelope) Reencrypt(ctx context.Context, b Binding, ciphertext []byte) 
 	}
 	if err != nil {
 		return nil, err
+	}
+	if err := src.usable(); err != nil {
+		r := src.ref
+		return nil, &Error{Op: "reencrypt", Binding: b, KEK: &r, Err: err}
 	}
 	if IsCiphertext(ciphertext) && len(ciphertext) >= len(TextPrefix) && IsText(string(ciphertext[:len(TextPrefix)])) {
 		return []byte(EncodeText(out)), nil

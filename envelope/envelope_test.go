@@ -313,3 +313,141 @@ func TestKeySourceReturningWrongScopeIsRefused(t *testing.T) {
 	_, err = e.SealDeterministic(ctx, patientSSN("1"), []byte("v"))
 	require.ErrorIs(t, err, envelope.ErrUnknownKey)
 }
+
+func TestSealWritesSuite3(t *testing.T) {
+	e := envelope.New(envelopetest.New())
+	ct, err := e.Seal(ctx, patientSSN("1"), []byte("v"))
+	require.NoError(t, err)
+	h, err := envelope.Inspect(ct)
+	require.NoError(t, err)
+	assert.Equal(t, envelope.SuiteRandomizedDerivedWrap, h.Suite)
+	assert.True(t, h.Suite.Randomized())
+	assert.True(t, envelope.SuiteRandomized.Randomized())
+	assert.False(t, envelope.SuiteDeterministic.Randomized())
+	assert.Equal(t, envelope.Overhead(envelope.SuiteRandomized, 1), envelope.Overhead(envelope.SuiteRandomizedDerivedWrap, 1))
+}
+
+// swapSource serves keys from Keys, except the primary and the named KEK
+// when set: a misbehaving key source.
+type swapSource struct {
+	*envelopetest.Keys
+	primary, kek *envelope.KEK
+}
+
+func (s swapSource) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelope.KEK, error) {
+	if s.primary != nil {
+		return s.primary, nil
+	}
+	return s.Keys.PrimaryKEK(ctx, scope)
+}
+
+func (s swapSource) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, error) {
+	if s.kek != nil {
+		return s.kek, nil
+	}
+	return s.Keys.KEK(ctx, ref)
+}
+
+func TestRewrapRefusesKEKsOfAnotherScope(t *testing.T) {
+	keys := envelopetest.New()
+	b := envelope.Binding{Class: envelope.High, Tenant: "acme", Table: "users", Column: "email", Row: "1"}
+	ct, err := envelope.New(keys).Seal(ctx, b, []byte("a@example.com"))
+	require.NoError(t, err)
+	keys.Rotate(b.Scope())
+	raw := bytes.Repeat([]byte{0x5A}, envelope.KEKSize)
+	kek := func(c envelope.Class, tenant string, v uint32) *envelope.KEK {
+		k, err := envelope.NewKEK(envelope.KEKRef{Class: c, Tenant: tenant, Version: v}, raw)
+		require.NoError(t, err)
+		return k
+	}
+	tests := []struct {
+		name         string
+		primary, old *envelope.KEK
+	}{
+		{"primary of another tenant", kek(envelope.High, "globex", 2), nil},
+		{"primary of no tenant", kek(envelope.High, "", 2), nil},
+		{"primary of another class", kek(envelope.Low, "acme", 2), nil},
+		{"old KEK of another tenant", nil, kek(envelope.High, "globex", 1)},
+		{"old KEK of another class", nil, kek(envelope.Critical, "acme", 1)},
+		{"old KEK of another version", nil, kek(envelope.High, "acme", 3)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := envelope.New(swapSource{Keys: keys, primary: tc.primary, kek: tc.old}).Rewrap(ctx, b, ct)
+			require.ErrorIs(t, err, envelope.ErrUnknownKey)
+		})
+	}
+	out, err := envelope.New(keys).Rewrap(ctx, b, ct)
+	require.NoError(t, err, "the honest key source still works")
+	pt, err := envelope.New(keys).Open(ctx, b, out)
+	require.NoError(t, err)
+	assert.Equal(t, "a@example.com", string(pt))
+}
+
+func TestOperationsOnADestroyedKEKFail(t *testing.T) {
+	keys := envelopetest.New()
+	e := envelope.New(keys)
+	b := patientSSN("3")
+	ct, err := e.Seal(ctx, b, []byte("v"))
+	require.NoError(t, err)
+	primary, err := keys.PrimaryKEK(ctx, b.Scope())
+	require.NoError(t, err)
+	primary.Destroy()
+	for name, op := range map[string]func() error{
+		"seal":               func() error { _, err := e.Seal(ctx, b, []byte("v")); return err },
+		"open":               func() error { _, err := e.Open(ctx, b, ct); return err },
+		"rewrap":             func() error { _, err := e.Rewrap(ctx, b, ct); return err },
+		"reencrypt":          func() error { _, err := e.Reencrypt(ctx, b, ct); return err },
+		"seal-deterministic": func() error { _, err := e.SealDeterministic(ctx, b, []byte("v")); return err },
+		"candidates":         func() error { _, err := e.DeterministicCandidates(ctx, b, []byte("v")); return err },
+		"blind-index":        func() error { _, err := e.ComputeBlindIndex(ctx, b, envelope.BlindIndex{}, []byte("v")); return err },
+		"blind-candidates": func() error {
+			_, err := e.BlindIndexCandidates(ctx, b, envelope.BlindIndex{}, []byte("v"))
+			return err
+		},
+	} {
+		require.ErrorIs(t, op(), envelope.ErrKeyDestroyed, name)
+	}
+}
+
+func TestNewKEKRefusesVersionZero(t *testing.T) {
+	_, err := envelope.NewKEK(envelope.KEKRef{Class: envelope.High}, make([]byte, envelope.KEKSize))
+	require.ErrorIs(t, err, envelope.ErrInvalidInput)
+}
+
+func TestDecodeTextAcceptsOnlyTheCanonicalForm(t *testing.T) {
+	e := envelope.New(envelopetest.New())
+	ct, err := e.Seal(ctx, patientSSN("1"), []byte("123-45-6789")) // 73 bytes: 1 byte in the last group
+	require.NoError(t, err)
+	txt := envelope.EncodeText(ct)
+	body := txt[len(envelope.TextPrefix):]
+	require.Equal(t, 2, len(body)%4, "the test wants a short last group")
+	got, err := envelope.DecodeText(txt)
+	require.NoError(t, err)
+	require.Equal(t, ct, got)
+	// The last character of a two-character group carries 4 zero bits
+	// (A, Q, g or w); the next character of the alphabet sets one.
+	last := body[len(body)-1]
+	require.Contains(t, "AQgw", string(last))
+	flipped := last + 1
+	tests := map[string]string{
+		"LF inside":              txt[:10] + "\n" + txt[10:],
+		"CR LF inside":           txt[:10] + "\r\n" + txt[10:],
+		"trailing LF":            txt + "\n",
+		"CR after the prefix":    envelope.TextPrefix + "\r" + body,
+		"padding":                txt + "==",
+		"space":                  txt[:10] + " " + txt[10:],
+		"URL alphabet":           envelope.TextPrefix + strings.NewReplacer("+", "-", "/", "_").Replace(body) + "-",
+		"non-zero trailing bits": txt[:len(txt)-1] + string(flipped),
+		"length 1 mod 4":         txt + "AAA",
+		"NUL":                    txt + "\x00",
+	}
+	for name, s := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := envelope.DecodeText(s)
+			require.ErrorIs(t, err, envelope.ErrMalformed)
+			_, err = e.Open(ctx, patientSSN("1"), []byte(s))
+			require.ErrorIs(t, err, envelope.ErrMalformed)
+		})
+	}
+}

@@ -37,13 +37,24 @@ const (
 	// SuiteRandomized: a fresh random DEK per value; the value is sealed
 	// with AES-256-GCM under the DEK (zero nonce: each DEK seals exactly one
 	// message); the DEK is wrapped with AES-256-KWP (NIST SP 800-38F) under
-	// the KEK.
+	// the KEK itself. Written by earlier builds; still read and rewrapped
+	// (a rewrapped 0x01 value stays 0x01), never sealed anew.
 	SuiteRandomized Suite = 0x01
 	// SuiteDeterministic: AES-SIV (RFC 5297, 512-bit key) under a key
 	// derived per (class, tenant, table, column) from a search KEK. Equal
 	// plaintexts in the same column give equal ciphertexts.
 	SuiteDeterministic Suite = 0x02
+	// SuiteRandomizedDerivedWrap: as SuiteRandomized, but the DEK is wrapped
+	// under K_wrap = HKDF-SHA256(KEK, info = "fieldcrypt/v1/kek-wrap" ||
+	// class || LP(tenant) || uint32be(version)) instead of the KEK, so a raw
+	// KEK is only ever HKDF input (a search KEK is also the input of the
+	// deterministic and blind-index keys). Seal and Reencrypt write it.
+	SuiteRandomizedDerivedWrap Suite = 0x03
 )
+
+// Randomized reports whether s is a randomized suite (a per-value data key
+// wrapped under a KEK, which Rewrap can move to another KEK version).
+func (s Suite) Randomized() bool { return s == SuiteRandomized || s == SuiteRandomizedDerivedWrap }
 
 func (s Suite) String() string {
 	switch s {
@@ -51,6 +62,8 @@ func (s Suite) String() string {
 		return "randomized/AES-256-GCM+AES-256-KWP"
 	case SuiteDeterministic:
 		return "deterministic/AES-SIV-512"
+	case SuiteRandomizedDerivedWrap:
+		return "randomized/AES-256-GCM+AES-256-KWP(HKDF)"
 	}
 	return fmt.Sprintf("suite(0x%02x)", uint8(s))
 }
@@ -113,7 +126,7 @@ func parseHeader(b []byte) (Header, int, error) {
 	}
 	h.Version = b[1]
 	h.Suite = Suite(b[2])
-	if h.Suite != SuiteRandomized && h.Suite != SuiteDeterministic {
+	if !h.Suite.Randomized() && h.Suite != SuiteDeterministic {
 		return h, 0, fmt.Errorf("%w: unknown algorithm suite 0x%02x", ErrUnsupportedVersion, b[2])
 	}
 	flags := b[3]
@@ -180,12 +193,22 @@ func EncodeText(ciphertext []byte) string {
 	return string(out)
 }
 
-// DecodeText returns the binary ciphertext of a text-encoded one.
+// DecodeText returns the binary ciphertext of a text-encoded one. It
+// accepts only the canonical form EncodeText produces (the standard
+// alphabet, no padding, no line breaks or other bytes, zero trailing bits),
+// so two different strings never decode to the same ciphertext.
 func DecodeText(s string) ([]byte, error) {
 	if !IsText(s) {
 		return nil, fmt.Errorf("%w: missing %q prefix", ErrMalformed, TextPrefix)
 	}
-	b, err := base64.RawStdEncoding.Strict().DecodeString(s[len(TextPrefix):])
+	enc := s[len(TextPrefix):]
+	// Go's base64 decoders skip CR and LF, even in Strict mode; Strict
+	// rejects every other deviation (padding, other bytes, non-zero
+	// trailing bits, a length of 1 mod 4).
+	if strings.ContainsAny(enc, "\r\n") || len(enc)%4 == 1 {
+		return nil, fmt.Errorf("%w: text encoding is not canonical base64", ErrMalformed)
+	}
+	b, err := base64.RawStdEncoding.Strict().DecodeString(enc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad base64 in text encoding", ErrMalformed)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -69,17 +70,42 @@ type KeySource interface {
 // keyring's cache. It carries the primitives built from the key, so a
 // cached KEK costs no key setup per value.
 //
+// Every operation that uses a KEK holds a reference to it while it runs.
+// Destroy only marks the KEK: the key bytes are cleared by whoever drops the
+// last reference, so key material is never cleared under a running
+// operation, and an operation that races a Destroy either completes under
+// the real key or fails with ErrKeyDestroyed. A seal (randomized,
+// deterministic, or a blind index) whose KEK was destroyed while it ran
+// fails with ErrKeyDestroyed too: the keyring destroys a KEK when its
+// version is crypto-shredded, and a value sealed under it would be
+// unreadable for good.
+//
 // A KEK never prints its key: fmt, slog and encoding/json all show only its
 // reference.
 type KEK struct {
-	ref       KEKRef
-	key       []byte
-	kwp       *subtle.KWP
-	destroyed atomic.Bool
+	ref KEKRef
+	// key is the raw KEK. New values use it only as HKDF input; it is the
+	// AES-KWP key of suite 0x01 values, which stay readable and rewrappable.
+	key []byte
+	// wrapKey is K_wrap, derived from key (see kekWrapInfo): the AES-KWP
+	// key of suite 0x03 values.
+	wrapKey []byte
+	kwp     *subtle.KWP // under key: suite 0x01
+	wrapKWP *subtle.KWP // under wrapKey: suite 0x03
+	// state is refs<<2 | wiped<<1 | destroyed: one atomic word, so taking
+	// and dropping a reference costs one atomic add each.
+	state atomic.Int64
 
 	mu      sync.Mutex
 	derived map[string]*derivedKey
 }
+
+// Bits of KEK.state.
+const (
+	kekDestroyed = 1 << 0 // Destroy was called: no new reference is granted
+	kekWiped     = 1 << 1 // the key bytes were cleared (exactly once)
+	kekRefOne    = 1 << 2 // one reference
+)
 
 type derivedKey struct {
 	siv    *daead.AESSIV
@@ -94,29 +120,104 @@ func NewKEK(ref KEKRef, key []byte) (*KEK, error) {
 	if !ref.Class.Encrypted() {
 		return nil, fmt.Errorf("%w: KEK %s: class %s has no keys", ErrInvalidInput, ref, ref.Class)
 	}
+	if ref.Version == 0 {
+		return nil, fmt.Errorf("%w: KEK %s: versions start at 1", ErrInvalidInput, ref)
+	}
 	if len(key) != KEKSize {
 		return nil, fmt.Errorf("%w: KEK %s: want %d bytes of key material, got %d", ErrInvalidInput, ref, KEKSize, len(key))
 	}
 	k := &KEK{ref: ref, key: append([]byte(nil), key...)}
-	w, err := subtle.NewKWP(k.key)
+	wrapKey, err := hkdf.Key(sha256.New, k.key, nil, string(kekWrapInfo(ref)), KEKSize)
 	if err != nil {
+		clear(k.key)
+		return nil, fmt.Errorf("%w: KEK %s: key derivation failed", ErrInvalidInput, ref)
+	}
+	k.wrapKey = wrapKey
+	if k.kwp, err = subtle.NewKWP(k.key); err == nil {
+		k.wrapKWP, err = subtle.NewKWP(k.wrapKey)
+	}
+	if err != nil {
+		k.wipeBytes()
 		return nil, fmt.Errorf("%w: KEK %s: key setup failed", ErrInvalidInput, ref)
 	}
-	k.kwp = w
 	return k, nil
+}
+
+// kekWrapInfo is the HKDF info of K_wrap:
+// label || class byte || LP(tenant) || uint32be(version).
+func kekWrapInfo(ref KEKRef) []byte {
+	info := make([]byte, 0, len(labelKEKWrap)+1+4+len(ref.Tenant)+4)
+	info = append(info, labelKEKWrap...)
+	info = append(info, byte(ref.Class))
+	info = appendLP(info, ref.Tenant)
+	return binary.BigEndian.AppendUint32(info, ref.Version)
+}
+
+// kwpFor returns the AES-KWP instance that wraps the data keys of the
+// randomized suite s: the raw KEK for suite 0x01, K_wrap otherwise.
+func (k *KEK) kwpFor(s Suite) *subtle.KWP {
+	if s == SuiteRandomized {
+		return k.kwp
+	}
+	return k.wrapKWP
 }
 
 // Ref returns the reference of this KEK.
 func (k *KEK) Ref() KEKRef { return k.ref }
 
-// Destroy zeroes the key bytes this KEK holds (best effort: the expanded AES
-// key schedule inside the standard library cannot be reached) and makes
-// every later use fail with ErrKeyDestroyed. Caches call it on eviction.
+// Destroy makes every later use of this KEK fail with ErrKeyDestroyed and
+// zeroes the key bytes it holds (best effort: the expanded AES key
+// schedules inside the standard library cannot be reached) as soon as no
+// operation holds them: at once when none runs, else when the last running
+// one returns. It never blocks. Operations that were sealing under it when
+// it was called fail with ErrKeyDestroyed. Caches call it on eviction.
 func (k *KEK) Destroy() {
-	k.destroyed.Store(true)
+	if k == nil {
+		return
+	}
+	if k.state.Or(kekDestroyed)&kekDestroyed != 0 {
+		return
+	}
+	k.wipe()
+}
+
+// acquire takes a reference for an operation, which must call release when
+// it no longer uses the key. It fails with ErrKeyDestroyed once Destroy was
+// called.
+func (k *KEK) acquire() error {
+	if k == nil {
+		return fmt.Errorf("%w: nil KEK", ErrUnknownKey)
+	}
+	if k.state.Add(kekRefOne)&kekDestroyed != 0 {
+		k.release()
+		return k.destroyedError()
+	}
+	return nil
+}
+
+// release drops a reference taken by acquire; the last one dropped after
+// Destroy clears the key bytes.
+func (k *KEK) release() {
+	if k.state.Add(-kekRefOne) == kekDestroyed {
+		k.wipe()
+	}
+}
+
+// wipe clears the key bytes if the KEK is destroyed, unreferenced and not
+// yet wiped. The compare-and-swap makes it happen exactly once, and only
+// when no operation holds a reference.
+func (k *KEK) wipe() {
+	if !k.state.CompareAndSwap(kekDestroyed, kekDestroyed|kekWiped) {
+		return
+	}
+	k.wipeBytes()
+}
+
+func (k *KEK) wipeBytes() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	clear(k.key)
+	clear(k.wrapKey)
 	for _, d := range k.derived {
 		clear(d.mac)
 		clear(d.sivKey)
@@ -124,25 +225,34 @@ func (k *KEK) Destroy() {
 	k.derived = nil
 }
 
+// usable reports whether k may still be used: it fails with ErrKeyDestroyed
+// once Destroy was called. An operation holding a reference calls it again
+// before it returns a seal, so a seal that raced a Destroy fails.
 func (k *KEK) usable() error {
 	if k == nil {
 		return fmt.Errorf("%w: nil KEK", ErrUnknownKey)
 	}
-	if k.destroyed.Load() {
-		return fmt.Errorf("%w: KEK %s was evicted and zeroed", ErrKeyDestroyed, k.ref)
+	if k.state.Load()&kekDestroyed != 0 {
+		return k.destroyedError()
 	}
 	return nil
 }
 
+func (k *KEK) destroyedError() error {
+	return fmt.Errorf("%w: KEK %s was destroyed (evicted, closed or shredded)", ErrKeyDestroyed, k.ref)
+}
+
 // derive returns the search key derived from this KEK under label, caching
-// it. info must already encode every field it binds, unambiguously.
+// it. info must already encode every field it binds, unambiguously. The
+// caller holds a reference (acquire), so the key cannot be cleared while
+// HKDF reads it.
 func (k *KEK) derive(label string, info []byte) (*derivedKey, error) {
-	if err := k.usable(); err != nil {
-		return nil, err
-	}
 	cacheKey := label + "\x00" + string(info)
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return nil, err
+	}
 	if d, ok := k.derived[cacheKey]; ok {
 		return d, nil
 	}
@@ -157,7 +267,7 @@ func (k *KEK) derive(label string, info []byte) (*derivedKey, error) {
 			return nil, fmt.Errorf("%w: KEK %s: key derivation failed", ErrInvalidInput, k.ref)
 		}
 		// tink's AESSIV keeps a reference to raw (its CTR half), so raw
-		// lives as long as the derived key and is zeroed by Destroy.
+		// lives as long as the derived key and is zeroed with the KEK.
 		d.siv, err = daead.NewAESSIV(raw)
 		d.sivKey = raw
 		if err != nil {

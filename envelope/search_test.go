@@ -2,6 +2,7 @@ package envelope_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -95,9 +96,9 @@ func TestBlindIndex(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, x1, named, "index names separate keys")
 
-	slow, err := e.ComputeBlindIndex(ctx, ssn, envelope.BlindIndex{Argon2: &envelope.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}}, []byte("1970-01-01"))
+	slow, err := e.ComputeBlindIndex(ctx, ssn, envelope.BlindIndex{Argon2: &envelope.Argon2Params{Time: 5, MemoryKiB: envelope.MinArgon2MemoryKiB, Threads: 1}}, []byte("1970-01-01"))
 	require.NoError(t, err)
-	slow2, err := e.ComputeBlindIndex(ctx, ssn, envelope.BlindIndex{Argon2: &envelope.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}}, []byte("1970-01-01"))
+	slow2, err := e.ComputeBlindIndex(ctx, ssn, envelope.BlindIndex{Argon2: &envelope.Argon2Params{Time: 5, MemoryKiB: envelope.MinArgon2MemoryKiB, Threads: 1}}, []byte("1970-01-01"))
 	require.NoError(t, err)
 	assert.Equal(t, slow, slow2)
 
@@ -122,4 +123,40 @@ func TestSearchErrors(t *testing.T) {
 	e := envelope.New(envelopetest.New())
 	_, err := e.ComputeBlindIndex(ctx, envelope.Binding{Class: envelope.Public, Table: "t", Column: "c"}, envelope.BlindIndex{}, nil)
 	require.True(t, errors.Is(err, envelope.ErrInvalidInput))
+}
+
+func TestArgon2MinimumIsOWASPs(t *testing.T) {
+	e := envelope.New(envelopetest.New())
+	b := envelope.Binding{Class: envelope.Critical, Table: "patients", Column: "dob"}
+	ok := []envelope.Argon2Params{
+		envelope.OWASPArgon2,
+		{MemoryKiB: 47104, Time: 1, Threads: 1},
+		{MemoryKiB: 19456, Time: 2, Threads: 1},
+		{MemoryKiB: 12288, Time: 3, Threads: 1},
+		{MemoryKiB: 9216, Time: 4, Threads: 1},
+		{MemoryKiB: 7168, Time: 5, Threads: 1},
+	}
+	for _, a := range ok {
+		t.Run(fmt.Sprintf("accept m=%d t=%d", a.MemoryKiB, a.Time), func(t *testing.T) {
+			_, err := e.ComputeBlindIndex(ctx, b, envelope.BlindIndex{Argon2: &a}, []byte("1970-01-01"))
+			require.NoError(t, err)
+		})
+	}
+	bad := []envelope.Argon2Params{
+		{},
+		{MemoryKiB: 64, Time: 1, Threads: 1},
+		{MemoryKiB: 35839, Time: 1, Threads: 1}, // m*t just short
+		{MemoryKiB: 11946, Time: 3, Threads: 1},
+		{MemoryKiB: 7167, Time: 100, Threads: 1}, // memory below 7 MiB, whatever the passes
+		{MemoryKiB: 7168, Time: 4, Threads: 1},
+		{MemoryKiB: 1 << 20, Time: 0, Threads: 1},
+		{MemoryKiB: 19456, Time: 2, Threads: 0},
+	}
+	for _, a := range bad {
+		t.Run(fmt.Sprintf("refuse m=%d t=%d p=%d", a.MemoryKiB, a.Time, a.Threads), func(t *testing.T) {
+			_, err := e.ComputeBlindIndex(ctx, b, envelope.BlindIndex{Argon2: &a}, []byte("1970-01-01"))
+			require.ErrorIs(t, err, envelope.ErrInvalidInput)
+			assert.NotContains(t, err.Error(), "1970-01-01")
+		})
+	}
 }

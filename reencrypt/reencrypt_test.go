@@ -347,8 +347,8 @@ func TestCensus(t *testing.T) {
 		assert.Equal(t, int64(20), res.Plaintext)
 		assert.Equal(t, int64(1), res.Malformed)
 		assert.Equal(t, []KeyCount{
-			{Class: envelope.High, Suite: envelope.SuiteRandomized, KEKVersion: 1, Count: 59},
-			{Class: envelope.High, Suite: envelope.SuiteRandomized, KEKVersion: 2, Count: 10},
+			{Class: envelope.High, Suite: envelope.SuiteRandomizedDerivedWrap, KEKVersion: 1, Count: 59},
+			{Class: envelope.High, Suite: envelope.SuiteRandomizedDerivedWrap, KEKVersion: 2, Count: 10},
 		}, res.Keys)
 		assert.Zero(t, res.Undecryptable)
 
@@ -602,8 +602,8 @@ func TestTenantColumn(t *testing.T) {
 		res, err := Census(ctx, db, env, col, CensusOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, []KeyCount{
-			{Tenant: "acme", Class: envelope.High, Suite: envelope.SuiteRandomized, KEKVersion: 2, Count: 30},
-			{Tenant: "globex", Class: envelope.High, Suite: envelope.SuiteRandomized, KEKVersion: 1, Count: 30},
+			{Tenant: "acme", Class: envelope.High, Suite: envelope.SuiteRandomizedDerivedWrap, KEKVersion: 2, Count: 30},
+			{Tenant: "globex", Class: envelope.High, Suite: envelope.SuiteRandomizedDerivedWrap, KEKVersion: 1, Count: 30},
 		}, res.Keys)
 		assert.Zero(t, res.Undecryptable)
 	})

@@ -190,7 +190,7 @@ func (r *runner) transform(ctx context.Context, rw row) ([]byte, outcome, error)
 	case EncryptExisting:
 		return nil, oCurrent, nil
 	case Rewrap:
-		if h.Suite != envelope.SuiteRandomized {
+		if !h.Suite.Randomized() {
 			return nil, oCurrent, nil
 		}
 		out, err := r.env.Rewrap(ctx, b, rw.val)

@@ -31,19 +31,23 @@ for f in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)
     ct=base64.b64decode(c[4:]+'='*(-len(c[4:])%4)) if c.startswith('fc1:') else bytes.fromhex(c)
     try:
         if len(ct)<6 or ct[0]!=0xfc: raise ValueError('malformed')
-        if ct[1]!=1 or ct[2] not in (1,2): raise ValueError('unsupported-version')
+        if ct[1]!=1 or ct[2] not in (1,2,3): raise ValueError('unsupported-version')
         if ct[3]&~1 or ct[4] not in (1,2,3,4): raise ValueError('malformed')
         ver,n=uvarint(ct,5)
         if len(ct[5:5+n])!=n or n!=len(struct.pack('B',0)) and ver<(1<<(7*(n-1))): raise ValueError('malformed')
         hdr=ct[:5+n]; rest=ct[5+n:]
         if ct[4]!=cb[0]: raise ValueError('authentication')
-        if ct[2]==1:
+        if ct[2] in (1,3):
             if len(rest)<56: raise ValueError('malformed')
             if ver not in keks: raise ValueError('unknown-key')
             rowbound=ct[3]&1
             if rowbound and not v['row']: raise ValueError('authentication')
-            try: dek=aes_key_unwrap_with_padding(keks[ver],rest[:40])
+            # suite 0x01 wraps the DEK under the KEK itself, suite 0x03 under
+            # K_wrap = HKDF(KEK, "fieldcrypt/v1/kek-wrap" || class || LP(tenant) || uint32be(version))
+            wk=keks[ver] if ct[2]==1 else hkdf(keks[ver],b'fieldcrypt/v1/kek-wrap'+cb+lp(v['tenant'])+struct.pack('>I',ver),32)
+            try: dek=aes_key_unwrap_with_padding(wk,rest[:40])
             except InvalidUnwrap: raise ValueError('authentication')
+            if len(dek)!=32: raise ValueError('authentication')
             aad=b'fieldcrypt/v1/data\x00'+ct[:5]+lp(v['tenant'])+lp(v['table'])+lp(v['column'])+lp(v['row'] if rowbound else '')
             try: pt=AESGCM(dek).decrypt(b'\x00'*12,rest[40:],aad)
             except Exception: raise ValueError('authentication')

@@ -142,7 +142,7 @@ func (a *app) census(ctx context.Context, db *gorm.DB, keys envelope.KeySource, 
 			if tenantScoped {
 				v.Tenant = k.Tenant
 			}
-			cc.Versions = append(cc.Versions, v)
+			cc.Versions = addVersionCount(cc.Versions, v)
 			cc.Encrypted += k.Count
 			key := v
 			key.Count = 0
@@ -179,14 +179,29 @@ func (a *app) census(ctx context.Context, db *gorm.DB, keys envelope.KeySource, 
 	return res, nil
 }
 
+// suiteName names a suite for the census: both randomized suites (0x01,
+// whose data key is wrapped under the KEK itself, and 0x03, under a key
+// derived from it) are "randomized", and count together.
 func suiteName(s envelope.Suite) string {
-	switch s {
-	case envelope.SuiteRandomized:
+	switch {
+	case s.Randomized():
 		return "randomized"
-	case envelope.SuiteDeterministic:
+	case s == envelope.SuiteDeterministic:
 		return "deterministic"
 	}
 	return s.String()
+}
+
+// addVersionCount adds v to vs, merging it into an entry of the same class,
+// tenant, version and suite name.
+func addVersionCount(vs []versionCount, v versionCount) []versionCount {
+	for i := range vs {
+		if w := vs[i]; w.Class == v.Class && w.Tenant == v.Tenant && w.Version == v.Version && w.Suite == v.Suite {
+			vs[i].Count += v.Count
+			return vs
+		}
+	}
+	return append(vs, v)
 }
 
 func sortVersions(v []versionCount) {

@@ -41,7 +41,7 @@ func ParseDSN(raw, base string) (DSN, error) {
 	case "sqlite", "sqlite3":
 		path, query, _ := strings.Cut(rest, "?")
 		if path == "" {
-			return DSN{}, fmt.Errorf("%q: sqlite:// needs a file path", raw)
+			return DSN{}, fmt.Errorf("%q: sqlite:// needs a file path", RedactDSN(raw))
 		}
 		path = resolvePath(base, path)
 		if query == "" {
@@ -106,7 +106,9 @@ func ParseDSN(raw, base string) (DSN, error) {
 func RedactDSN(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.User == nil {
-		if i := strings.Index(raw, "@"); i >= 0 {
+		// Not a URL with a user: mask everything up to the last '@' (a
+		// password may contain '@', and drivers split at the last one).
+		if i := strings.LastIndex(raw, "@"); i >= 0 {
 			if j := strings.Index(raw, "://"); j >= 0 && j < i {
 				return raw[:j+3] + "xxxxx" + raw[i:]
 			}

@@ -55,3 +55,15 @@ func TestConnectErrorHidesPassword(t *testing.T) {
 	assert.NotContains(t, r.all(), "sekrit-pw")
 	assert.Contains(t, r.stderr, "xxxxx")
 }
+
+func TestRedactDSNMasksPasswordsWithAt(t *testing.T) {
+	for _, in := range []string{"u:p@ssw0rd@tcp(h)/db", "postgres://u:p@ssw0rd@h/db", "mysql://u:p@ssw0rd@h:port/db", ":@ssw0rd@"} {
+		t.Run(in, func(t *testing.T) {
+			assert.NotContains(t, RedactDSN(in), "ssw0rd")
+			_, err := ParseDSN(in, "")
+			if err != nil {
+				assert.NotContains(t, err.Error(), "ssw0rd")
+			}
+		})
+	}
+}

@@ -17,9 +17,21 @@
 //	fieldcrypt-local-master-key/v1:<base64 (standard, padded) of 32 random bytes>
 //
 // followed by a newline. Create writes it with mode 0600 and never
-// overwrites an existing file; Open refuses a file that group or others may
-// access (mode & 0o077 != 0) with an error wrapping ErrInsecureKeyFile, and
-// refuses anything that is not exactly that format.
+// overwrites an existing file. Open refuses anything that is not exactly
+// that format, and, with an error wrapping ErrInsecureKeyFile that names
+// the path:
+//
+//   - a file that group or others may access (mode & 0o077 != 0);
+//   - a file not owned by the process's effective user (root may open any):
+//     whoever owns it can chmod it open, or replace its contents;
+//   - a file whose directory group or others may write (mode & 0o022 != 0),
+//     since they could rename it away and put their own key in its place;
+//     unless the directory is sticky (like /tmp) and owned by root or by
+//     the process's user: then others cannot rename or delete a file they
+//     do not own, and a file they planted fails the owner check. When the
+//     path is a symbolic link, the directory of its target is checked too.
+//
+// Create refuses to write a key into a directory Open would refuse.
 //
 // # Wrapped format
 //
@@ -67,8 +79,10 @@ const (
 )
 
 // ErrInsecureKeyFile is returned (wrapped, together with kms.ErrInvalidInput)
-// when a key file may be read or written by group or others.
-var ErrInsecureKeyFile = errors.New("localkms: key file is accessible by group or others")
+// when a key file may be read or written by group or others, is not owned
+// by the process's effective user, or sits in a directory that group or
+// others may write. The error names the path and never contains key bytes.
+var ErrInsecureKeyFile = errors.New("localkms: key file is not private to its owner")
 
 func init() {
 	kms.Register(Scheme, kms.OpenerFunc(func(ctx context.Context, uri string) (kms.MasterKey, error) {
@@ -102,6 +116,9 @@ var _ kms.MasterKey = (*MasterKey)(nil)
 // (errors.Is(err, fs.ErrExist)).
 func Create(path string) (*MasterKey, error) {
 	uri := URI(path)
+	if err := checkDirs(path); err != nil {
+		return nil, &kms.Error{Op: "create", URI: uri, Err: err}
+	}
 	key := make([]byte, KeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, &kms.Error{Op: "create", URI: uri, Err: err}
@@ -154,6 +171,12 @@ func Open(path string) (*MasterKey, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return fail(fmt.Errorf("%w: %w: %s has mode %04o, want 0600 (chmod 600 %s)",
 			kms.ErrInvalidInput, ErrInsecureKeyFile, path, perm, path))
+	}
+	if err := checkOwner(path, fi); err != nil {
+		return fail(err)
+	}
+	if err := checkDirs(path); err != nil {
+		return fail(err)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {

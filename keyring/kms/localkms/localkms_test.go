@@ -29,9 +29,9 @@ func TestConformance(t *testing.T) {
 }
 
 func TestCreateMode0600(t *testing.T) {
-	old := setUmask(0) // a permissive umask must not leak into the file mode
+	path := filepath.Join(t.TempDir(), "k.key") // before the umask: the directory must stay private
+	old := setUmask(0)                          // a permissive umask must not leak into the file mode
 	defer setUmask(old)
-	path := filepath.Join(t.TempDir(), "k.key")
 	_, err := localkms.Create(path)
 	require.NoError(t, err)
 	fi, err := os.Stat(path)
