@@ -350,15 +350,19 @@ func TestCallerCancellation(t *testing.T) {
 	_, err := admin.Init(ctx)
 	require.NoError(t, err)
 	app, keys := e.process(testConfig())
-	keys[uriModerate].unwrapDel = 100 * time.Millisecond
+	gate := make(chan struct{})
+	keys[uriModerate].mu.Lock()
+	keys[uriModerate].gate = gate // the KMS answers only when the test says so
+	keys[uriModerate].mu.Unlock()
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 2)
 	go func() { _, err := app.KEK(cctx, ref(envelope.Moderate, "", 1)); done <- err }()
-	time.Sleep(20 * time.Millisecond)
+	require.Eventually(t, func() bool { return keys[uriModerate].unwraps.Load() >= 1 }, 10*time.Second, time.Millisecond)
 	go func() { _, err := app.KEK(ctx, ref(envelope.Moderate, "", 1)); done <- err }()
-	time.Sleep(20 * time.Millisecond)
 	cancel()
-	err1, err2 := <-done, <-done
+	err1 := <-done // the KMS has not answered: only the cancelled caller can return
+	close(gate)
+	err2 := <-done
 	assert.ErrorIs(t, err1, context.Canceled)
 	assert.NoError(t, err2)
 	assert.Equal(t, 1, keys[uriModerate].unwrapsOf(envelope.Moderate, "", 1))

@@ -33,6 +33,7 @@ type memKey struct {
 	perKEK    map[string]int // unwraps per "class/tenant/version"
 	contexts  []kms.EncryptionContext
 	unwrapDel time.Duration // artificial latency, widens races
+	gate      chan struct{} // when set, unwraps wait for it to close
 }
 
 const (
@@ -93,10 +94,13 @@ func (m *memKey) Unwrap(_ context.Context, wrapped []byte, ec kms.EncryptionCont
 	m.unwraps.Add(1)
 	m.mu.Lock()
 	m.perKEK[ecKey(ec)]++
-	d := m.unwrapDel
+	d, gate := m.unwrapDel, m.gate
 	m.mu.Unlock()
 	if d > 0 {
 		time.Sleep(d)
+	}
+	if gate != nil {
+		<-gate
 	}
 	if err := m.fail("unwrap"); err != nil {
 		return nil, err
