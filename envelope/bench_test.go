@@ -1,25 +1,44 @@
 package envelope_test
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"testing"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
+	daead "github.com/tink-crypto/tink-go/v2/daead/subtle"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	kwp "github.com/tink-crypto/tink-go/v2/kwp/subtle"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/envelope/envelopetest"
+	fastkwp "github.com/fieldcrypt/fieldcrypt/envelope/internal/kwp"
+	"github.com/fieldcrypt/fieldcrypt/envelope/internal/siv"
 )
 
 // The benchmarks of this file give every ratio of docs/performance.md from
-// one run: raw fixed-key AES-GCM, the per-value-key floor, ours, and Tink's
-// KMS envelope AEAD with a local KEK.
+// one run: raw fixed-key AES-GCM, the per-value-key floor, raw fixed-key
+// HMAC-SHA256 and AES-SIV, the wrap constructions alone, ours, and Tink's
+// KMS envelope AEAD with a local KEK. scripts/bench-envelope runs them
+// interleaved and prints the ratios.
 
 func pt64() []byte { return make([]byte, 64) }
+
+// reportCPU reports cpu-ns/op: the CPU time the whole process (garbage
+// collector included) spent per iteration since start. Unlike ns/op it does
+// not count time spent waiting for a core that other processes hold, so on
+// a shared machine its ratios are steadier.
+func reportCPU(b *testing.B, start time.Duration) {
+	if start > 0 && b.N > 0 {
+		b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+	}
+}
 
 func mustGCM(b *testing.B, key []byte) cipher.AEAD {
 	g, err := newGCM(key)
@@ -48,20 +67,24 @@ func BenchmarkRawAESGCM(b *testing.B) {
 	b.Run("Seal/64B", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(64)
+		cpu := cpuTime()
 		for b.Loop() {
 			rand.Read(nonce)
 			out = g.Seal(out[:0], nonce, pt, nil)
 		}
+		reportCPU(b, cpu)
 	})
 	ct := g.Seal(nil, nonce, pt, nil)
 	b.Run("Open/64B", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(64)
+		cpu := cpuTime()
 		for b.Loop() {
 			if _, err := g.Open(out[:0], nonce, ct, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
 	})
 }
 
@@ -75,95 +98,188 @@ func BenchmarkFloor(b *testing.B) {
 	b.Run("Seal/64B", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(64)
+		cpu := cpuTime()
 		for b.Loop() {
 			rand.Read(key)
 			g := mustGCM(b, key)
 			rand.Read(nonce)
 			out = g.Seal(out[:0], nonce, pt, nil)
 		}
+		reportCPU(b, cpu)
 	})
 	rand.Read(key)
 	ct := mustGCM(b, key).Seal(nil, nonce, pt, nil)
 	b.Run("Open/64B", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(64)
+		cpu := cpuTime()
 		for b.Loop() {
 			g := mustGCM(b, key)
 			if _, err := g.Open(out[:0], nonce, ct, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
 	})
 }
 
 var benchBinding = envelope.Binding{Class: envelope.Critical, Table: "patients", Column: "ssn", Row: "4f0c2a8e-2b9d-4c61-9a53-0b6f1d2e7c11"}
 
+// benchSuites are the randomized suites Seal can write: the sub-benchmarks
+// without a suite name use envelope.DefaultSuite.
+var benchSuites = []struct {
+	name  string
+	suite envelope.Suite
+}{{"KWP", envelope.SuiteRandomizedDerivedWrap}, {"SIV", envelope.SuiteRandomizedSIVWrap}}
+
 func BenchmarkSeal(b *testing.B) {
-	e := envelope.New(envelopetest.New())
-	for _, size := range []struct {
-		name string
-		n    int
-	}{{"64B", 64}, {"1KiB", 1024}} {
-		pt := make([]byte, size.n)
-		b.Run(size.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(size.n))
-			for b.Loop() {
-				if _, err := e.Seal(ctx, benchBinding, pt); err != nil {
-					b.Fatal(err)
-				}
+	run := func(b *testing.B, e *envelope.Envelope, n int) {
+		pt := make([]byte, n)
+		b.ReportAllocs()
+		b.SetBytes(int64(n))
+		cpu := cpuTime()
+		for b.Loop() {
+			if _, err := e.Seal(ctx, benchBinding, pt); err != nil {
+				b.Fatal(err)
 			}
-		})
+		}
+		reportCPU(b, cpu)
+	}
+	e := envelope.New(envelopetest.New())
+	b.Run("64B", func(b *testing.B) { run(b, e, 64) })
+	b.Run("1KiB", func(b *testing.B) { run(b, e, 1024) })
+	for _, s := range benchSuites {
+		e := envelope.New(envelopetest.New(), envelope.WithSealSuite(s.suite))
+		b.Run(s.name+"/64B", func(b *testing.B) { run(b, e, 64) })
 	}
 }
 
 func BenchmarkOpen(b *testing.B) {
-	e := envelope.New(envelopetest.New())
-	for _, size := range []struct {
-		name string
-		n    int
-	}{{"64B", 64}, {"1KiB", 1024}} {
-		ct, err := e.Seal(ctx, benchBinding, make([]byte, size.n))
+	run := func(b *testing.B, e *envelope.Envelope, n int) {
+		ct, err := e.Seal(ctx, benchBinding, make([]byte, n))
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(size.name, func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(n))
+		cpu := cpuTime()
+		for b.Loop() {
+			if _, err := e.Open(ctx, benchBinding, ct); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
+	}
+	e := envelope.New(envelopetest.New())
+	b.Run("64B", func(b *testing.B) { run(b, e, 64) })
+	b.Run("1KiB", func(b *testing.B) { run(b, e, 1024) })
+	for _, s := range benchSuites {
+		e := envelope.New(envelopetest.New(), envelope.WithSealSuite(s.suite))
+		b.Run(s.name+"/64B", func(b *testing.B) { run(b, e, 64) })
+	}
+}
+
+// BenchmarkRewrap rewraps a 64-byte value of each suite from KEK v1 to v2
+// (one unwrap, one wrap, a new header); compare with
+// BenchmarkWrapConstruction's Wrap + Unwrap of the same construction.
+func BenchmarkRewrap(b *testing.B) {
+	for _, s := range benchSuites {
+		keys := envelopetest.New()
+		e := envelope.New(keys, envelope.WithSealSuite(s.suite))
+		ct, err := e.Seal(ctx, benchBinding, pt64())
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys.Rotate(benchBinding.Scope())
+		b.Run(s.name, func(b *testing.B) {
 			b.ReportAllocs()
-			b.SetBytes(int64(size.n))
+			cpu := cpuTime()
 			for b.Loop() {
-				if _, err := e.Open(ctx, benchBinding, ct); err != nil {
+				if _, err := e.Rewrap(ctx, benchBinding, ct); err != nil {
 					b.Fatal(err)
 				}
 			}
+			reportCPU(b, cpu)
 		})
 	}
 }
 
-func BenchmarkRewrap(b *testing.B) {
-	keys := envelopetest.New()
-	e := envelope.New(keys)
-	ct, err := e.Seal(ctx, benchBinding, pt64())
-	if err != nil {
-		b.Fatal(err)
-	}
-	keys.Rotate(benchBinding.Scope())
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := e.Rewrap(ctx, benchBinding, ct); err != nil {
-			b.Fatal(err)
+// BenchmarkRawHMAC: HMAC-SHA256 of 64 bytes under one fixed, pre-keyed
+// key, truncated to 16 bytes as the default blind index is; the baseline of
+// BenchmarkBlindIndex.
+func BenchmarkRawHMAC(b *testing.B) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	h := hmac.New(sha256.New, key)
+	v := make([]byte, 64)
+	var sum [sha256.Size]byte
+	b.Run("64B", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(64)
+		cpu := cpuTime()
+		for b.Loop() {
+			h.Reset()
+			h.Write(v)
+			_ = h.Sum(sum[:0])[:envelope.DefaultBlindIndexSize]
 		}
-	}
+		reportCPU(b, cpu)
+	})
 }
 
+// BenchmarkBlindIndex: the default blind index (HMAC-SHA256, 16 bytes) of
+// a 64-byte value, as BenchmarkRawHMAC/64B.
 func BenchmarkBlindIndex(b *testing.B) {
 	e := envelope.New(envelopetest.New())
-	v := []byte("123-45-6789")
+	v := make([]byte, 64)
 	b.ReportAllocs()
+	b.SetBytes(64)
+	cpu := cpuTime()
 	for b.Loop() {
 		if _, err := e.ComputeBlindIndex(ctx, benchBinding, envelope.BlindIndex{}, v); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
+}
+
+// BenchmarkRawAESSIV: tink-go's daead/subtle AES-SIV under one fixed
+// 64-byte key, 64 bytes with 47 bytes of associated data (the size of the
+// envelope's for patients.ssn); the baseline of the deterministic
+// benchmarks.
+func BenchmarkRawAESSIV(b *testing.B) {
+	key := make([]byte, daead.AESSIVKeySize)
+	rand.Read(key)
+	s, err := daead.NewAESSIV(key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pt, ad := pt64(), make([]byte, 47)
+	b.Run("Seal/64B", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(64)
+		cpu := cpuTime()
+		for b.Loop() {
+			if _, err := s.EncryptDeterministically(pt, ad); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
+	})
+	ct, err := s.EncryptDeterministically(pt, ad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Open/64B", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(64)
+		cpu := cpuTime()
+		for b.Loop() {
+			if _, err := s.DecryptDeterministically(ct, ad); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
+	})
 }
 
 func BenchmarkSealDeterministic(b *testing.B) {
@@ -171,11 +287,32 @@ func BenchmarkSealDeterministic(b *testing.B) {
 	pt := pt64()
 	b.ReportAllocs()
 	b.SetBytes(64)
+	cpu := cpuTime()
 	for b.Loop() {
 		if _, err := e.SealDeterministic(ctx, benchBinding, pt); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
+}
+
+func BenchmarkOpenDeterministic(b *testing.B) {
+	e := envelope.New(envelopetest.New())
+	bd := benchBinding
+	bd.Row = ""
+	ct, err := e.SealDeterministic(ctx, bd, pt64())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(64)
+	cpu := cpuTime()
+	for b.Loop() {
+		if _, err := e.Open(ctx, bd, ct); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportCPU(b, cpu)
 }
 
 // BenchmarkTinkEnvelope: the peer a Go user would pick today, tink-go's
@@ -195,11 +332,13 @@ func BenchmarkTinkEnvelope(b *testing.B) {
 	b.Run("Encrypt/64B", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(64)
+		cpu := cpuTime()
 		for b.Loop() {
 			if _, err := env.Encrypt(pt, aad); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
 	})
 	ct, err := env.Encrypt(pt, aad)
 	if err != nil {
@@ -208,11 +347,13 @@ func BenchmarkTinkEnvelope(b *testing.B) {
 	b.Run("Decrypt/64B", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(64)
+		cpu := cpuTime()
 		for b.Loop() {
 			if _, err := env.Decrypt(ct, aad); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
 	})
 }
 
@@ -230,42 +371,107 @@ func BenchmarkWrapConstruction(b *testing.B) {
 		b.Fatal(err)
 	}
 	wrapped, _ := kw.Wrap(dek)
+	// tink-go's KWP, the reference: the baseline of the Rewrap target.
 	b.Run("KWP/Wrap", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := cpuTime()
 		for b.Loop() {
 			if _, err := kw.Wrap(dek); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
 	})
 	b.Run("KWP/Unwrap", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := cpuTime()
 		for b.Loop() {
 			if _, err := kw.Unwrap(wrapped); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
+	})
+	// The envelope's own KWP (internal/kwp, byte-for-byte tink's) and
+	// AES-SIV wrap (internal/siv, suite 0x04), with heap scratch memory as
+	// the envelope gives them.
+	fk, err := fastkwp.New(kekBytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out40, scratch := make([]byte, 40), make([]byte, siv.ScratchSize)
+	var dekBack [32]byte
+	b.Run("KWP-fieldcrypt/Wrap", func(b *testing.B) {
+		b.ReportAllocs()
+		cpu := cpuTime()
+		for b.Loop() {
+			if err := fk.Wrap(out40, dek, scratch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
+	})
+	b.Run("KWP-fieldcrypt/Unwrap", func(b *testing.B) {
+		b.ReportAllocs()
+		cpu := cpuTime()
+		for b.Loop() {
+			if _, err := fk.Unwrap(dekBack[:], wrapped, scratch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
+	})
+	sivKey := make([]byte, 64)
+	rand.Read(sivKey)
+	sw, err := siv.New(sivKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out48 := make([]byte, 48)
+	sw.Seal(out48, dek, nil, scratch)
+	sivWrapped := bytes.Clone(out48)
+	b.Run("SIV/Wrap", func(b *testing.B) {
+		b.ReportAllocs()
+		cpu := cpuTime()
+		for b.Loop() {
+			sw.Seal(out48, dek, nil, scratch)
+		}
+		reportCPU(b, cpu)
+	})
+	b.Run("SIV/Unwrap", func(b *testing.B) {
+		b.ReportAllocs()
+		cpu := cpuTime()
+		for b.Loop() {
+			if err := sw.Open(dekBack[:], sivWrapped, nil, scratch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
 	})
 	g := mustGCM(b, kekBytes)
 	nonce := make([]byte, 12)
 	out := make([]byte, 0, 128)
 	b.Run("GCM-random-nonce/Wrap", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := cpuTime()
 		for b.Loop() {
 			rand.Read(nonce)
 			out = g.Seal(out[:0], nonce, dek, nil)
 		}
+		reportCPU(b, cpu)
 	})
 	gn := make([]byte, 12)
 	rand.Read(gn)
 	gw := g.Seal(nil, gn, dek, nil)
 	b.Run("GCM-random-nonce/Unwrap", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := cpuTime()
 		for b.Loop() {
 			if _, err := g.Open(out[:0], gn, gw, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
 	})
 	x, err := chacha20poly1305.NewX(kekBytes)
 	if err != nil {
@@ -275,18 +481,22 @@ func BenchmarkWrapConstruction(b *testing.B) {
 	xw := x.Seal(nil, xn, dek, nil)
 	b.Run("XChaCha20Poly1305/Wrap", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := cpuTime()
 		for b.Loop() {
 			rand.Read(xn)
 			out = x.Seal(out[:0], xn, dek, nil)
 		}
+		reportCPU(b, cpu)
 	})
 	xn2 := make([]byte, chacha20poly1305.NonceSizeX)
 	b.Run("XChaCha20Poly1305/Unwrap", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := cpuTime()
 		for b.Loop() {
 			if _, err := x.Open(out[:0], xn2, xw, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportCPU(b, cpu)
 	})
 }

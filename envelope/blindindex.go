@@ -113,8 +113,8 @@ func (e *Envelope) BlindIndexCandidates(ctx context.Context, b Binding, bi Blind
 }
 
 func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error) {
-	ref := kek.ref
 	fail := func(err error) ([]byte, error) {
+		ref := kek.ref
 		return nil, &Error{Op: "blind-index", Binding: b, KEK: &ref, Err: err}
 	}
 	bi, err := bi.check()
@@ -125,26 +125,28 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	if name == "" {
 		name = b.Column
 	}
-	var mode string
+	mode := "hmac"
 	if a := bi.Argon2; a != nil {
-		mode = fmt.Sprintf("argon2id;t=%d;m=%d;p=%d", a.Time, a.MemoryKiB, a.Threads)
-	} else {
-		mode = "hmac"
+		mode = a.mode()
 	}
 	if err := kek.acquire(); err != nil {
 		return fail(err)
 	}
 	defer kek.release()
-	d, err := kek.derive(labelBlindIndex, keyInfo(b, name, mode))
+	var infoBuf [smallBuf]byte
+	d, err := kek.derive(appendKeyInfo(infoBuf[:0], labelBlindIndex, b, name, mode))
 	if err != nil {
 		return fail(err)
 	}
 	h := d.getMAC()
 	defer d.putMAC(h)
+	// The HMAC is summed into the result itself (one allocation), and what
+	// lies past Size is cleared: only the index leaves this function.
+	out := make([]byte, 0, sha256.Size)
 	if a := bi.Argon2; a != nil {
 		// The salt is secret and per index: HMAC(key, "argon2id-salt").
 		h.Write([]byte("argon2id-salt"))
-		salt := h.Sum(nil)[:16]
+		salt := h.Sum(out)[:16]
 		h.Reset()
 		stretched := argon2.IDKey(value, salt, a.Time, a.MemoryKiB, a.Threads, 32)
 		h.Write(stretched)
@@ -152,14 +154,20 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	} else {
 		h.Write(value)
 	}
-	var sum [sha256.Size]byte
-	out := append([]byte(nil), h.Sum(sum[:0])[:bi.Size]...)
+	out = h.Sum(out[:0])
+	clear(out[bi.Size:])
 	// A blind index is written next to a value sealed under the same
 	// scope: refuse it, as a seal, if its KEK was destroyed meanwhile.
 	if err := kek.usable(); err != nil {
 		return fail(err)
 	}
-	return out, nil
+	return out[:bi.Size:bi.Size], nil
+}
+
+// mode is the mode string of an Argon2id blind index, which enters its key
+// derivation: "argon2id;t=T;m=M;p=P".
+func (a *Argon2Params) mode() string {
+	return fmt.Sprintf("argon2id;t=%d;m=%d;p=%d", a.Time, a.MemoryKiB, a.Threads)
 }
 
 func (d *derivedKey) getMAC() hash.Hash {

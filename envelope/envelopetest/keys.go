@@ -18,16 +18,20 @@ type Keys struct {
 	keks    map[envelope.KEKRef]*envelope.KEK
 	primary map[envelope.Scope]uint32
 	search  map[envelope.Scope][]uint32
-	calls   int
+	// searchKEKs caches what SearchKEKs returns, as a keyring's cache
+	// would; any change of versions drops it.
+	searchKEKs map[envelope.Scope][]*envelope.KEK
+	calls      int
 }
 
 // New returns a KeySource that creates version 1 of a scope's KEK on first
 // use. Version 1 is also the scope's search key.
 func New() *Keys {
 	return &Keys{
-		keks:    map[envelope.KEKRef]*envelope.KEK{},
-		primary: map[envelope.Scope]uint32{},
-		search:  map[envelope.Scope][]uint32{},
+		keks:       map[envelope.KEKRef]*envelope.KEK{},
+		primary:    map[envelope.Scope]uint32{},
+		search:     map[envelope.Scope][]uint32{},
+		searchKEKs: map[envelope.Scope][]*envelope.KEK{},
 	}
 }
 
@@ -50,6 +54,7 @@ func (k *Keys) RotateSearch(scope envelope.Scope) {
 	defer k.mu.Unlock()
 	k.ensure(scope)
 	k.search[scope] = append([]uint32{k.primary[scope]}, k.search[scope]...)
+	clear(k.searchKEKs)
 }
 
 // Forget removes a version, as if it had been destroyed.
@@ -59,6 +64,7 @@ func (k *Keys) Forget(ref envelope.KEKRef) {
 	if kek, ok := k.keks[ref]; ok {
 		kek.Destroy()
 		delete(k.keks, ref)
+		clear(k.searchKEKs)
 	}
 }
 
@@ -124,11 +130,15 @@ func (k *Keys) SearchKEKs(_ context.Context, scope envelope.Scope) ([]*envelope.
 		return nil, fmt.Errorf("%w: class %s has no keys", envelope.ErrInvalidInput, scope.Class)
 	}
 	k.ensure(scope)
+	if out, ok := k.searchKEKs[scope]; ok {
+		return out, nil
+	}
 	var out []*envelope.KEK
 	for _, v := range k.search[scope] {
 		if kek, ok := k.keks[envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: v}]; ok {
 			out = append(out, kek)
 		}
 	}
+	k.searchKEKs[scope] = out
 	return out, nil
 }
