@@ -56,21 +56,6 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(c)
 }
 
-// heapSink keeps BenchmarkHeapWarmup's allocations from being optimized
-// away.
-var heapSink []byte
-
-// BenchmarkHeapWarmup is first in this file so that it, not the floor,
-// pays for growing a fresh process's heap: scripts/bench-envelope runs all
-// benchmarks in one process per round, and without it the first one that
-// allocates (BenchmarkFloor/Seal) ran up to 10x slower on a loaded VM,
-// where touching fresh pages is costly. Its own figures mean nothing.
-func BenchmarkHeapWarmup(b *testing.B) {
-	for b.Loop() {
-		heapSink = make([]byte, 1280)
-	}
-}
-
 // BenchmarkRawAESGCM: one fixed key, random nonce. The floor of AES-GCM.
 func BenchmarkRawAESGCM(b *testing.B) {
 	key := make([]byte, 32)

@@ -104,8 +104,8 @@ type Option func(*Envelope)
 // SuiteRandomizedDerivedWrap (AES-KWP, NIST SP 800-38F) or
 // SuiteRandomizedSIVWrap (AES-SIV, RFC 5297: about a fifth of KWP's cost
 // per wrap, 8 bytes more per value; see docs/format.md). Every suite is
-// read whatever this option says. Any other suite makes Seal fail with
-// ErrInvalidInput.
+// read whatever this option says. 0 means DefaultSuite; any other suite
+// makes Seal fail with ErrInvalidInput.
 func WithSealSuite(s Suite) Option { return func(e *Envelope) { e.suite = s } }
 
 // New returns an Envelope that takes its keys from keys (usually a
@@ -189,6 +189,9 @@ func (e *Envelope) seal(b Binding, kek *KEK, plaintext []byte) ([]byte, error) {
 		return fail(fmt.Errorf("%w: key source returned KEK %s for scope %s", ErrUnknownKey, kek.ref, b.Scope()))
 	}
 	suite := e.suite
+	if suite == 0 {
+		suite = DefaultSuite
+	}
 	if suite != SuiteRandomizedDerivedWrap && suite != SuiteRandomizedSIVWrap {
 		return fail(fmt.Errorf("%w: Seal does not write suite %s", ErrInvalidInput, suite))
 	}

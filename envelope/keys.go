@@ -199,8 +199,11 @@ func (k *KEK) wrapDEK(s Suite, dst []byte, dek *[dekSize]byte, scratch []byte) e
 // The caller holds a reference to k.
 func (k *KEK) unwrapDEK(s Suite, dek *[dekSize]byte, wrapped, scratch []byte) error {
 	var err error
-	switch s {
-	case SuiteRandomized, SuiteRandomizedDerivedWrap:
+	switch {
+	case !s.Randomized() || len(wrapped) != s.wrappedSize():
+		// parse guarantees the size; refuse rather than index past it.
+		err = ErrMalformed
+	case s == SuiteRandomized || s == SuiteRandomizedDerivedWrap:
 		w := k.wrapKWP
 		if s == SuiteRandomized {
 			w = k.kwp
@@ -211,10 +214,8 @@ func (k *KEK) unwrapDEK(s Suite, dek *[dekSize]byte, wrapped, scratch []byte) er
 		if n, err = w.Unwrap(dek[:], wrapped, scratch); err == nil && n != dekSize {
 			err = kwp.ErrIntegrity
 		}
-	case SuiteRandomizedSIVWrap:
-		err = k.wrapSIV.Open(dek[:], wrapped, nil, scratch)
 	default:
-		err = ErrInvalidInput
+		err = k.wrapSIV.Open(dek[:], wrapped, nil, scratch)
 	}
 	if err != nil {
 		clear(dek[:])
