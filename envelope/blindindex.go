@@ -138,15 +138,13 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	if err != nil {
 		return fail(err)
 	}
-	h := d.getMAC()
-	defer d.putMAC(h)
-	// The HMAC is summed into the result itself (one allocation), and what
-	// lies past Size is cleared: only the index leaves this function.
-	out := make([]byte, 0, sha256.Size)
+	st := d.getMAC()
+	defer d.putMAC(st)
+	h := st.h
 	if a := bi.Argon2; a != nil {
 		// The salt is secret and per index: HMAC(key, "argon2id-salt").
 		h.Write([]byte("argon2id-salt"))
-		salt := h.Sum(out)[:16]
+		salt := h.Sum(st.sum[:0])[:16]
 		h.Reset()
 		stretched := argon2.IDKey(value, salt, a.Time, a.MemoryKiB, a.Threads, 32)
 		h.Write(stretched)
@@ -154,14 +152,17 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	} else {
 		h.Write(value)
 	}
-	out = h.Sum(out[:0])
-	clear(out[bi.Size:])
+	// The sum goes to the pooled state's buffer (a buffer of ours would
+	// escape through the hash.Hash interface, one more allocation); only
+	// the index leaves this function.
+	out := make([]byte, bi.Size)
+	copy(out, h.Sum(st.sum[:0]))
 	// A blind index is written next to a value sealed under the same
 	// scope: refuse it, as a seal, if its KEK was destroyed meanwhile.
 	if err := kek.usable(); err != nil {
 		return fail(err)
 	}
-	return out[:bi.Size:bi.Size], nil
+	return out, nil
 }
 
 // mode is the mode string of an Argon2id blind index, which enters its key
@@ -170,14 +171,22 @@ func (a *Argon2Params) mode() string {
 	return fmt.Sprintf("argon2id;t=%d;m=%d;p=%d", a.Time, a.MemoryKiB, a.Threads)
 }
 
-func (d *derivedKey) getMAC() hash.Hash {
-	if h, ok := d.macs.Get().(hash.Hash); ok {
-		return h
-	}
-	return hmac.New(sha256.New, d.mac)
+// macState is a keyed HMAC and a buffer for its sum, pooled per derived
+// key.
+type macState struct {
+	h   hash.Hash
+	sum [sha256.Size]byte
 }
 
-func (d *derivedKey) putMAC(h hash.Hash) {
-	h.Reset()
-	d.macs.Put(h)
+func (d *derivedKey) getMAC() *macState {
+	if st, ok := d.macs.Get().(*macState); ok {
+		return st
+	}
+	return &macState{h: hmac.New(sha256.New, d.mac)}
+}
+
+func (d *derivedKey) putMAC(st *macState) {
+	st.h.Reset()
+	clear(st.sum[:])
+	d.macs.Put(st)
 }

@@ -123,7 +123,7 @@ type derivedKey struct {
 	siv    *siv.SIV
 	sivKey []byte
 	mac    []byte
-	macs   sync.Pool // of hmac hashes keyed with mac
+	macs   sync.Pool // of *macState keyed with mac
 }
 
 // NewKEK builds a KEK from 32 bytes of key material. The bytes are copied;
