@@ -34,8 +34,10 @@ var ErrOpen = errors.New("siv: ciphertext does not authenticate")
 type SIV struct {
 	mac, ctr cipher.Block
 	// k1, k2 are the CMAC subkeys (SP 800-38B) of the MAC key; d is
-	// dbl(CMAC(0^128)), the S2V state before the associated data.
-	k1, k2, d [aes.BlockSize]byte
+	// dbl(CMAC(0^128)), the S2V state before the associated data, and
+	// dEmpty the state after an empty associated-data component (the key
+	// wrap's case), d XOR CMAC("").
+	k1, k2, d, dEmpty [aes.BlockSize]byte
 }
 
 // New returns an AES-SIV under key: 32, 48 or 64 bytes, whose first half
@@ -60,6 +62,8 @@ func New(key []byte) (*SIV, error) {
 	s.k2 = dbl(s.k1)
 	var zero [aes.BlockSize]byte
 	s.d = dbl(s.cmac(l[:], zero[:], nil))
+	s.dEmpty = s.cmac(l[:], nil, nil)
+	subtle.XORBytes(s.dEmpty[:], s.dEmpty[:], s.d[:])
 	clear(l[:])
 	return s, nil
 }
@@ -71,6 +75,7 @@ func (s *SIV) Clear() {
 	clear(s.k1[:])
 	clear(s.k2[:])
 	clear(s.d[:])
+	clear(s.dEmpty[:])
 }
 
 // dbl multiplies by x in GF(2^128) (RFC 5297 §2.3).
@@ -93,16 +98,11 @@ func (s *SIV) cmac(x, msg, end []byte) [aes.BlockSize]byte {
 	for off := 0; ; off += aes.BlockSize {
 		last := len(msg)-off <= aes.BlockSize
 		stop := min(off+aes.BlockSize, len(msg))
-		if stop <= endAt {
-			subtle.XORBytes(x, x, msg[off:stop])
-		} else {
-			for i := off; i < stop; i++ {
-				v := msg[i]
-				if i >= endAt {
-					v ^= end[i-endAt]
-				}
-				x[i-off] ^= v
-			}
+		subtle.XORBytes(x, x, msg[off:stop])
+		if stop > endAt && len(end) > 0 {
+			// The part of end that falls in this block.
+			from := max(off, endAt)
+			subtle.XORBytes(x[from-off:], x[from-off:stop-off], end[from-endAt:])
 		}
 		if last {
 			if stop-off == aes.BlockSize {
@@ -122,8 +122,11 @@ func (s *SIV) cmac(x, msg, end []byte) [aes.BlockSize]byte {
 
 // s2v is S2V(ad, msg) with one associated-data component (RFC 5297 §2.4).
 func (s *SIV) s2v(x, ad, msg []byte) [aes.BlockSize]byte {
-	d := s.cmac(x, ad, nil)
-	subtle.XORBytes(d[:], d[:], s.d[:])
+	d := s.dEmpty
+	if len(ad) > 0 {
+		d = s.cmac(x, ad, nil)
+		subtle.XORBytes(d[:], d[:], s.d[:])
+	}
 	if len(msg) >= aes.BlockSize {
 		return s.cmac(x, msg, d[:])
 	}
