@@ -37,7 +37,7 @@
 // the KEK itself, so a KEK is only ever HKDF input; values of suite 0x01,
 // written by earlier builds, still open and rewrap. An Envelope built with
 // WithSealSuite(SuiteRandomizedSIVWrap) writes suite 0x04 instead, which
-// wraps the data key with AES-SIV (RFC 5297) rather than AES-KWP: 5 AES
+// wraps the data key with AES-SIV (RFC 5297) rather than AES-KWP: 4 AES
 // block calls per wrap instead of 24, for 8 more bytes per value, and an
 // RFC built from NIST parts rather than a NIST key-wrap mode
 // (docs/format.md weighs the two). Every suite opens whatever Seal writes.

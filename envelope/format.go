@@ -58,7 +58,7 @@ const (
 	// wrapped with AES-SIV (RFC 5297, 512-bit key, one empty associated-data
 	// component) under K_wrap_siv = HKDF-SHA256(KEK, info =
 	// "fieldcrypt/v1/kek-wrap-siv" || class || LP(tenant) ||
-	// uint32be(version), 64 bytes): 5 AES block calls per wrap instead of
+	// uint32be(version), 64 bytes): 4 AES block calls per wrap instead of
 	// KWP's 24, for 8 more bytes (70 bytes of overhead). docs/format.md
 	// weighs it against 0x03.
 	SuiteRandomizedSIVWrap Suite = 0x04
