@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"testing"
-	"time"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
 	daead "github.com/tink-crypto/tink-go/v2/daead/subtle"
@@ -26,16 +25,28 @@ import (
 // one run: raw fixed-key AES-GCM, the per-value-key floor, raw fixed-key
 // HMAC-SHA256 and AES-SIV, the wrap constructions alone, ours, and Tink's
 // KMS envelope AEAD with a local KEK. scripts/bench-envelope runs them
-// interleaved and prints the ratios.
+// interleaved and prints the ratios. Every one runs its operation through
+// measure, so baselines and what is compared with them pay the same loop.
 
 func pt64() []byte { return make([]byte, 64) }
 
-// reportCPU reports cpu-ns/op: the CPU time the whole process (garbage
-// collector included) spent per iteration since start. Unlike ns/op it does
-// not count time spent waiting for a core that other processes hold, so on
-// a shared machine its ratios are steadier.
-func reportCPU(b *testing.B, start time.Duration) {
-	if start > 0 && b.N > 0 {
+// measure runs op b.N times and reports allocations, throughput (for n > 0
+// bytes per operation) and cpu-ns/op: the CPU time the whole process
+// (garbage collector included) spent per operation. Unlike ns/op, cpu-ns/op
+// does not count time spent waiting for a core that other processes hold,
+// so on a shared machine its ratios are steadier.
+func measure(b *testing.B, n int64, op func() error) {
+	b.ReportAllocs()
+	if n > 0 {
+		b.SetBytes(n)
+	}
+	start := cpuTime()
+	for b.Loop() {
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if start > 0 {
 		b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 	}
 }
@@ -65,26 +76,15 @@ func BenchmarkRawAESGCM(b *testing.B) {
 	nonce := make([]byte, 12)
 	out := make([]byte, 0, 128)
 	b.Run("Seal/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
+		measure(b, 64, func() error {
 			rand.Read(nonce)
 			out = g.Seal(out[:0], nonce, pt, nil)
-		}
-		reportCPU(b, cpu)
+			return nil
+		})
 	})
 	ct := g.Seal(nil, nonce, pt, nil)
 	b.Run("Open/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := g.Open(out[:0], nonce, ct, nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 64, func() error { _, err := g.Open(out[:0], nonce, ct, nil); return err })
 	})
 }
 
@@ -96,30 +96,24 @@ func BenchmarkFloor(b *testing.B) {
 	nonce := make([]byte, 12)
 	out := make([]byte, 0, 128)
 	b.Run("Seal/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
+		measure(b, 64, func() error {
 			rand.Read(key)
-			g := mustGCM(b, key)
+			g, err := newGCM(key)
 			rand.Read(nonce)
 			out = g.Seal(out[:0], nonce, pt, nil)
-		}
-		reportCPU(b, cpu)
+			return err
+		})
 	})
 	rand.Read(key)
 	ct := mustGCM(b, key).Seal(nil, nonce, pt, nil)
 	b.Run("Open/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
-			g := mustGCM(b, key)
-			if _, err := g.Open(out[:0], nonce, ct, nil); err != nil {
-				b.Fatal(err)
+		measure(b, 64, func() error {
+			g, err := newGCM(key)
+			if err == nil {
+				_, err = g.Open(out[:0], nonce, ct, nil)
 			}
-		}
-		reportCPU(b, cpu)
+			return err
+		})
 	})
 }
 
@@ -135,15 +129,7 @@ var benchSuites = []struct {
 func BenchmarkSeal(b *testing.B) {
 	run := func(b *testing.B, e *envelope.Envelope, n int) {
 		pt := make([]byte, n)
-		b.ReportAllocs()
-		b.SetBytes(int64(n))
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := e.Seal(ctx, benchBinding, pt); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, int64(n), func() error { _, err := e.Seal(ctx, benchBinding, pt); return err })
 	}
 	e := envelope.New(envelopetest.New())
 	b.Run("64B", func(b *testing.B) { run(b, e, 64) })
@@ -160,15 +146,7 @@ func BenchmarkOpen(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.ReportAllocs()
-		b.SetBytes(int64(n))
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := e.Open(ctx, benchBinding, ct); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, int64(n), func() error { _, err := e.Open(ctx, benchBinding, ct); return err })
 	}
 	e := envelope.New(envelopetest.New())
 	b.Run("64B", func(b *testing.B) { run(b, e, 64) })
@@ -192,14 +170,7 @@ func BenchmarkRewrap(b *testing.B) {
 		}
 		keys.Rotate(benchBinding.Scope())
 		b.Run(s.name, func(b *testing.B) {
-			b.ReportAllocs()
-			cpu := cpuTime()
-			for b.Loop() {
-				if _, err := e.Rewrap(ctx, benchBinding, ct); err != nil {
-					b.Fatal(err)
-				}
-			}
-			reportCPU(b, cpu)
+			measure(b, 0, func() error { _, err := e.Rewrap(ctx, benchBinding, ct); return err })
 		})
 	}
 }
@@ -212,17 +183,14 @@ func BenchmarkRawHMAC(b *testing.B) {
 	rand.Read(key)
 	h := hmac.New(sha256.New, key)
 	v := make([]byte, 64)
-	var sum [sha256.Size]byte
+	sum := make([]byte, 0, sha256.Size)
 	b.Run("64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
+		measure(b, 64, func() error {
 			h.Reset()
 			h.Write(v)
 			_ = h.Sum(sum[:0])[:envelope.DefaultBlindIndexSize]
-		}
-		reportCPU(b, cpu)
+			return nil
+		})
 	})
 }
 
@@ -231,15 +199,10 @@ func BenchmarkRawHMAC(b *testing.B) {
 func BenchmarkBlindIndex(b *testing.B) {
 	e := envelope.New(envelopetest.New())
 	v := make([]byte, 64)
-	b.ReportAllocs()
-	b.SetBytes(64)
-	cpu := cpuTime()
-	for b.Loop() {
-		if _, err := e.ComputeBlindIndex(ctx, benchBinding, envelope.BlindIndex{}, v); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reportCPU(b, cpu)
+	measure(b, 64, func() error {
+		_, err := e.ComputeBlindIndex(ctx, benchBinding, envelope.BlindIndex{}, v)
+		return err
+	})
 }
 
 // BenchmarkRawAESSIV: tink-go's daead/subtle AES-SIV under one fixed
@@ -255,45 +218,21 @@ func BenchmarkRawAESSIV(b *testing.B) {
 	}
 	pt, ad := pt64(), make([]byte, 47)
 	b.Run("Seal/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := s.EncryptDeterministically(pt, ad); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 64, func() error { _, err := s.EncryptDeterministically(pt, ad); return err })
 	})
 	ct, err := s.EncryptDeterministically(pt, ad)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Run("Open/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := s.DecryptDeterministically(ct, ad); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 64, func() error { _, err := s.DecryptDeterministically(ct, ad); return err })
 	})
 }
 
 func BenchmarkSealDeterministic(b *testing.B) {
 	e := envelope.New(envelopetest.New())
 	pt := pt64()
-	b.ReportAllocs()
-	b.SetBytes(64)
-	cpu := cpuTime()
-	for b.Loop() {
-		if _, err := e.SealDeterministic(ctx, benchBinding, pt); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reportCPU(b, cpu)
+	measure(b, 64, func() error { _, err := e.SealDeterministic(ctx, benchBinding, pt); return err })
 }
 
 func BenchmarkOpenDeterministic(b *testing.B) {
@@ -304,15 +243,7 @@ func BenchmarkOpenDeterministic(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.SetBytes(64)
-	cpu := cpuTime()
-	for b.Loop() {
-		if _, err := e.Open(ctx, bd, ct); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reportCPU(b, cpu)
+	measure(b, 64, func() error { _, err := e.Open(ctx, bd, ct); return err })
 }
 
 // BenchmarkTinkEnvelope: the peer a Go user would pick today, tink-go's
@@ -330,37 +261,23 @@ func BenchmarkTinkEnvelope(b *testing.B) {
 	pt := pt64()
 	aad := []byte("patients.ssn")
 	b.Run("Encrypt/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := env.Encrypt(pt, aad); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 64, func() error { _, err := env.Encrypt(pt, aad); return err })
 	})
 	ct, err := env.Encrypt(pt, aad)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Run("Decrypt/64B", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(64)
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := env.Decrypt(ct, aad); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 64, func() error { _, err := env.Decrypt(ct, aad); return err })
 	})
 }
 
 // BenchmarkWrapConstruction measures the wrap step alone for the
-// constructions docs/format.md weighs: AES-256-KWP (ours), AES-256-GCM with
-// a random nonce under the KEK (cheaper, but stops at 2^32 wraps per KEK),
-// and XChaCha20-Poly1305 (192-bit nonce, but 72 bytes per wrapped key).
+// constructions docs/format.md weighs: AES-256-KWP (tink-go's, the
+// reference, and the envelope's own, byte-for-byte the same), AES-SIV
+// (suite 0x04), AES-256-GCM with a random nonce under the KEK (cheaper,
+// but stops at 2^32 wraps per KEK), and XChaCha20-Poly1305 (192-bit nonce,
+// but 72 bytes per wrapped key).
 func BenchmarkWrapConstruction(b *testing.B) {
 	kekBytes := make([]byte, 32)
 	rand.Read(kekBytes)
@@ -371,55 +288,26 @@ func BenchmarkWrapConstruction(b *testing.B) {
 		b.Fatal(err)
 	}
 	wrapped, _ := kw.Wrap(dek)
-	// tink-go's KWP, the reference: the baseline of the Rewrap target.
+	// tink-go's KWP: the baseline of the Rewrap target.
 	b.Run("KWP/Wrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := kw.Wrap(dek); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { _, err := kw.Wrap(dek); return err })
 	})
 	b.Run("KWP/Unwrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := kw.Unwrap(wrapped); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { _, err := kw.Unwrap(wrapped); return err })
 	})
-	// The envelope's own KWP (internal/kwp, byte-for-byte tink's) and
-	// AES-SIV wrap (internal/siv, suite 0x04), with heap scratch memory as
-	// the envelope gives them.
+	// The envelope's KWP and AES-SIV wrap, with heap scratch memory as the
+	// envelope gives them.
 	fk, err := fastkwp.New(kekBytes)
 	if err != nil {
 		b.Fatal(err)
 	}
-	out40, scratch := make([]byte, 40), make([]byte, siv.ScratchSize)
+	out, scratch := make([]byte, 48), make([]byte, siv.ScratchSize)
 	var dekBack [32]byte
 	b.Run("KWP-fieldcrypt/Wrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			if err := fk.Wrap(out40, dek, scratch); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { return fk.Wrap(out, dek, scratch) })
 	})
 	b.Run("KWP-fieldcrypt/Unwrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := fk.Unwrap(dekBack[:], wrapped, scratch); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { _, err := fk.Unwrap(dekBack[:], wrapped, scratch); return err })
 	})
 	sivKey := make([]byte, 64)
 	rand.Read(sivKey)
@@ -427,51 +315,29 @@ func BenchmarkWrapConstruction(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	out48 := make([]byte, 48)
-	sw.Seal(out48, dek, nil, scratch)
-	sivWrapped := bytes.Clone(out48)
+	sw.Seal(out, dek, nil, scratch)
+	sivWrapped := bytes.Clone(out)
 	b.Run("SIV/Wrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			sw.Seal(out48, dek, nil, scratch)
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { sw.Seal(out, dek, nil, scratch); return nil })
 	})
 	b.Run("SIV/Unwrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			if err := sw.Open(dekBack[:], sivWrapped, nil, scratch); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { return sw.Open(dekBack[:], sivWrapped, nil, scratch) })
 	})
 	g := mustGCM(b, kekBytes)
 	nonce := make([]byte, 12)
-	out := make([]byte, 0, 128)
+	buf := make([]byte, 0, 128)
 	b.Run("GCM-random-nonce/Wrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
+		measure(b, 0, func() error {
 			rand.Read(nonce)
-			out = g.Seal(out[:0], nonce, dek, nil)
-		}
-		reportCPU(b, cpu)
+			buf = g.Seal(buf[:0], nonce, dek, nil)
+			return nil
+		})
 	})
 	gn := make([]byte, 12)
 	rand.Read(gn)
 	gw := g.Seal(nil, gn, dek, nil)
 	b.Run("GCM-random-nonce/Unwrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := g.Open(out[:0], gn, gw, nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { _, err := g.Open(buf[:0], gn, gw, nil); return err })
 	})
 	x, err := chacha20poly1305.NewX(kekBytes)
 	if err != nil {
@@ -480,23 +346,14 @@ func BenchmarkWrapConstruction(b *testing.B) {
 	xn := make([]byte, chacha20poly1305.NonceSizeX)
 	xw := x.Seal(nil, xn, dek, nil)
 	b.Run("XChaCha20Poly1305/Wrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
+		measure(b, 0, func() error {
 			rand.Read(xn)
-			out = x.Seal(out[:0], xn, dek, nil)
-		}
-		reportCPU(b, cpu)
+			buf = x.Seal(buf[:0], xn, dek, nil)
+			return nil
+		})
 	})
 	xn2 := make([]byte, chacha20poly1305.NonceSizeX)
 	b.Run("XChaCha20Poly1305/Unwrap", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu := cpuTime()
-		for b.Loop() {
-			if _, err := x.Open(out[:0], xn2, xw, nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-		reportCPU(b, cpu)
+		measure(b, 0, func() error { _, err := x.Open(buf[:0], xn2, xw, nil); return err })
 	})
 }
