@@ -3,8 +3,6 @@ package envelope
 import (
 	"context"
 	"fmt"
-
-	"github.com/fieldcrypt/fieldcrypt/envelope/internal/siv"
 )
 
 // appendKeyInfo appends the HKDF info of a search key to dst:
@@ -121,18 +119,20 @@ func sealDeterministic(kek *KEK, b Binding, plaintext []byte) ([]byte, error) {
 		return fail(err)
 	}
 	h := Header{Version: formatVersion, Suite: SuiteDeterministic, Class: b.Class, KEKVersion: kek.ref.Version}
-	// The output carries, past its end, the scratch memory of AES-SIV
-	// (cleared by it); the caller sees only the ciphertext.
 	n := Overhead(SuiteDeterministic, h.KEKVersion) + len(plaintext)
-	buf := make([]byte, n, n+siv.ScratchSize)
-	hdr := appendHeader(buf[:0], h)
+	out := make([]byte, n)
+	hdr := appendHeader(out[:0], h)
+	w := getWork()
+	defer putWork(w)
+	// Our AES-SIV reads the associated data without an interface call, so
+	// it can stay on the stack.
 	var aadBuf [smallBuf]byte
-	d.siv.Seal(buf[len(hdr):n], plaintext, appendSIVAAD(aadBuf[:0], hdr, b), buf[n:n+siv.ScratchSize])
+	d.siv.Seal(out[len(hdr):], plaintext, appendSIVAAD(aadBuf[:0], hdr, b), w.scratch())
 	// As in seal: a value under a KEK destroyed meanwhile is refused.
 	if err := kek.usable(); err != nil {
 		return fail(err)
 	}
-	return buf[:n:n], nil
+	return out, nil
 }
 
 // openDeterministic opens a deterministic value under kek, which the caller
@@ -144,11 +144,12 @@ func openDeterministic(kek *KEK, b Binding, p parsed) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := len(p.body) - sivSize
-	pt := make([]byte, n, n+siv.ScratchSize)
+	pt := make([]byte, len(p.body)-sivSize)
+	w := getWork()
+	defer putWork(w)
 	var aadBuf [smallBuf]byte
-	if err := d.siv.Open(pt, p.body, appendSIVAAD(aadBuf[:0], p.hdr, b), pt[n:n+siv.ScratchSize]); err != nil {
+	if err := d.siv.Open(pt, p.body, appendSIVAAD(aadBuf[:0], p.hdr, b), w.scratch()); err != nil {
 		return nil, fmt.Errorf("%w: value does not authenticate for this table, column, class and tenant", ErrAuthentication)
 	}
-	return pt[:n:n], nil
+	return pt, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"sync"
 )
 
 // Binding is the context a value is bound to. Its fields enter the
@@ -120,6 +121,25 @@ func New(keys KeySource, opts ...Option) *Envelope {
 
 var zeroNonce [12]byte
 
+// work is per-operation working memory: the scratch block of a key wrap
+// (wrapScratch bytes) and then the associated data. Both reach the block
+// cipher or the AEAD through an interface, where memory on the stack would
+// escape and cost an allocation, and bytes allocated per value are what the
+// garbage collector charges for; pooled, they cost neither. It holds no
+// secret between uses: the wraps clear their scratch, and associated data
+// is public. Associated data longer than the rest of it (long names) is
+// appended to a fresh slice instead.
+type work [256]byte
+
+var workPool = sync.Pool{New: func() any { return new(work) }}
+
+func getWork() *work            { return workPool.Get().(*work) }
+func putWork(w *work)           { workPool.Put(w) }
+func (w *work) scratch() []byte { return w[:wrapScratch] }
+
+// aad returns an empty slice to append associated data to.
+func (w *work) aad() []byte { return w[wrapScratch:wrapScratch] }
+
 // appendLP appends a 4-byte big-endian length and s.
 func appendLP(dst []byte, s string) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(s)))
@@ -201,40 +221,25 @@ func (e *Envelope) seal(b Binding, kek *KEK, plaintext []byte) ([]byte, error) {
 	}
 	defer clear(dek[:])
 	h := Header{Version: formatVersion, Suite: suite, Class: b.Class, KEKVersion: kek.ref.Version, RowBound: b.Row != ""}
-	// One allocation holds the ciphertext and, past its end, the
-	// associated data (which would otherwise escape through the AEAD
-	// interface call); before the associated data is written there, the
-	// same place is the wrap's scratch memory (cleared by the wrap). The
-	// regions never overlap the ciphertext.
-	n := Overhead(suite, h.KEKVersion) + len(plaintext)
-	buf := make([]byte, n, n+max(dataAADLen(b, h.RowBound), wrapScratch))
-	out := appendHeader(buf[:0:n], h)
+	w := getWork()
+	defer putWork(w)
+	out := appendHeader(make([]byte, 0, Overhead(suite, h.KEKVersion)+len(plaintext)), h)
 	hl := len(out)
 	out = out[:hl+suite.wrappedSize()]
-	if err := kek.wrapDEK(suite, out[hl:], &dek, buf[n:n+wrapScratch]); err != nil {
+	if err := kek.wrapDEK(suite, out[hl:], &dek, w.scratch()); err != nil {
 		return fail(fmt.Errorf("%w: wrapping the data key failed", ErrInvalidInput))
 	}
 	gcm, err := newGCM(dek[:])
 	if err != nil {
 		return fail(fmt.Errorf("%w: data key setup failed", ErrInvalidInput))
 	}
-	aad := appendDataAAD(buf[n:n], out, b, h.RowBound)
-	out = gcm.Seal(out, zeroNonce[:], plaintext, aad)
+	out = gcm.Seal(out, zeroNonce[:], plaintext, appendDataAAD(w.aad(), out, b, h.RowBound))
 	// A KEK destroyed while we sealed may be a shredded version: a value
 	// under it would be unreadable for good, so fail instead.
 	if err := kek.usable(); err != nil {
 		return fail(err)
 	}
 	return out, nil
-}
-
-// dataAADLen is the length appendDataAAD produces.
-func dataAADLen(b Binding, rowBound bool) int {
-	n := len(dataAADLabel) + fixedHeaderSize + 4*4 + len(b.Tenant) + len(b.Table) + len(b.Column)
-	if rowBound {
-		n += len(b.Row)
-	}
-	return n
 }
 
 // parsed is a ciphertext split into its parts.
@@ -340,12 +345,10 @@ func (e *Envelope) open(ctx context.Context, b Binding, ciphertext []byte) (_ []
 // caller holds a reference to. It allocates the result and nothing else
 // but the data key's AES-GCM.
 func openRandomized(kek *KEK, b Binding, p parsed) ([]byte, error) {
-	// Plaintext and associated data share one allocation, as in seal; the
-	// associated data's place is the unwrap's scratch memory first.
-	ptLen := len(p.body) - tagSize
-	buf := make([]byte, ptLen, ptLen+max(dataAADLen(b, p.h.RowBound), wrapScratch))
+	w := getWork()
+	defer putWork(w)
 	var dek [dekSize]byte
-	if err := kek.unwrapDEK(p.h.Suite, &dek, p.wrapped, buf[ptLen:ptLen+wrapScratch]); err != nil {
+	if err := kek.unwrapDEK(p.h.Suite, &dek, p.wrapped, w.scratch()); err != nil {
 		return nil, err
 	}
 	defer clear(dek[:])
@@ -353,10 +356,10 @@ func openRandomized(kek *KEK, b Binding, p parsed) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: data key setup failed", ErrMalformed)
 	}
-	aad := appendDataAAD(buf[ptLen:ptLen], p.hdr, b, p.h.RowBound)
-	pt, err := gcm.Open(buf[:0:ptLen], zeroNonce[:], p.body, aad)
+	buf := make([]byte, 0, len(p.body)-tagSize)
+	pt, err := gcm.Open(buf, zeroNonce[:], p.body, appendDataAAD(w.aad(), p.hdr, b, p.h.RowBound))
 	if err != nil {
-		clear(buf)
+		clear(buf[:cap(buf)])
 		return nil, fmt.Errorf("%w: value does not authenticate for this table, column, row, class and tenant", ErrAuthentication)
 	}
 	return pt, nil
@@ -427,18 +430,16 @@ func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]
 	}
 	h := p.h
 	h.KEKVersion = primary.ref.Version
-	// The output carries the scratch memory of the unwrap and the wrap
-	// past its end (cleared by them).
-	n := Overhead(h.Suite, h.KEKVersion) + len(p.body) - tagSize
-	buf := make([]byte, n, n+wrapScratch)
-	scratch := buf[n : n+wrapScratch]
+	w := getWork()
+	defer putWork(w)
+	scratch := w.scratch()
 	var dek [dekSize]byte
 	if err := old.unwrapDEK(p.h.Suite, &dek, p.wrapped, scratch); err != nil {
 		return fail(err)
 	}
 	defer clear(dek[:])
 	ref = primary.ref
-	out := appendHeader(buf[:0:n], h)
+	out := appendHeader(make([]byte, 0, Overhead(h.Suite, h.KEKVersion)+len(p.body)-tagSize), h)
 	hl := len(out)
 	out = out[:hl+len(p.wrapped)]
 	if err := primary.wrapDEK(h.Suite, out[hl:], &dek, scratch); err != nil {
