@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"io/fs"
 	"testing"
 
+	"github.com/c2sp/wycheproof"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	tink "github.com/tink-crypto/tink-go/v2/kwp/subtle"
@@ -193,4 +196,71 @@ func BenchmarkKWP(b *testing.B) {
 			_, _ = ref.Unwrap(wrapped)
 		}
 	})
+}
+
+// TestWycheproof runs every AES-KWP vector of Wycheproof
+// (testvectors_v1/aes_kwp_test.json: 128-, 192- and 256-bit keys, valid
+// wraps and every kind of invalid one) through Wrap and Unwrap, and through
+// tink's KWP where tink takes the key size. Wrapping fewer than 16 bytes is
+// refused, as tink refuses it (MinWrapSize); unwrapping such a key is
+// refused when its wrap is a single block (8 bytes or less), accepted
+// otherwise, again as tink does.
+func TestWycheproof(t *testing.T) {
+	raw, err := fs.ReadFile(wycheproof.TestVectors, "aes_kwp_test.json")
+	require.NoError(t, err)
+	var suite struct {
+		TestGroups []struct {
+			Tests []struct {
+				ID     int      `json:"tcId"`
+				Key    string   `json:"key"`
+				Msg    string   `json:"msg"`
+				CT     string   `json:"ct"`
+				Result string   `json:"result"`
+				Flags  []string `json:"flags"`
+			} `json:"tests"`
+		} `json:"testGroups"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &suite))
+	n := 0
+	for _, g := range suite.TestGroups {
+		for _, tc := range g.Tests {
+			key, msg, ct := unhex(t, tc.Key), unhex(t, tc.Msg), unhex(t, tc.CT)
+			k, err := New(key)
+			require.NoError(t, err, "tcId %d", tc.ID)
+			var ref *tink.KWP
+			if len(key) != 24 {
+				ref, err = tink.NewKWP(key)
+				require.NoError(t, err)
+			}
+			got, err := unwrap(k, ct)
+			if ref != nil {
+				want, refErr := ref.Unwrap(ct)
+				require.Equal(t, refErr == nil, err == nil, "tcId %d: unwrap agrees with tink", tc.ID)
+				require.Equal(t, want, got, "tcId %d", tc.ID)
+			}
+			switch {
+			case tc.Result == "invalid":
+				require.Error(t, err, "tcId %d (invalid) unwraps", tc.ID)
+				continue
+			case tc.Result != "valid":
+				continue // "acceptable": agreeing with tink is the test
+			case len(ct) < WrappedLen(MinWrapSize):
+				// A key of 8 bytes or less is one AES block, not W: refused.
+				require.ErrorIs(t, err, ErrSize, "tcId %d", tc.ID)
+			default:
+				require.NoError(t, err, "tcId %d", tc.ID)
+				require.Equal(t, msg, got, "tcId %d", tc.ID)
+			}
+			w, err := wrap(k, msg)
+			if len(msg) < MinWrapSize {
+				require.ErrorIs(t, err, ErrSize, "tcId %d: wraps %d bytes", tc.ID, len(msg))
+				continue
+			}
+			require.NoError(t, err)
+			require.Equal(t, ct, w, "tcId %d: wrap", tc.ID)
+			n++
+		}
+	}
+	t.Logf("%d valid vectors wrapped and unwrapped", n)
+	require.GreaterOrEqual(t, n, 30)
 }

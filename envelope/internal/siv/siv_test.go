@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"io/fs"
 	"testing"
 
+	"github.com/c2sp/wycheproof"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	tink "github.com/tink-crypto/tink-go/v2/daead/subtle"
@@ -175,4 +178,59 @@ func BenchmarkSIV(b *testing.B) {
 			_, _ = ref.DecryptDeterministically(sealed, ad)
 		}
 	})
+}
+
+// TestWycheproof runs every AES-SIV-CMAC vector of Wycheproof
+// (testvectors_v1/aes_siv_cmac_test.json: 256-, 384- and 512-bit keys, one
+// associated-data component, valid and invalid ciphertexts) through Seal
+// and Open, and the 512-bit ones through tink's AESSIV too.
+func TestWycheproof(t *testing.T) {
+	raw, err := fs.ReadFile(wycheproof.TestVectors, "aes_siv_cmac_test.json")
+	require.NoError(t, err)
+	var suite struct {
+		TestGroups []struct {
+			Tests []struct {
+				ID     int    `json:"tcId"`
+				Key    string `json:"key"`
+				AAD    string `json:"aad"`
+				Msg    string `json:"msg"`
+				CT     string `json:"ct"`
+				Result string `json:"result"`
+			} `json:"tests"`
+		} `json:"testGroups"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &suite))
+	valid, invalid := 0, 0
+	for _, g := range suite.TestGroups {
+		for _, tc := range g.Tests {
+			key, ad, msg, ct := unhex(t, tc.Key), unhex(t, tc.AAD), unhex(t, tc.Msg), unhex(t, tc.CT)
+			s, err := New(key)
+			if err != nil {
+				require.Equal(t, "invalid", tc.Result, "tcId %d: key refused", tc.ID)
+				invalid++
+				continue
+			}
+			got, err := open(s, ct, ad)
+			if len(key) == 64 {
+				ref, refErr := tink.NewAESSIV(key)
+				require.NoError(t, refErr)
+				want, refErr := ref.DecryptDeterministically(ct, ad)
+				require.Equal(t, refErr == nil, err == nil, "tcId %d: open agrees with tink", tc.ID)
+				if err == nil {
+					require.Equal(t, want, got, "tcId %d", tc.ID)
+				}
+			}
+			if tc.Result != "valid" {
+				require.Error(t, err, "tcId %d (%s) opens", tc.ID, tc.Result)
+				invalid++
+				continue
+			}
+			require.NoError(t, err, "tcId %d", tc.ID)
+			require.Equal(t, msg, got, "tcId %d", tc.ID)
+			require.Equal(t, ct, seal(s, msg, ad), "tcId %d: seal", tc.ID)
+			valid++
+		}
+	}
+	t.Logf("%d valid vectors sealed and opened, %d invalid ones refused", valid, invalid)
+	require.GreaterOrEqual(t, valid, 100)
 }
