@@ -3,23 +3,14 @@ package kwp
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"io/fs"
 	"testing"
 
-	"github.com/c2sp/wycheproof"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	tink "github.com/tink-crypto/tink-go/v2/kwp/subtle"
-)
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	require.NoError(t, err)
-	return b
-}
+	"github.com/fieldcrypt/fieldcrypt/envelope/internal/testvec"
+)
 
 // wrap and unwrap are the allocating forms the tests compare with tink.
 func wrap(k *KWP, src []byte) ([]byte, error) {
@@ -42,10 +33,10 @@ func unwrap(k *KWP, src []byte) ([]byte, error) {
 // TestRFC5649 runs the example of RFC 5649 §6 that uses the W function
 // (the other wraps 7 bytes, below MinWrapSize).
 func TestRFC5649(t *testing.T) {
-	k, err := New(unhex(t, "5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8"))
+	k, err := New(testvec.Hex(t, "5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8"))
 	require.NoError(t, err)
-	key := unhex(t, "c37b7e6492584340bed12207808941155068f738")
-	want := unhex(t, "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a")
+	key := testvec.Hex(t, "c37b7e6492584340bed12207808941155068f738")
+	want := testvec.Hex(t, "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a")
 	got, err := wrap(k, key)
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
@@ -206,25 +197,20 @@ func BenchmarkKWP(b *testing.B) {
 // refused when its wrap is a single block (8 bytes or less), accepted
 // otherwise, again as tink does.
 func TestWycheproof(t *testing.T) {
-	raw, err := fs.ReadFile(wycheproof.TestVectors, "aes_kwp_test.json")
-	require.NoError(t, err)
-	var suite struct {
-		TestGroups []struct {
-			Tests []struct {
-				ID     int      `json:"tcId"`
-				Key    string   `json:"key"`
-				Msg    string   `json:"msg"`
-				CT     string   `json:"ct"`
-				Result string   `json:"result"`
-				Flags  []string `json:"flags"`
-			} `json:"tests"`
-		} `json:"testGroups"`
+	var groups []struct {
+		Tests []struct {
+			ID     int    `json:"tcId"`
+			Key    string `json:"key"`
+			Msg    string `json:"msg"`
+			CT     string `json:"ct"`
+			Result string `json:"result"`
+		} `json:"tests"`
 	}
-	require.NoError(t, json.Unmarshal(raw, &suite))
+	testvec.Wycheproof(t, "aes_kwp_test.json", &groups)
 	n := 0
-	for _, g := range suite.TestGroups {
+	for _, g := range groups {
 		for _, tc := range g.Tests {
-			key, msg, ct := unhex(t, tc.Key), unhex(t, tc.Msg), unhex(t, tc.CT)
+			key, msg, ct := testvec.Hex(t, tc.Key), testvec.Hex(t, tc.Msg), testvec.Hex(t, tc.CT)
 			k, err := New(key)
 			require.NoError(t, err, "tcId %d", tc.ID)
 			var ref *tink.KWP

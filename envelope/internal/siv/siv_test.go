@@ -3,23 +3,14 @@ package siv
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"io/fs"
 	"testing"
 
-	"github.com/c2sp/wycheproof"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	tink "github.com/tink-crypto/tink-go/v2/daead/subtle"
-)
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	require.NoError(t, err)
-	return b
-}
+	"github.com/fieldcrypt/fieldcrypt/envelope/internal/testvec"
+)
 
 // seal and open are the allocating forms the tests compare with tink.
 func seal(s *SIV, pt, ad []byte) []byte {
@@ -39,11 +30,11 @@ func open(s *SIV, ct, ad []byte) ([]byte, error) {
 // TestRFC5297 runs the deterministic example of RFC 5297 Appendix A.1
 // (AES-SIV-CMAC-256, one associated-data component).
 func TestRFC5297(t *testing.T) {
-	s, err := New(unhex(t, "fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff"))
+	s, err := New(testvec.Hex(t, "fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff"))
 	require.NoError(t, err)
-	ad := unhex(t, "101112131415161718191a1b1c1d1e1f2021222324252627")
-	pt := unhex(t, "112233445566778899aabbccddee")
-	want := unhex(t, "85632d07c6e8f37f950acd320a2ecc9340c02b9690c4dc04daef7f6afe5c")
+	ad := testvec.Hex(t, "101112131415161718191a1b1c1d1e1f2021222324252627")
+	pt := testvec.Hex(t, "112233445566778899aabbccddee")
+	want := testvec.Hex(t, "85632d07c6e8f37f950acd320a2ecc9340c02b9690c4dc04daef7f6afe5c")
 	assert.Equal(t, want, seal(s, pt, ad))
 	back, err := open(s, want, ad)
 	require.NoError(t, err)
@@ -185,25 +176,21 @@ func BenchmarkSIV(b *testing.B) {
 // associated-data component, valid and invalid ciphertexts) through Seal
 // and Open, and the 512-bit ones through tink's AESSIV too.
 func TestWycheproof(t *testing.T) {
-	raw, err := fs.ReadFile(wycheproof.TestVectors, "aes_siv_cmac_test.json")
-	require.NoError(t, err)
-	var suite struct {
-		TestGroups []struct {
-			Tests []struct {
-				ID     int    `json:"tcId"`
-				Key    string `json:"key"`
-				AAD    string `json:"aad"`
-				Msg    string `json:"msg"`
-				CT     string `json:"ct"`
-				Result string `json:"result"`
-			} `json:"tests"`
-		} `json:"testGroups"`
+	var groups []struct {
+		Tests []struct {
+			ID     int    `json:"tcId"`
+			Key    string `json:"key"`
+			AAD    string `json:"aad"`
+			Msg    string `json:"msg"`
+			CT     string `json:"ct"`
+			Result string `json:"result"`
+		} `json:"tests"`
 	}
-	require.NoError(t, json.Unmarshal(raw, &suite))
+	testvec.Wycheproof(t, "aes_siv_cmac_test.json", &groups)
 	valid, invalid := 0, 0
-	for _, g := range suite.TestGroups {
+	for _, g := range groups {
 		for _, tc := range g.Tests {
-			key, ad, msg, ct := unhex(t, tc.Key), unhex(t, tc.AAD), unhex(t, tc.Msg), unhex(t, tc.CT)
+			key, ad, msg, ct := testvec.Hex(t, tc.Key), testvec.Hex(t, tc.AAD), testvec.Hex(t, tc.Msg), testvec.Hex(t, tc.CT)
 			s, err := New(key)
 			if err != nil {
 				require.Equal(t, "invalid", tc.Result, "tcId %d: key refused", tc.ID)
