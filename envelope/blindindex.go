@@ -113,8 +113,8 @@ func (e *Envelope) BlindIndexCandidates(ctx context.Context, b Binding, bi Blind
 }
 
 func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error) {
-	ref := kek.ref
 	fail := func(err error) ([]byte, error) {
+		ref := kek.ref
 		return nil, &Error{Op: "blind-index", Binding: b, KEK: &ref, Err: err}
 	}
 	bi, err := bi.check()
@@ -125,26 +125,26 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	if name == "" {
 		name = b.Column
 	}
-	var mode string
+	mode := "hmac"
 	if a := bi.Argon2; a != nil {
-		mode = fmt.Sprintf("argon2id;t=%d;m=%d;p=%d", a.Time, a.MemoryKiB, a.Threads)
-	} else {
-		mode = "hmac"
+		mode = a.mode()
 	}
 	if err := kek.acquire(); err != nil {
 		return fail(err)
 	}
 	defer kek.release()
-	d, err := kek.derive(labelBlindIndex, keyInfo(b, name, mode))
+	var infoBuf [smallBuf]byte
+	d, err := kek.derive(appendKeyInfo(infoBuf[:0], labelBlindIndex, b, name, mode))
 	if err != nil {
 		return fail(err)
 	}
-	h := d.getMAC()
-	defer d.putMAC(h)
+	st := d.getMAC()
+	defer d.putMAC(st)
+	h := st.h
 	if a := bi.Argon2; a != nil {
 		// The salt is secret and per index: HMAC(key, "argon2id-salt").
 		h.Write([]byte("argon2id-salt"))
-		salt := h.Sum(nil)[:16]
+		salt := h.Sum(st.sum[:0])[:16]
 		h.Reset()
 		stretched := argon2.IDKey(value, salt, a.Time, a.MemoryKiB, a.Threads, 32)
 		h.Write(stretched)
@@ -152,8 +152,11 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	} else {
 		h.Write(value)
 	}
-	var sum [sha256.Size]byte
-	out := append([]byte(nil), h.Sum(sum[:0])[:bi.Size]...)
+	// The sum goes to the pooled state's buffer (a buffer of ours would
+	// escape through the hash.Hash interface, one more allocation); only
+	// the index leaves this function.
+	out := make([]byte, bi.Size)
+	copy(out, h.Sum(st.sum[:0]))
 	// A blind index is written next to a value sealed under the same
 	// scope: refuse it, as a seal, if its KEK was destroyed meanwhile.
 	if err := kek.usable(); err != nil {
@@ -162,14 +165,28 @@ func blindIndex(kek *KEK, b Binding, bi BlindIndex, value []byte) ([]byte, error
 	return out, nil
 }
 
-func (d *derivedKey) getMAC() hash.Hash {
-	if h, ok := d.macs.Get().(hash.Hash); ok {
-		return h
-	}
-	return hmac.New(sha256.New, d.mac)
+// mode is the mode string of an Argon2id blind index, which enters its key
+// derivation: "argon2id;t=T;m=M;p=P".
+func (a *Argon2Params) mode() string {
+	return fmt.Sprintf("argon2id;t=%d;m=%d;p=%d", a.Time, a.MemoryKiB, a.Threads)
 }
 
-func (d *derivedKey) putMAC(h hash.Hash) {
-	h.Reset()
-	d.macs.Put(h)
+// macState is a keyed HMAC and a buffer for its sum, pooled per derived
+// key.
+type macState struct {
+	h   hash.Hash
+	sum [sha256.Size]byte
+}
+
+func (d *derivedKey) getMAC() *macState {
+	if st, ok := d.macs.Get().(*macState); ok {
+		return st
+	}
+	return &macState{h: hmac.New(sha256.New, d.mac)}
+}
+
+func (d *derivedKey) putMAC(st *macState) {
+	st.h.Reset()
+	clear(st.sum[:])
+	d.macs.Put(st)
 }

@@ -7,4 +7,5 @@ const (
 	labelSIV        = "fieldcrypt/v1/deterministic-aes-siv"
 	labelBlindIndex = "fieldcrypt/v1/blind-index-hmac-sha256"
 	labelKEKWrap    = "fieldcrypt/v1/kek-wrap"
+	labelKEKWrapSIV = "fieldcrypt/v1/kek-wrap-siv"
 )

@@ -5,19 +5,25 @@ import (
 	"fmt"
 )
 
-// sivInfo is the HKDF info of a deterministic key:
-// label || class || LP(tenant) || LP(table) || LP(column).
-func keyInfo(b Binding, extra ...string) []byte {
-	info := make([]byte, 0, 64)
-	info = append(info, byte(b.Class))
-	info = appendLP(info, b.Tenant)
-	info = appendLP(info, b.Table)
-	info = appendLP(info, b.Column)
+// appendKeyInfo appends the HKDF info of a search key to dst:
+// label || class || LP(tenant) || LP(table) || LP(column) || LP(extra)...
+// (docs/format.md, "Key derivations").
+func appendKeyInfo(dst []byte, label string, b Binding, extra ...string) []byte {
+	dst = append(dst, label...)
+	dst = append(dst, byte(b.Class))
+	dst = appendLP(dst, b.Tenant)
+	dst = appendLP(dst, b.Table)
+	dst = appendLP(dst, b.Column)
 	for _, s := range extra {
-		info = appendLP(info, s)
+		dst = appendLP(dst, s)
 	}
-	return info
+	return dst
 }
+
+// smallBuf is the size of the stack buffers that hold key infos and
+// associated data: bindings with short names fit, longer ones spill to
+// the heap (append grows the slice).
+const smallBuf = 256
 
 const sivAADLabel = "fieldcrypt/v1/siv\x00"
 
@@ -97,48 +103,53 @@ func (e *Envelope) searchKEKs(ctx context.Context, op string, b Binding) ([]*KEK
 
 // sealDeterministic seals under kek, holding a reference to it for the
 // duration; it fails with ErrKeyDestroyed if kek is destroyed meanwhile.
+// The result is the only allocation.
 func sealDeterministic(kek *KEK, b Binding, plaintext []byte) ([]byte, error) {
-	ref := kek.ref
 	fail := func(err error) ([]byte, error) {
+		ref := kek.ref
 		return nil, &Error{Op: "seal-deterministic", Binding: b, KEK: &ref, Err: err}
 	}
 	if err := kek.acquire(); err != nil {
 		return fail(err)
 	}
 	defer kek.release()
-	d, err := kek.derive(labelSIV, keyInfo(b))
+	var infoBuf [smallBuf]byte
+	d, err := kek.derive(appendKeyInfo(infoBuf[:0], labelSIV, b))
 	if err != nil {
 		return fail(err)
 	}
-	h := Header{Version: formatVersion, Suite: SuiteDeterministic, Class: b.Class, KEKVersion: ref.Version}
-	hdr := appendHeader(make([]byte, 0, maxHeaderSize), h)
-	var aadBuf [256]byte
-	ct, err := d.siv.EncryptDeterministically(plaintext, appendSIVAAD(aadBuf[:0], hdr, b))
-	if err != nil {
-		return fail(fmt.Errorf("%w: value too large for deterministic encryption", ErrInvalidInput))
-	}
+	h := Header{Version: formatVersion, Suite: SuiteDeterministic, Class: b.Class, KEKVersion: kek.ref.Version}
+	n := Overhead(SuiteDeterministic, h.KEKVersion) + len(plaintext)
+	out := make([]byte, n)
+	hdr := appendHeader(out[:0], h)
+	w := getWork()
+	defer putWork(w)
+	// Our AES-SIV reads the associated data without an interface call, so
+	// it can stay on the stack.
+	var aadBuf [smallBuf]byte
+	d.siv.Seal(out[len(hdr):], plaintext, appendSIVAAD(aadBuf[:0], hdr, b), w.scratch())
 	// As in seal: a value under a KEK destroyed meanwhile is refused.
 	if err := kek.usable(); err != nil {
 		return fail(err)
 	}
-	return append(hdr, ct...), nil
+	return out, nil
 }
 
 // openDeterministic opens a deterministic value under kek, which the caller
 // holds a reference to.
 func openDeterministic(kek *KEK, b Binding, p parsed) ([]byte, error) {
 	b.Row = ""
-	d, err := kek.derive(labelSIV, keyInfo(b))
+	var infoBuf [smallBuf]byte
+	d, err := kek.derive(appendKeyInfo(infoBuf[:0], labelSIV, b))
 	if err != nil {
 		return nil, err
 	}
-	var aadBuf [256]byte
-	pt, err := d.siv.DecryptDeterministically(p.body, appendSIVAAD(aadBuf[:0], p.hdr, b))
-	if err != nil {
+	pt := make([]byte, len(p.body)-sivSize)
+	w := getWork()
+	defer putWork(w)
+	var aadBuf [smallBuf]byte
+	if err := d.siv.Open(pt, p.body, appendSIVAAD(aadBuf[:0], p.hdr, b), w.scratch()); err != nil {
 		return nil, fmt.Errorf("%w: value does not authenticate for this table, column, class and tenant", ErrAuthentication)
-	}
-	if pt == nil {
-		pt = []byte{}
 	}
 	return pt, nil
 }

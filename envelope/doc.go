@@ -26,8 +26,8 @@
 // The associated data binds class, tenant, table, column and row: a value
 // copied to another row or column, or read as another class or tenant,
 // fails authentication. The KEK version is bound by the wrap instead, which
-// is what makes Rewrap possible: key rotation replaces the 40-byte wrapped
-// key and the version in the header, and leaves the data ciphertext as it
+// is what makes Rewrap possible: key rotation replaces the wrapped key
+// and the version in the header, and leaves the data ciphertext as it
 // was, without ever computing the plaintext.
 //
 // The header names its format version, algorithm suite, class and KEK
@@ -35,7 +35,12 @@
 // suite never breaks data written by this one. Seal writes suite 0x03,
 // whose data key is wrapped under a key derived from the KEK rather than
 // the KEK itself, so a KEK is only ever HKDF input; values of suite 0x01,
-// written by earlier builds, still open and rewrap.
+// written by earlier builds, still open and rewrap. An Envelope built with
+// WithSealSuite(SuiteRandomizedSIVWrap) writes suite 0x04 instead, which
+// wraps the data key with AES-SIV (RFC 5297) rather than AES-KWP: 4 AES
+// block calls per wrap instead of 24, for 8 more bytes per value, and an
+// RFC built from NIST parts rather than a NIST key-wrap mode
+// (docs/format.md weighs the two). Every suite opens whatever Seal writes.
 //
 // Every operation holds a reference to the KEKs it uses; KEK.Destroy, which
 // a keyring calls on eviction, close and shredding, never clears key bytes

@@ -22,14 +22,34 @@ func patientSSN(row string) envelope.Binding {
 	return envelope.Binding{Class: envelope.Critical, Table: "patients", Column: "ssn", Row: row}
 }
 
+// sealSuites are the suites Seal can write; the tests of randomized values
+// run for each.
+var sealSuites = []envelope.Suite{envelope.SuiteRandomizedDerivedWrap, envelope.SuiteRandomizedSIVWrap}
+
+// forEachSealSuite runs f for each suite Seal can write, with a KeySource of
+// its own and an Envelope that writes that suite.
+func forEachSealSuite(t *testing.T, f func(t *testing.T, s envelope.Suite, keys *envelopetest.Keys, e *envelope.Envelope)) {
+	for _, s := range sealSuites {
+		t.Run(fmt.Sprintf("suite=0x%02x", uint8(s)), func(t *testing.T) {
+			keys := envelopetest.New()
+			f(t, s, keys, envelope.New(keys, envelope.WithSealSuite(s)))
+		})
+	}
+}
+
 func TestRoundTripSizes(t *testing.T) {
-	e := envelope.New(envelopetest.New())
+	forEachSealSuite(t, func(t *testing.T, s envelope.Suite, _ *envelopetest.Keys, e *envelope.Envelope) {
+		testRoundTripSizes(t, s, e)
+	})
+}
+
+func testRoundTripSizes(t *testing.T, s envelope.Suite, e *envelope.Envelope) {
 	for _, n := range []int{0, 1, 15, 16, 17, 63, 64, 65, 1000, 4096, 65537, 1 << 20} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			pt := bytes.Repeat([]byte{byte(n)}, n)
 			ct, err := e.Seal(ctx, patientSSN("42"), pt)
 			require.NoError(t, err)
-			assert.Equal(t, n+envelope.Overhead(envelope.SuiteRandomized, 1), len(ct))
+			assert.Equal(t, n+envelope.Overhead(s, 1), len(ct))
 			got, err := e.Open(ctx, patientSSN("42"), ct)
 			require.NoError(t, err)
 			assert.Equal(t, pt, got)
@@ -51,38 +71,41 @@ func TestOverheadIsAtMost80Bytes(t *testing.T) {
 }
 
 func TestFreshDataKeyPerValue(t *testing.T) {
-	e := envelope.New(envelopetest.New())
-	a, err := e.Seal(ctx, patientSSN("1"), []byte("same"))
-	require.NoError(t, err)
-	b, err := e.Seal(ctx, patientSSN("1"), []byte("same"))
-	require.NoError(t, err)
-	// Header is 6 bytes; the wrapped DEK follows.
-	assert.NotEqual(t, a[6:46], b[6:46], "wrapped data keys must differ")
-	assert.NotEqual(t, a[46:], b[46:], "data ciphertexts must differ")
+	forEachSealSuite(t, func(t *testing.T, s envelope.Suite, _ *envelopetest.Keys, e *envelope.Envelope) {
+		a, err := e.Seal(ctx, patientSSN("1"), []byte("same"))
+		require.NoError(t, err)
+		b, err := e.Seal(ctx, patientSSN("1"), []byte("same"))
+		require.NoError(t, err)
+		// The header (6 bytes) and the wrapped DEK, then the data.
+		data := envelope.Overhead(s, 1) - 16
+		assert.NotEqual(t, a[6:data], b[6:data], "wrapped data keys must differ")
+		assert.NotEqual(t, a[data:], b[data:], "data ciphertexts must differ")
+	})
 }
 
 func TestEveryBitFlipAndTruncationIsRejected(t *testing.T) {
-	e := envelope.New(envelopetest.New())
-	ct, err := e.Seal(ctx, patientSSN("7"), []byte("123-45-6789"))
-	require.NoError(t, err)
-	for i := range ct {
-		for bit := 0; bit < 8; bit++ {
-			bad := bytes.Clone(ct)
-			bad[i] ^= 1 << bit
-			_, err := e.Open(ctx, patientSSN("7"), bad)
-			require.Error(t, err, "flip byte %d bit %d accepted", i, bit)
-			assert.True(t, errors.Is(err, envelope.ErrAuthentication) || errors.Is(err, envelope.ErrMalformed) ||
-				errors.Is(err, envelope.ErrUnsupportedVersion) || errors.Is(err, envelope.ErrUnknownKey),
-				"flip byte %d bit %d: unexpected error %v", i, bit, err)
+	forEachSealSuite(t, func(t *testing.T, _ envelope.Suite, _ *envelopetest.Keys, e *envelope.Envelope) {
+		ct, err := e.Seal(ctx, patientSSN("7"), []byte("123-45-6789"))
+		require.NoError(t, err)
+		for i := range ct {
+			for bit := 0; bit < 8; bit++ {
+				bad := bytes.Clone(ct)
+				bad[i] ^= 1 << bit
+				_, err := e.Open(ctx, patientSSN("7"), bad)
+				require.Error(t, err, "flip byte %d bit %d accepted", i, bit)
+				assert.True(t, errors.Is(err, envelope.ErrAuthentication) || errors.Is(err, envelope.ErrMalformed) ||
+					errors.Is(err, envelope.ErrUnsupportedVersion) || errors.Is(err, envelope.ErrUnknownKey),
+					"flip byte %d bit %d: unexpected error %v", i, bit, err)
+			}
 		}
-	}
-	for n := 0; n < len(ct); n++ {
-		_, err := e.Open(ctx, patientSSN("7"), ct[:n])
-		require.Error(t, err, "truncation to %d bytes accepted", n)
-	}
-	// Appending bytes fails too.
-	_, err = e.Open(ctx, patientSSN("7"), append(bytes.Clone(ct), 0))
-	require.ErrorIs(t, err, envelope.ErrAuthentication)
+		for n := 0; n < len(ct); n++ {
+			_, err := e.Open(ctx, patientSSN("7"), ct[:n])
+			require.Error(t, err, "truncation to %d bytes accepted", n)
+		}
+		// Appending bytes fails too.
+		_, err = e.Open(ctx, patientSSN("7"), append(bytes.Clone(ct), 0))
+		require.ErrorIs(t, err, envelope.ErrAuthentication)
+	})
 }
 
 func TestSwapsAreRejected(t *testing.T) {
@@ -140,64 +163,65 @@ func TestUnboundRowIsRecorded(t *testing.T) {
 }
 
 func TestRewrapKeepsDataBytesAndMovesKey(t *testing.T) {
-	keys := envelopetest.New()
-	e := envelope.New(keys)
-	b := patientSSN("5")
-	for _, text := range []bool{false, true} {
-		t.Run(fmt.Sprintf("text=%v", text), func(t *testing.T) {
-			ct, err := e.Seal(ctx, b, []byte("value"))
-			require.NoError(t, err)
-			h0, _ := envelope.Inspect(ct)
-			if text {
-				ct = []byte(envelope.EncodeText(ct))
-			}
-			v := keys.Rotate(b.Scope())
-			out, err := e.Rewrap(ctx, b, ct)
-			require.NoError(t, err)
-			h1, err := envelope.Inspect(out)
-			require.NoError(t, err)
-			assert.Equal(t, v, h1.KEKVersion)
-			assert.NotEqual(t, h0.KEKVersion, h1.KEKVersion)
-			assert.Equal(t, text, envelope.IsText(string(out)))
+	forEachSealSuite(t, func(t *testing.T, s envelope.Suite, keys *envelopetest.Keys, e *envelope.Envelope) {
+		b := patientSSN("5")
+		for _, text := range []bool{false, true} {
+			t.Run(fmt.Sprintf("text=%v", text), func(t *testing.T) {
+				ct, err := e.Seal(ctx, b, []byte("value"))
+				require.NoError(t, err)
+				h0, _ := envelope.Inspect(ct)
+				if text {
+					ct = []byte(envelope.EncodeText(ct))
+				}
+				v := keys.Rotate(b.Scope())
+				out, err := e.Rewrap(ctx, b, ct)
+				require.NoError(t, err)
+				h1, err := envelope.Inspect(out)
+				require.NoError(t, err)
+				assert.Equal(t, v, h1.KEKVersion)
+				assert.NotEqual(t, h0.KEKVersion, h1.KEKVersion)
+				assert.Equal(t, s, h1.Suite, "rewrap keeps the suite")
+				assert.Equal(t, text, envelope.IsText(string(out)))
 
-			rawIn, rawOut := ct, out
-			if text {
-				rawIn, _ = envelope.DecodeText(string(ct))
-				rawOut, _ = envelope.DecodeText(string(out))
-			}
-			// 6-byte header (KEK versions below 128), 40-byte wrapped key, then data.
-			const dataStart = 6 + 40
-			assert.Equal(t, rawIn[dataStart:], rawOut[dataStart:], "data ciphertext must be byte-identical")
+				rawIn, rawOut := ct, out
+				if text {
+					rawIn, _ = envelope.DecodeText(string(ct))
+					rawOut, _ = envelope.DecodeText(string(out))
+				}
+				// 6-byte header (KEK versions below 128), the wrapped key, then data.
+				dataStart := envelope.Overhead(s, 1) - 16
+				assert.Equal(t, rawIn[dataStart:], rawOut[dataStart:], "data ciphertext must be byte-identical")
 
-			// Readable under the new KEK only: forget the old version.
-			keys.Forget(envelope.KEKRef{Class: b.Class, Version: h0.KEKVersion})
-			pt, err := e.Open(ctx, b, out)
-			require.NoError(t, err)
-			assert.Equal(t, "value", string(pt))
-			_, err = e.Open(ctx, b, ct)
-			require.ErrorIs(t, err, envelope.ErrUnknownKey)
+				// Readable under the new KEK only: forget the old version.
+				keys.Forget(envelope.KEKRef{Class: b.Class, Version: h0.KEKVersion})
+				pt, err := e.Open(ctx, b, out)
+				require.NoError(t, err)
+				assert.Equal(t, "value", string(pt))
+				_, err = e.Open(ctx, b, ct)
+				require.ErrorIs(t, err, envelope.ErrUnknownKey)
 
-			// Rewrapping what is already under the primary changes nothing.
-			again, err := e.Rewrap(ctx, b, out)
-			require.NoError(t, err)
-			assert.Equal(t, out, again)
-		})
-	}
+				// Rewrapping what is already under the primary changes nothing.
+				again, err := e.Rewrap(ctx, b, out)
+				require.NoError(t, err)
+				assert.Equal(t, out, again)
+			})
+		}
+	})
 }
 
 func TestRewrappedHeaderCannotBePointedBack(t *testing.T) {
-	keys := envelopetest.New()
-	e := envelope.New(keys)
-	b := patientSSN("5")
-	ct, err := e.Seal(ctx, b, []byte("value"))
-	require.NoError(t, err)
-	keys.Rotate(b.Scope())
-	out, err := e.Rewrap(ctx, b, ct)
-	require.NoError(t, err)
-	bad := bytes.Clone(out)
-	bad[5] = 1 // claim the old version
-	_, err = e.Open(ctx, b, bad)
-	require.ErrorIs(t, err, envelope.ErrAuthentication)
+	forEachSealSuite(t, func(t *testing.T, _ envelope.Suite, keys *envelopetest.Keys, e *envelope.Envelope) {
+		b := patientSSN("5")
+		ct, err := e.Seal(ctx, b, []byte("value"))
+		require.NoError(t, err)
+		keys.Rotate(b.Scope())
+		out, err := e.Rewrap(ctx, b, ct)
+		require.NoError(t, err)
+		bad := bytes.Clone(out)
+		bad[5] = 1 // claim the old version
+		_, err = e.Open(ctx, b, bad)
+		require.ErrorIs(t, err, envelope.ErrAuthentication)
+	})
 }
 
 func TestReencryptUsesFreshKey(t *testing.T) {
@@ -314,17 +338,55 @@ func TestKeySourceReturningWrongScopeIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, envelope.ErrUnknownKey)
 }
 
-func TestSealWritesSuite3(t *testing.T) {
+func TestSealWritesTheConfiguredSuite(t *testing.T) {
 	e := envelope.New(envelopetest.New())
 	ct, err := e.Seal(ctx, patientSSN("1"), []byte("v"))
 	require.NoError(t, err)
 	h, err := envelope.Inspect(ct)
 	require.NoError(t, err)
-	assert.Equal(t, envelope.SuiteRandomizedDerivedWrap, h.Suite)
-	assert.True(t, h.Suite.Randomized())
-	assert.True(t, envelope.SuiteRandomized.Randomized())
+	assert.Equal(t, envelope.DefaultSuite, h.Suite)
+	assert.Equal(t, envelope.SuiteRandomizedDerivedWrap, envelope.DefaultSuite)
+	for _, s := range []envelope.Suite{envelope.SuiteRandomized, envelope.SuiteRandomizedDerivedWrap, envelope.SuiteRandomizedSIVWrap} {
+		assert.True(t, s.Randomized(), "%s", s)
+	}
 	assert.False(t, envelope.SuiteDeterministic.Randomized())
 	assert.Equal(t, envelope.Overhead(envelope.SuiteRandomized, 1), envelope.Overhead(envelope.SuiteRandomizedDerivedWrap, 1))
+	assert.Equal(t, 70, envelope.Overhead(envelope.SuiteRandomizedSIVWrap, 1), "8 bytes more: a 48-byte AES-SIV wrap")
+
+	forEachSealSuite(t, func(t *testing.T, s envelope.Suite, keys *envelopetest.Keys, e *envelope.Envelope) {
+		b := patientSSN("1")
+		ct, err := e.Seal(ctx, b, []byte("v"))
+		require.NoError(t, err)
+		h, err := envelope.Inspect(ct)
+		require.NoError(t, err)
+		assert.Equal(t, s, h.Suite)
+		assert.Len(t, ct, 1+envelope.Overhead(s, 1))
+		// Reencrypt writes the configured suite whatever the input's, and
+		// an Envelope of either suite opens both.
+		other := envelope.SuiteRandomizedSIVWrap
+		if s == other {
+			other = envelope.SuiteRandomizedDerivedWrap
+		}
+		eo := envelope.New(keys, envelope.WithSealSuite(other))
+		cto, err := eo.Seal(ctx, b, []byte("w"))
+		require.NoError(t, err)
+		re, err := e.Reencrypt(ctx, b, cto)
+		require.NoError(t, err)
+		h, err = envelope.Inspect(re)
+		require.NoError(t, err)
+		assert.Equal(t, s, h.Suite)
+		for _, c := range [][]byte{ct, cto, re} {
+			_, err := eo.Open(ctx, b, c)
+			require.NoError(t, err)
+			_, err = e.Open(ctx, b, c)
+			require.NoError(t, err)
+		}
+	})
+
+	for _, s := range []envelope.Suite{envelope.SuiteRandomized, envelope.SuiteDeterministic, 0x05} {
+		_, err := envelope.New(envelopetest.New(), envelope.WithSealSuite(s)).Seal(ctx, patientSSN("1"), []byte("v"))
+		require.ErrorIs(t, err, envelope.ErrInvalidInput, "Seal does not write suite %s", s)
+	}
 }
 
 // swapSource serves keys from Keys, except the primary and the named KEK

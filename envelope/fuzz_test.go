@@ -11,6 +11,7 @@ import (
 
 func addSeeds(f *testing.F) {
 	e := envelope.New(envelopetest.New())
+	siv := envelope.New(envelopetest.New(), envelope.WithSealSuite(envelope.SuiteRandomizedSIVWrap))
 	for _, pt := range []string{"", "x", "123-45-6789"} {
 		ct, err := e.Seal(ctx, patientSSN("1"), []byte(pt))
 		if err != nil {
@@ -18,6 +19,11 @@ func addSeeds(f *testing.F) {
 		}
 		f.Add(ct)
 		f.Add([]byte(envelope.EncodeText(ct)))
+		ct, err = siv.Seal(ctx, patientSSN("1"), []byte(pt))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(ct)
 		det, err := e.SealDeterministic(ctx, patientSSN(""), []byte(pt))
 		if err != nil {
 			f.Fatal(err)

@@ -7,11 +7,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 
-	daead "github.com/tink-crypto/tink-go/v2/daead/subtle"
-	"github.com/tink-crypto/tink-go/v2/kwp/subtle"
+	"github.com/fieldcrypt/fieldcrypt/envelope/internal/kwp"
+	"github.com/fieldcrypt/fieldcrypt/envelope/internal/siv"
 )
 
 // KEKSize is the size in bytes of a key-encryption key (AES-256).
@@ -63,6 +65,8 @@ type KeySource interface {
 	// values; any others are older versions still live during an index-key
 	// transition, and equality queries cover all of them. Search keys have a
 	// lifecycle of their own: rotating the primary KEK does not change them.
+	// The envelope neither changes nor keeps the slice, so an
+	// implementation may return the same cached slice to every caller.
 	SearchKEKs(ctx context.Context, scope Scope) ([]*KEK, error)
 }
 
@@ -88,16 +92,24 @@ type KEK struct {
 	// AES-KWP key of suite 0x01 values, which stay readable and rewrappable.
 	key []byte
 	// wrapKey is K_wrap, derived from key (see kekWrapInfo): the AES-KWP
-	// key of suite 0x03 values.
-	wrapKey []byte
-	kwp     *subtle.KWP // under key: suite 0x01
-	wrapKWP *subtle.KWP // under wrapKey: suite 0x03
+	// key of suite 0x03 values. wrapKeySIV is K_wrap_siv, the AES-SIV key
+	// of suite 0x04 values.
+	wrapKey    []byte
+	wrapKeySIV []byte
+	kwp        *kwp.KWP // under key: suite 0x01
+	wrapKWP    *kwp.KWP // under wrapKey: suite 0x03
+	wrapSIV    *siv.SIV // under wrapKeySIV: suite 0x04
 	// state is refs<<2 | wiped<<1 | destroyed: one atomic word, so taking
 	// and dropping a reference costs one atomic add each.
 	state atomic.Int64
 
+	// derived maps the HKDF info of each search key derived so far to the
+	// key. Readers load it without a lock: it is replaced, never changed,
+	// under mu. An operation holds a reference while it uses a derived
+	// key, so wipeBytes (which runs only when none is held) never clears
+	// one in use.
+	derived atomic.Pointer[map[string]*derivedKey]
 	mu      sync.Mutex
-	derived map[string]*derivedKey
 }
 
 // Bits of KEK.state.
@@ -108,10 +120,10 @@ const (
 )
 
 type derivedKey struct {
-	siv    *daead.AESSIV
+	siv    *siv.SIV
 	sivKey []byte
 	mac    []byte
-	macs   sync.Pool // of hmac hashes keyed with mac
+	macs   sync.Pool // of *macState keyed with mac
 }
 
 // NewKEK builds a KEK from 32 bytes of key material. The bytes are copied;
@@ -127,14 +139,19 @@ func NewKEK(ref KEKRef, key []byte) (*KEK, error) {
 		return nil, fmt.Errorf("%w: KEK %s: want %d bytes of key material, got %d", ErrInvalidInput, ref, KEKSize, len(key))
 	}
 	k := &KEK{ref: ref, key: append([]byte(nil), key...)}
-	wrapKey, err := hkdf.Key(sha256.New, k.key, nil, string(kekWrapInfo(ref)), KEKSize)
+	wrapKey, err := hkdf.Key(sha256.New, k.key, nil, string(kekWrapInfo(labelKEKWrap, ref)), KEKSize)
+	if err == nil {
+		k.wrapKey = wrapKey
+		k.wrapKeySIV, err = hkdf.Key(sha256.New, k.key, nil, string(kekWrapInfo(labelKEKWrapSIV, ref)), 2*KEKSize)
+	}
 	if err != nil {
-		clear(k.key)
+		k.wipeBytes()
 		return nil, fmt.Errorf("%w: KEK %s: key derivation failed", ErrInvalidInput, ref)
 	}
-	k.wrapKey = wrapKey
-	if k.kwp, err = subtle.NewKWP(k.key); err == nil {
-		k.wrapKWP, err = subtle.NewKWP(k.wrapKey)
+	if k.kwp, err = kwp.New(k.key); err == nil {
+		if k.wrapKWP, err = kwp.New(k.wrapKey); err == nil {
+			k.wrapSIV, err = siv.New(k.wrapKeySIV)
+		}
 	}
 	if err != nil {
 		k.wipeBytes()
@@ -143,23 +160,68 @@ func NewKEK(ref KEKRef, key []byte) (*KEK, error) {
 	return k, nil
 }
 
-// kekWrapInfo is the HKDF info of K_wrap:
-// label || class byte || LP(tenant) || uint32be(version).
-func kekWrapInfo(ref KEKRef) []byte {
-	info := make([]byte, 0, len(labelKEKWrap)+1+4+len(ref.Tenant)+4)
-	info = append(info, labelKEKWrap...)
+// kekWrapInfo is the HKDF info of K_wrap (label labelKEKWrap) and
+// K_wrap_siv (labelKEKWrapSIV): label || class byte || LP(tenant) ||
+// uint32be(version).
+func kekWrapInfo(label string, ref KEKRef) []byte {
+	info := make([]byte, 0, len(label)+1+4+len(ref.Tenant)+4)
+	info = append(info, label...)
 	info = append(info, byte(ref.Class))
 	info = appendLP(info, ref.Tenant)
 	return binary.BigEndian.AppendUint32(info, ref.Version)
 }
 
-// kwpFor returns the AES-KWP instance that wraps the data keys of the
-// randomized suite s: the raw KEK for suite 0x01, K_wrap otherwise.
-func (k *KEK) kwpFor(s Suite) *subtle.KWP {
-	if s == SuiteRandomized {
-		return k.kwp
+// wrapScratch is the size of the scratch memory wrapDEK and unwrapDEK
+// need (see internal/kwp and internal/siv: it must be heap memory the
+// caller already has, so that the block cipher's interface calls make no
+// allocation).
+const wrapScratch = siv.ScratchSize
+
+// wrapDEK wraps dek for the randomized suite s into dst[:s.wrappedSize()]:
+// AES-KWP under the raw KEK (0x01) or K_wrap (0x03), AES-SIV under
+// K_wrap_siv (0x04). The caller holds a reference to k.
+func (k *KEK) wrapDEK(s Suite, dst []byte, dek *[dekSize]byte, scratch []byte) error {
+	switch s {
+	case SuiteRandomized:
+		return k.kwp.Wrap(dst, dek[:], scratch)
+	case SuiteRandomizedDerivedWrap:
+		return k.wrapKWP.Wrap(dst, dek[:], scratch)
+	case SuiteRandomizedSIVWrap:
+		k.wrapSIV.Seal(dst, dek[:], nil, scratch)
+		return nil
 	}
-	return k.wrapKWP
+	return fmt.Errorf("%w: suite %s has no data key", ErrInvalidInput, s)
+}
+
+// unwrapDEK unwraps the data key of a randomized value of suite s under k
+// into dek. A data key of any size but 32 bytes is an authentication
+// failure: AES-KWP unwraps 25 to 31 bytes from some valid 40-byte wraps.
+// The caller holds a reference to k.
+func (k *KEK) unwrapDEK(s Suite, dek *[dekSize]byte, wrapped, scratch []byte) error {
+	var err error
+	switch {
+	case !s.Randomized() || len(wrapped) != s.wrappedSize():
+		// parse guarantees the size; refuse rather than index past it.
+		err = ErrMalformed
+	case s == SuiteRandomized || s == SuiteRandomizedDerivedWrap:
+		w := k.wrapKWP
+		if s == SuiteRandomized {
+			w = k.kwp
+		}
+		// KWP writes len(wrapped)-8 bytes: exactly a DEK for a 40-byte
+		// wrap, which parse guarantees.
+		var n int
+		if n, err = w.Unwrap(dek[:], wrapped, scratch); err == nil && n != dekSize {
+			err = kwp.ErrIntegrity
+		}
+	default:
+		err = k.wrapSIV.Open(dek[:], wrapped, nil, scratch)
+	}
+	if err != nil {
+		clear(dek[:])
+		return fmt.Errorf("%w: data key does not unwrap under this KEK", ErrAuthentication)
+	}
+	return nil
 }
 
 // Ref returns the reference of this KEK.
@@ -218,11 +280,19 @@ func (k *KEK) wipeBytes() {
 	defer k.mu.Unlock()
 	clear(k.key)
 	clear(k.wrapKey)
-	for _, d := range k.derived {
-		clear(d.mac)
-		clear(d.sivKey)
+	clear(k.wrapKeySIV)
+	if k.wrapSIV != nil {
+		k.wrapSIV.Clear()
 	}
-	k.derived = nil
+	if m := k.derived.Swap(nil); m != nil {
+		for _, d := range *m {
+			clear(d.mac)
+			clear(d.sivKey)
+			if d.siv != nil {
+				d.siv.Clear()
+			}
+		}
+	}
 }
 
 // usable reports whether k may still be used: it fails with ErrKeyDestroyed
@@ -242,39 +312,49 @@ func (k *KEK) destroyedError() error {
 	return fmt.Errorf("%w: KEK %s was destroyed (evicted, closed or shredded)", ErrKeyDestroyed, k.ref)
 }
 
-// derive returns the search key derived from this KEK under label, caching
-// it. info must already encode every field it binds, unambiguously. The
-// caller holds a reference (acquire), so the key cannot be cleared while
-// HKDF reads it.
-func (k *KEK) derive(label string, info []byte) (*derivedKey, error) {
-	cacheKey := label + "\x00" + string(info)
+// derive returns the search key whose HKDF info is info (a label of
+// derive.go, then the fields it binds: appendKeyInfo), deriving and caching
+// it on first use. The caller holds a reference (acquire), so the key cannot
+// be cleared while HKDF reads it. A hit takes no lock and allocates
+// nothing.
+func (k *KEK) derive(info []byte) (*derivedKey, error) {
+	if err := k.usable(); err != nil {
+		return nil, err
+	}
+	if m := k.derived.Load(); m != nil {
+		if d, ok := (*m)[string(info)]; ok {
+			return d, nil
+		}
+	}
+	return k.deriveSlow(string(info))
+}
+
+func (k *KEK) deriveSlow(info string) (*derivedKey, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err := k.usable(); err != nil {
 		return nil, err
 	}
-	if d, ok := k.derived[cacheKey]; ok {
-		return d, nil
-	}
-	if k.derived == nil {
-		k.derived = make(map[string]*derivedKey)
+	old := k.derived.Load()
+	if old != nil {
+		if d, ok := (*old)[info]; ok {
+			return d, nil
+		}
 	}
 	d := &derivedKey{}
-	switch label {
-	case labelSIV:
-		raw, err := hkdf.Key(sha256.New, k.key, nil, label+string(info), 64)
+	switch {
+	case strings.HasPrefix(info, labelSIV):
+		raw, err := hkdf.Key(sha256.New, k.key, nil, info, 64)
 		if err != nil {
 			return nil, fmt.Errorf("%w: KEK %s: key derivation failed", ErrInvalidInput, k.ref)
 		}
-		// tink's AESSIV keeps a reference to raw (its CTR half), so raw
-		// lives as long as the derived key and is zeroed with the KEK.
-		d.siv, err = daead.NewAESSIV(raw)
+		d.siv, err = siv.New(raw)
 		d.sivKey = raw
 		if err != nil {
 			return nil, fmt.Errorf("%w: KEK %s: AES-SIV setup failed", ErrInvalidInput, k.ref)
 		}
-	case labelBlindIndex:
-		raw, err := hkdf.Key(sha256.New, k.key, nil, label+string(info), 32)
+	case strings.HasPrefix(info, labelBlindIndex):
+		raw, err := hkdf.Key(sha256.New, k.key, nil, info, 32)
 		if err != nil {
 			return nil, fmt.Errorf("%w: KEK %s: key derivation failed", ErrInvalidInput, k.ref)
 		}
@@ -282,7 +362,12 @@ func (k *KEK) derive(label string, info []byte) (*derivedKey, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown derivation label", ErrInvalidInput)
 	}
-	k.derived[cacheKey] = d
+	m := map[string]*derivedKey{}
+	if old != nil {
+		m = maps.Clone(*old)
+	}
+	m[info] = d
+	k.derived.Store(&m)
 	return d, nil
 }
 

@@ -45,12 +45,13 @@ func (k *KEK) zeroed() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return !bytes.ContainsFunc(k.key, func(r rune) bool { return r != 0 }) &&
-		!bytes.ContainsFunc(k.wrapKey, func(r rune) bool { return r != 0 }) && k.derived == nil
+		!bytes.ContainsFunc(k.wrapKey, func(r rune) bool { return r != 0 }) &&
+		!bytes.ContainsFunc(k.wrapKeySIV, func(r rune) bool { return r != 0 }) && k.derived.Load() == nil
 }
 
 func TestDestroyWaitsForTheLastReference(t *testing.T) {
 	k := testKEK(t, seqBytes(KEKSize, 1))
-	_, err := k.derive(labelBlindIndex, []byte("info")) // a derived key to clear too
+	_, err := k.derive([]byte(labelBlindIndex + "info")) // a derived key to clear too
 	require.NoError(t, err)
 	require.NoError(t, k.acquire())
 	require.NoError(t, k.acquire())

@@ -1,8 +1,10 @@
 package envelope_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -158,5 +160,49 @@ func TestArgon2MinimumIsOWASPs(t *testing.T) {
 			require.ErrorIs(t, err, envelope.ErrInvalidInput)
 			assert.NotContains(t, err.Error(), "1970-01-01")
 		})
+	}
+}
+
+// TestDerivedKeysConcurrently: many goroutines derive search keys for
+// distinct columns at once (each first use copies the KEK's map of derived
+// keys) and get what a single goroutine gets. Run under -race.
+func TestDerivedKeysConcurrently(t *testing.T) {
+	raw := bytes.Repeat([]byte{0x5a}, envelope.KEKSize)
+	ref := envelope.KEKRef{Class: envelope.Moderate, Version: 1}
+	kA, err := envelope.NewKEK(ref, raw)
+	require.NoError(t, err)
+	kB, err := envelope.NewKEK(ref, raw)
+	require.NoError(t, err)
+	// Two KEKs of the same bytes, each with its own cache: one derives
+	// concurrently, the other serially.
+	concurrent, serial := envelope.New(staticSource{kA}), envelope.New(staticSource{kB})
+	const columns = 40
+	col := func(i int) envelope.Binding {
+		return envelope.Binding{Class: envelope.Moderate, Table: "t", Column: fmt.Sprintf("c%d", i)}
+	}
+	got, gotDet := make([][]byte, columns), make([][]byte, columns)
+	var wg sync.WaitGroup
+	for i := range columns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			got[i], err = concurrent.ComputeBlindIndex(ctx, col(i), envelope.BlindIndex{}, []byte("v"))
+			assert.NoError(t, err)
+			gotDet[i], err = concurrent.SealDeterministic(ctx, col(i), []byte("v"))
+			assert.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	for i := range columns {
+		want, err := serial.ComputeBlindIndex(ctx, col(i), envelope.BlindIndex{}, []byte("v"))
+		require.NoError(t, err)
+		assert.Equal(t, want, got[i])
+		wantDet, err := serial.SealDeterministic(ctx, col(i), []byte("v"))
+		require.NoError(t, err)
+		assert.Equal(t, wantDet, gotDet[i])
+		if i > 0 {
+			assert.NotEqual(t, got[0], got[i], "each column has its own key")
+		}
 	}
 }

@@ -18,16 +18,23 @@ type Keys struct {
 	keks    map[envelope.KEKRef]*envelope.KEK
 	primary map[envelope.Scope]uint32
 	search  map[envelope.Scope][]uint32
-	calls   int
+	// primaryKEKs and searchKEKs cache what PrimaryKEK and SearchKEKs
+	// return, as a keyring's cache would; any change of versions drops
+	// them.
+	primaryKEKs map[envelope.Scope]*envelope.KEK
+	searchKEKs  map[envelope.Scope][]*envelope.KEK
+	calls       int
 }
 
 // New returns a KeySource that creates version 1 of a scope's KEK on first
 // use. Version 1 is also the scope's search key.
 func New() *Keys {
 	return &Keys{
-		keks:    map[envelope.KEKRef]*envelope.KEK{},
-		primary: map[envelope.Scope]uint32{},
-		search:  map[envelope.Scope][]uint32{},
+		keks:        map[envelope.KEKRef]*envelope.KEK{},
+		primary:     map[envelope.Scope]uint32{},
+		search:      map[envelope.Scope][]uint32{},
+		primaryKEKs: map[envelope.Scope]*envelope.KEK{},
+		searchKEKs:  map[envelope.Scope][]*envelope.KEK{},
 	}
 }
 
@@ -40,6 +47,7 @@ func (k *Keys) Rotate(scope envelope.Scope) uint32 {
 	v := k.primary[scope] + 1
 	k.add(envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: v})
 	k.primary[scope] = v
+	clear(k.primaryKEKs)
 	return v
 }
 
@@ -50,6 +58,7 @@ func (k *Keys) RotateSearch(scope envelope.Scope) {
 	defer k.mu.Unlock()
 	k.ensure(scope)
 	k.search[scope] = append([]uint32{k.primary[scope]}, k.search[scope]...)
+	clear(k.searchKEKs)
 }
 
 // Forget removes a version, as if it had been destroyed.
@@ -59,6 +68,8 @@ func (k *Keys) Forget(ref envelope.KEKRef) {
 	if kek, ok := k.keks[ref]; ok {
 		kek.Destroy()
 		delete(k.keks, ref)
+		clear(k.primaryKEKs)
+		clear(k.searchKEKs)
 	}
 }
 
@@ -96,11 +107,18 @@ func (k *Keys) PrimaryKEK(_ context.Context, scope envelope.Scope) (*envelope.KE
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.calls++
+	if kek, ok := k.primaryKEKs[scope]; ok {
+		return kek, nil
+	}
 	if !scope.Class.Encrypted() {
 		return nil, fmt.Errorf("%w: class %s has no keys", envelope.ErrInvalidInput, scope.Class)
 	}
 	k.ensure(scope)
-	return k.keks[envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: k.primary[scope]}], nil
+	kek, ok := k.keks[envelope.KEKRef{Class: scope.Class, Tenant: scope.Tenant, Version: k.primary[scope]}]
+	if ok {
+		k.primaryKEKs[scope] = kek
+	}
+	return kek, nil
 }
 
 // KEK implements envelope.KeySource.
@@ -120,6 +138,9 @@ func (k *Keys) SearchKEKs(_ context.Context, scope envelope.Scope) ([]*envelope.
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.calls++
+	if out, ok := k.searchKEKs[scope]; ok {
+		return out, nil
+	}
 	if !scope.Class.Encrypted() {
 		return nil, fmt.Errorf("%w: class %s has no keys", envelope.ErrInvalidInput, scope.Class)
 	}
@@ -130,5 +151,6 @@ func (k *Keys) SearchKEKs(_ context.Context, scope envelope.Scope) ([]*envelope.
 			out = append(out, kek)
 		}
 	}
+	k.searchKEKs[scope] = out
 	return out, nil
 }
