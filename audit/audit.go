@@ -51,8 +51,12 @@ const (
 	BackupEncrypted   Type = "backup.encrypted"
 	BackupDecrypted   Type = "backup.decrypted"
 	BackupVerified    Type = "backup.verified"
-	DecryptFailed     Type = "decrypt.failed" // authentication failure: possible tampering
-	DecryptAccess     Type = "decrypt.access" // a value was read (optional, sampled)
+	DecryptFailed     Type = "decrypt.failed"  // authentication failure: possible tampering
+	DecryptAccess     Type = "decrypt.access"  // a value was decrypted (recorded as the class's Policy says)
+	DecryptRefused    Type = "decrypt.refused" // a read was refused before anything was decrypted (ErrPurposeRequired)
+	ConsoleShow       Type = "console.show"    // rows were shown at the console (metadata only)
+	AuditReviewed     Type = "audit.reviewed"  // a reviewer marked a range of the log as reviewed
+	AuditRecovered    Type = "audit.recovered" // the chained log dropped a torn last line after a crash
 	ConfigValidated   Type = "config.validated"
 )
 
@@ -66,8 +70,10 @@ const (
 type Event struct {
 	Time         time.Time
 	Type         Type
-	Outcome      string // OK or Error
-	Actor        string // who: a configured principal, else OS user@host
+	Outcome      string    // OK or Error
+	Actor        string    // who: WithActor's name, a configured principal, else OS user@host
+	ActorKind    ActorKind // KindPerson or KindService when stated, else empty
+	Purpose      string    // why: WithPurpose, the console's --reason
 	Class        string
 	Tenant       string
 	KEKVersion   uint32
@@ -77,6 +83,8 @@ type Event struct {
 	Row          string
 	Job          string // re-encryption job or backup export id
 	Error        string // error text (fieldcrypt errors carry no secrets)
+	Note         string // a reviewer's note (audit.reviewed)
+	Filter       string // what a review covered, e.g. "actor=support:jane table=patients"
 	Counts       map[string]int64
 }
 
@@ -95,13 +103,25 @@ func (f SinkFunc) Record(ctx context.Context, e Event) { f(ctx, e) }
 // Discard drops every event.
 var Discard Sink = SinkFunc(func(context.Context, Event) {})
 
-// Multi sends every event to each sink in turn.
-func Multi(sinks ...Sink) Sink {
-	return SinkFunc(func(ctx context.Context, e Event) {
-		for _, s := range sinks {
-			s.Record(ctx, e)
+// Multi sends every event to each sink in turn. Its Err (see SinkErr)
+// reports the first failing sink.
+func Multi(sinks ...Sink) Sink { return multi(sinks) }
+
+type multi []Sink
+
+func (m multi) Record(ctx context.Context, e Event) {
+	for _, s := range m {
+		s.Record(ctx, e)
+	}
+}
+
+func (m multi) Err() error {
+	for _, s := range m {
+		if err := SinkErr(s); err != nil {
+			return err
 		}
-	})
+	}
+	return nil
 }
 
 // slogSink writes events as slog records with message "fieldcrypt.audit".
@@ -113,11 +133,7 @@ type slogSink struct{ l *slog.Logger }
 func NewSlogSink(l *slog.Logger) Sink { return slogSink{l: l} }
 
 func (s slogSink) Record(ctx context.Context, e Event) {
-	e = Fill(e)
-	level := slog.LevelInfo
-	if e.Outcome == Error || e.Type == DecryptFailed || e.Type == KEKDestroyed || e.Type == TenantShredded || e.Type == KeyringUnsealed {
-		level = slog.LevelWarn
-	}
+	e = FillContext(ctx, e)
 	attrs := []slog.Attr{
 		slog.String("event", string(e.Type)),
 		slog.String("outcome", e.Outcome),
@@ -129,6 +145,8 @@ func (s slogSink) Record(ctx context.Context, e Event) {
 			attrs = append(attrs, slog.String(k, v))
 		}
 	}
+	str("actor_kind", string(e.ActorKind))
+	str("purpose", e.Purpose)
 	str("class", e.Class)
 	str("tenant", e.Tenant)
 	if e.KEKVersion != 0 {
@@ -140,6 +158,8 @@ func (s slogSink) Record(ctx context.Context, e Event) {
 	str("row", e.Row)
 	str("job", e.Job)
 	str("error", e.Error)
+	str("note", e.Note)
+	str("filter", e.Filter)
 	if len(e.Counts) > 0 {
 		cs := make([]any, 0, len(e.Counts))
 		for k, v := range e.Counts {
@@ -147,7 +167,18 @@ func (s slogSink) Record(ctx context.Context, e Event) {
 		}
 		attrs = append(attrs, slog.Group("counts", cs...))
 	}
-	s.l.LogAttrs(ctx, level, "fieldcrypt.audit", attrs...)
+	s.l.LogAttrs(ctx, Level(e), "fieldcrypt.audit", attrs...)
+}
+
+// Level is the slog level of an event: Warn for failures, refusals,
+// destructions and the use of an unsealed key store, Info otherwise.
+func Level(e Event) slog.Level {
+	switch {
+	case e.Outcome == Error, e.Type == DecryptFailed, e.Type == DecryptRefused, e.Type == KEKDestroyed,
+		e.Type == TenantShredded, e.Type == KeyringUnsealed, e.Type == AuditRecovered:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 var (
@@ -173,6 +204,10 @@ func DefaultActor() string {
 	return actor
 }
 
+// FillContext sets the actor and purpose from ctx (Attribute), then Time,
+// Outcome and Actor when they are still empty (Fill).
+func FillContext(ctx context.Context, e Event) Event { return Fill(Attribute(ctx, e)) }
+
 // Fill sets Time, Outcome and Actor when they are empty.
 func Fill(e Event) Event {
 	if e.Time.IsZero() {
@@ -188,8 +223,12 @@ func Fill(e Event) Event {
 }
 
 // Sampled passes DecryptAccess events to s with probability rate (0 to 1)
-// and every other event always. Teams that must show who read what use
-// rate 1; others sample, or leave access events off.
+// and every other event always.
+//
+// Deprecated: sampling is a per-class decision: set Policy.Record to
+// RecordSampled for the classes that may be sampled (gormcrypt's
+// WithAccessPolicy), so critical data keeps every access. Sampled drops
+// access events of every class alike.
 func Sampled(s Sink, rate float64) Sink {
 	return SinkFunc(func(ctx context.Context, e Event) {
 		if e.Type == DecryptAccess && (rate <= 0 || (rate < 1 && rand.Float64() >= rate)) {
@@ -207,10 +246,11 @@ type Memory struct {
 }
 
 // Record implements Sink.
-func (m *Memory) Record(_ context.Context, e Event) {
+func (m *Memory) Record(ctx context.Context, e Event) {
+	e = FillContext(ctx, e)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.events = append(m.events, Fill(e))
+	m.events = append(m.events, e)
 }
 
 // Events returns a copy of the recorded events.

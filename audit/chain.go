@@ -1,0 +1,570 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
+)
+
+// ErrLogInUse means another process (or another Chain) writes the log.
+// A log has one writer: give each process a log of its own.
+var ErrLogInUse = errors.New("audit: the log is being written by another process")
+
+// ErrClosed is the Err of a Chain after Close.
+var ErrClosed = errors.New("audit: the log is closed")
+
+// SyncPolicy says when the chained log asks the operating system to put
+// its records on disk (fsync).
+type SyncPolicy int
+
+const (
+	// SyncOnFlush: records are written and synced every FlushInterval, on
+	// rotation and on Close. A crash loses at most the last interval's
+	// records; no checkpoint ever vouches for a record not yet synced.
+	SyncOnFlush SyncPolicy = iota
+	// SyncEachRecord: each Record writes and syncs before it returns.
+	// Nothing recorded is lost, at the cost of an fsync per event.
+	SyncEachRecord
+	// SyncNever writes every FlushInterval and leaves syncing to the
+	// operating system (and to rotation and Close).
+	SyncNever
+)
+
+// ChainOptions configure a chained log.
+type ChainOptions struct {
+	// Path is the file records are appended to (mode 0600). Full files are
+	// renamed to Path.NNNNNNNNNNNNNNNNNNNN (the sequence number of their
+	// first record, so names sort in log order) and a new file chains on.
+	Path string
+	// MasterKey wraps the log key (32 random bytes) when the log is
+	// created, and unwraps it when a process continues the log.
+	MasterKey kms.MasterKey
+	// Checkpoints, if set, receives a checkpoint every CheckpointEvery
+	// records or CheckpointInterval, whichever comes first, and on Close.
+	// Keep it apart from the log files (a database table, another volume).
+	Checkpoints        CheckpointStore
+	CheckpointEvery    uint64        // default 1000
+	CheckpointInterval time.Duration // default 1 minute
+	// FlushInterval is how long records wait in memory (default 200ms).
+	FlushInterval time.Duration
+	Sync          SyncPolicy
+	// MaxFileBytes rotates the file once it would grow beyond (default
+	// 64 MiB).
+	MaxFileBytes int64
+	// OnError is told about failures that do not stop the log (a
+	// checkpoint that could not be saved; the next one retries).
+	OnError func(error)
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+const maxPending = 4 << 20 // bytes waiting in memory before Record flushes itself
+
+// Chain is a Sink writing a hash-chained, keyed log: every record carries
+// an HMAC-SHA256 over itself and the previous record's MAC, under a key
+// the KMS protects. Someone who can edit the files but cannot use the
+// master key cannot change, remove, insert or reorder a record without
+// Verify naming it; checkpoints catch the removal of the newest records.
+//
+// Record never blocks on the disk: records wait in memory and a
+// background flusher writes them every FlushInterval (see SyncPolicy). A
+// Chain that cannot write stops recording and reports it through Err
+// (and SinkErr); callers that must not act unrecorded check it first.
+type Chain struct {
+	opts   ChainOptions
+	logID  string
+	keys   chainKeys
+	wrap   []byte
+	mkURI  string
+	unlock func()
+
+	mu        sync.Mutex
+	h         hash.Hash
+	buf       []byte
+	seq       uint64
+	prev      []byte
+	fileBytes int64 // bytes of the file records now go to, pending included
+	pending   []chunk
+	pendBytes int
+	err       error
+
+	flushMu    sync.Mutex
+	f          *os.File
+	fileSeq    uint64 // header sequence number of f
+	flushedSeq uint64
+	flushedMAC []byte
+	cpSeq      uint64
+	cpAt       time.Time
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// chunk is a run of encoded records for one file.
+type chunk struct {
+	newFile   bool   // starts a new file (its first record is the header)
+	headerSeq uint64 // the file's header sequence number (newFile)
+	data      []byte
+	lastSeq   uint64
+	lastMAC   []byte
+}
+
+// OpenChain opens the chained log at opts.Path: it continues the log
+// there (after verifying the newest file, and the checkpoint if any) or
+// starts a new one. It fails with ErrLogInUse while another process
+// writes the log and with ErrTampered when the newest file is not what
+// the last writer left.
+func OpenChain(ctx context.Context, opts ChainOptions) (*Chain, error) {
+	if opts.Path == "" || opts.MasterKey == nil {
+		return nil, errors.New("audit: a chained log needs a path and a master key")
+	}
+	if opts.CheckpointEvery == 0 {
+		opts.CheckpointEvery = 1000
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = time.Minute
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 200 * time.Millisecond
+	}
+	if opts.MaxFileBytes <= 0 {
+		opts.MaxFileBytes = 64 << 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	unlock, err := lockLog(opts.Path + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	c := &Chain{opts: opts, mkURI: opts.MasterKey.URI(), unlock: unlock, stop: make(chan struct{}), done: make(chan struct{})}
+	recovered, err := c.resume(ctx)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	c.h = newRecordHMAC(c.keys)
+	c.pending = []chunk{{}}
+	go c.flusher()
+	if recovered > 0 {
+		c.Record(ctx, Event{Type: AuditRecovered, Outcome: Error, Job: c.logID,
+			Error: "the log ended in an incomplete line (a crash while writing); it was dropped", Counts: map[string]int64{"bytes_dropped": recovered}})
+	}
+	return c, nil
+}
+
+// LogID returns the log's id (its header field log).
+func (c *Chain) LogID() string { return c.logID }
+
+// rotatedName is the name a full file gets.
+func rotatedName(path string, headerSeq uint64) string {
+	return fmt.Sprintf("%s.%020d", path, headerSeq)
+}
+
+// Files returns the files of the log at path, oldest first: the rotated
+// ones, then path itself when it exists. Verify takes them in any order.
+func Files(path string) ([]string, error) {
+	matches, err := filepath.Glob(globEscape(path) + ".*")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range matches {
+		suffix := strings.TrimPrefix(m, path+".")
+		if len(suffix) == 20 && strings.Trim(suffix, "0123456789") == "" {
+			out = append(out, m)
+		}
+	}
+	sort.Strings(out)
+	if _, err := os.Stat(path); err == nil {
+		out = append(out, path)
+	}
+	return out, nil
+}
+
+func globEscape(s string) string {
+	r := strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`)
+	return r.Replace(s)
+}
+
+// resume continues the log at opts.Path or starts one. It returns how
+// many bytes of a torn last line it dropped.
+func (c *Chain) resume(ctx context.Context) (int64, error) {
+	files, err := Files(c.opts.Path)
+	if err != nil {
+		return 0, err
+	}
+	active := len(files) > 0 && files[len(files)-1] == c.opts.Path
+	if active && !hasNewline(c.opts.Path) {
+		// A crash while a file was being started can leave it with a torn
+		// header and nothing else: it holds no record, so it goes.
+		if err := os.Remove(c.opts.Path); err != nil {
+			return 0, err
+		}
+		files, active = files[:len(files)-1], false
+	}
+	if len(files) == 0 {
+		return 0, c.create(ctx)
+	}
+	newest := files[len(files)-1]
+	h, p, err := readHeader(newest)
+	if err != nil {
+		return 0, err
+	}
+	if p != nil {
+		return 0, &TamperError{Problem: *p}
+	}
+	if h.Event.MasterKeyURI != c.mkURI {
+		return 0, fmt.Errorf("audit: the log at %s is protected by master key %s, not %s: configure that key, or start a new log at another path",
+			c.opts.Path, h.Event.MasterKeyURI, c.mkURI)
+	}
+	keys, err := unwrapLogKey(ctx, c.opts.MasterKey, h.Log, h.WrappedKey)
+	if err != nil {
+		if errors.Is(err, kms.ErrAuthentication) {
+			return 0, &TamperError{Problem: Problem{Log: h.Log, File: newest, Line: 1, Reason: "the wrapped log key does not unwrap for this log"}}
+		}
+		return 0, err
+	}
+	c.logID, c.keys, c.wrap = h.Log, keys, h.WrappedKey
+	w := newWalker(h.Log, keys, nil)
+	w.seq = h.Seq - 1
+	if h.Seq == 1 {
+		w.seq = 0
+	}
+	var cp *Checkpoint
+	if c.opts.Checkpoints != nil {
+		cps, err := c.opts.Checkpoints.Checkpoints(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for i := range cps {
+			if cps[i].Log == h.Log && cps[i].valid(keys) && (cp == nil || cps[i].Seq > cp.Seq) {
+				cp = &cps[i]
+			}
+		}
+		if cp != nil && cp.Seq >= h.Seq {
+			w.cps[cp.Seq] = []*Checkpoint{cp}
+		}
+	}
+	st, p, err := w.file(newest, true)
+	if err != nil {
+		return 0, err
+	}
+	if p != nil {
+		return 0, &TamperError{Problem: *p}
+	}
+	if cp != nil && cp.Seq > w.seq {
+		return 0, &TamperError{truncated: true, Problem: Problem{Log: h.Log, File: newest, Seq: w.seq + 1,
+			Reason: fmt.Sprintf("%s the log ends at record %d, but a checkpoint vouches for record %d", truncatedReason, w.seq, cp.Seq)}}
+	}
+	c.seq, c.prev = w.seq, w.prev
+	c.flushedSeq, c.flushedMAC = w.seq, w.prev
+	if cp != nil {
+		c.cpSeq, c.cpAt = cp.Seq, cp.At
+	}
+	if !active {
+		// The newest file was rotated away before its successor existed.
+		return 0, c.startFile(c.seq+1, c.prev)
+	}
+	if st.torn {
+		if err := os.Truncate(newest, st.tornAt); err != nil {
+			return 0, err
+		}
+	}
+	f, err := os.OpenFile(newest, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return 0, err
+	}
+	c.f, c.fileSeq, c.fileBytes = f, h.Seq, fi.Size()
+	return st.tornSize, nil
+}
+
+// hasNewline reports whether the file at path holds a complete line.
+func hasNewline(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true // let the reader report it
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := f.Read(buf)
+		if bytes.IndexByte(buf[:n], '\n') >= 0 {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// create starts a new log.
+func (c *Chain) create(ctx context.Context) error {
+	id, keys, wrapped, err := newLogKey(ctx, c.opts.MasterKey)
+	if err != nil {
+		return err
+	}
+	c.logID, c.keys, c.wrap = id, keys, wrapped
+	return c.startFile(1, zeroMAC[:])
+}
+
+// startFile writes a file holding only a header (at resume).
+func (c *Chain) startFile(seq uint64, prev []byte) error {
+	c.h = newRecordHMAC(c.keys)
+	hdr := c.headerRecord(seq, prev)
+	data := hdr.appendJSON(nil)
+	f, err := createLogFile(c.opts.Path, data)
+	if err != nil {
+		return err
+	}
+	c.f, c.fileSeq, c.fileBytes = f, seq, int64(len(data))
+	c.seq, c.prev = seq, hdr.MAC
+	c.flushedSeq, c.flushedMAC = seq, hdr.MAC
+	return nil
+}
+
+func createLogFile(path string, data []byte) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit: create log file: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: sync %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// headerRecord builds and MACs a header (c.h must be set; under c.mu or
+// before the flusher starts).
+func (c *Chain) headerRecord(seq uint64, prev []byte) *record {
+	r := &record{Msg: msgHeader, Chain: chainFormat, WrappedKey: c.wrap, Log: c.logID, Seq: seq, Prev: prev,
+		at: c.opts.Now().UTC().Format(timeFormat)}
+	r.Event.MasterKeyURI = c.mkURI
+	r.MAC, c.buf = recordMAC(c.h, r, c.buf)
+	return r
+}
+
+// Record implements Sink: it appends e to the log (after FillContext).
+func (c *Chain) Record(ctx context.Context, e Event) {
+	e = clean(FillContext(ctx, e))
+	r := record{Msg: msgEvent, Level: Level(e).String(), Event: e, Log: c.logID, at: e.Time.UTC().Format(timeFormat)}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	cur := &c.pending[len(c.pending)-1]
+	if c.fileBytes >= c.opts.MaxFileBytes {
+		hdr := c.headerRecord(c.seq+1, c.prev)
+		c.pending = append(c.pending, chunk{newFile: true, headerSeq: hdr.Seq})
+		cur = &c.pending[len(c.pending)-1]
+		cur.data = hdr.appendJSON(cur.data)
+		c.seq, c.prev, c.fileBytes = hdr.Seq, hdr.MAC, int64(len(cur.data))
+		cur.lastSeq, cur.lastMAC = hdr.Seq, hdr.MAC
+	}
+	r.Seq, r.Prev = c.seq+1, c.prev
+	r.MAC, c.buf = recordMAC(c.h, &r, c.buf)
+	n := len(cur.data)
+	cur.data = r.appendJSON(cur.data)
+	cur.lastSeq, cur.lastMAC = r.Seq, r.MAC
+	c.seq, c.prev = r.Seq, r.MAC
+	c.fileBytes += int64(len(cur.data) - n)
+	c.pendBytes += len(cur.data) - n
+	flushNow := c.pendBytes >= maxPending || c.opts.Sync == SyncEachRecord
+	c.mu.Unlock()
+	if flushNow {
+		_ = c.Flush()
+	}
+}
+
+// Err returns the failure that stopped the log, nil while it records.
+func (c *Chain) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *Chain) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+}
+
+// Flush writes the records waiting in memory (and syncs them unless the
+// policy is SyncNever).
+func (c *Chain) Flush() error {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *Chain) flushLocked() error {
+	c.mu.Lock()
+	chunks := c.pending
+	c.pending, c.pendBytes = []chunk{{}}, 0
+	stopped := c.err
+	c.mu.Unlock()
+	if c.f == nil {
+		return stopped
+	}
+	wrote := false
+	for _, ch := range chunks {
+		if ch.newFile {
+			if err := c.rotate(ch); err != nil {
+				c.fail(err)
+				return err
+			}
+		} else if len(ch.data) > 0 {
+			if _, err := c.f.Write(ch.data); err != nil {
+				err = fmt.Errorf("audit: write %s: %w", c.opts.Path, err)
+				c.fail(err)
+				return err
+			}
+		}
+		if ch.lastMAC != nil {
+			c.flushedSeq, c.flushedMAC, wrote = ch.lastSeq, ch.lastMAC, true
+		}
+	}
+	if wrote && c.opts.Sync != SyncNever {
+		if err := c.f.Sync(); err != nil {
+			err = fmt.Errorf("audit: sync %s: %w", c.opts.Path, err)
+			c.fail(err)
+			return err
+		}
+	}
+	return stopped
+}
+
+// rotate closes the current file under its rotated name and starts the
+// next with ch (its header first).
+func (c *Chain) rotate(ch chunk) error {
+	if err := c.f.Sync(); err != nil {
+		return fmt.Errorf("audit: sync %s: %w", c.opts.Path, err)
+	}
+	if err := c.f.Close(); err != nil {
+		return err
+	}
+	c.f = nil
+	if err := os.Rename(c.opts.Path, rotatedName(c.opts.Path, c.fileSeq)); err != nil {
+		return fmt.Errorf("audit: rotate %s: %w", c.opts.Path, err)
+	}
+	f, err := createLogFile(c.opts.Path, ch.data)
+	if err != nil {
+		return err
+	}
+	c.f, c.fileSeq = f, ch.headerSeq
+	return nil
+}
+
+// flusher writes pending records every FlushInterval and saves
+// checkpoints when due.
+func (c *Chain) flusher() {
+	defer close(c.done)
+	t := time.NewTicker(c.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			if c.Flush() == nil {
+				c.checkpoint(false)
+			}
+		}
+	}
+}
+
+// checkpoint saves a checkpoint of the last synced record when one is due
+// (or, with force, whenever there is anything new).
+func (c *Chain) checkpoint(force bool) error {
+	if c.opts.Checkpoints == nil {
+		return nil
+	}
+	c.flushMu.Lock()
+	seq, mac := c.flushedSeq, c.flushedMAC
+	due := seq > c.cpSeq && (force || seq-c.cpSeq >= c.opts.CheckpointEvery || c.opts.Now().Sub(c.cpAt) >= c.opts.CheckpointInterval)
+	c.flushMu.Unlock()
+	if !due || c.opts.Sync == SyncNever && !force {
+		return nil
+	}
+	cp := Checkpoint{Log: c.logID, Seq: seq, MAC: mac, At: c.opts.Now().UTC().Truncate(time.Second)}
+	cp.sign(c.keys)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.opts.Checkpoints.SaveCheckpoint(ctx, cp); err != nil {
+		if c.opts.OnError != nil {
+			c.opts.OnError(err)
+		}
+		return err
+	}
+	c.flushMu.Lock()
+	if seq > c.cpSeq {
+		c.cpSeq, c.cpAt = seq, cp.At
+	}
+	c.flushMu.Unlock()
+	return nil
+}
+
+// Close writes and syncs every record, saves a last checkpoint, closes
+// the file and lets another process continue the log. Records after
+// Close are dropped (Err returns ErrClosed).
+func (c *Chain) Close() error {
+	var err error
+	c.once.Do(func() {
+		close(c.stop)
+		<-c.done
+		c.flushMu.Lock()
+		ferr := c.flushLocked()
+		if ferr == nil && c.f != nil && c.opts.Sync == SyncNever {
+			ferr = c.f.Sync()
+		}
+		c.flushMu.Unlock()
+		var cerr error
+		if ferr == nil {
+			cerr = c.checkpoint(true)
+		}
+		c.fail(ErrClosed)
+		c.flushMu.Lock()
+		if c.f != nil {
+			if e := c.f.Close(); ferr == nil {
+				ferr = e
+			}
+			c.f = nil
+		}
+		c.flushMu.Unlock()
+		c.unlock()
+		err = errors.Join(ferr, cerr)
+	})
+	return err
+}
+
+// Seq returns the sequence number of the last record (for tests and
+// tools).
+func (c *Chain) Seq() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seq
+}
