@@ -22,6 +22,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -113,6 +114,14 @@ func (m multi) Record(ctx context.Context, e Event) {
 	for _, s := range m {
 		s.Record(ctx, e)
 	}
+}
+
+func (m multi) Flush() error {
+	var errs []error
+	for _, s := range m {
+		errs = append(errs, FlushSink(s))
+	}
+	return errors.Join(errs...)
 }
 
 func (m multi) Err() error {

@@ -68,7 +68,10 @@ type ChainOptions struct {
 	Now func() time.Time
 }
 
-const maxPending = 4 << 20 // bytes waiting in memory before Record flushes itself
+const (
+	maxPending = 4 << 20   // bytes waiting in memory before Record flushes itself
+	chunkMax   = 256 << 10 // bytes per buffer; a full one wakes the flusher
+)
 
 // Chain is a Sink writing a hash-chained, keyed log: every record carries
 // an HMAC-SHA256 over itself and the previous record's MAC, under a key
@@ -91,6 +94,9 @@ type Chain struct {
 	mu        sync.Mutex
 	h         hash.Hash
 	buf       []byte
+	mac       [macSize]byte // scratch for the MAC being computed
+	prevArr   [macSize]byte
+	spares    [][]byte // flushed chunks' buffers, reused
 	seq       uint64
 	prev      []byte
 	fileBytes int64 // bytes of the file records now go to, pending included
@@ -108,6 +114,7 @@ type Chain struct {
 
 	stop chan struct{}
 	done chan struct{}
+	kick chan struct{} // wakes the flusher before its tick
 	once sync.Once
 }
 
@@ -117,7 +124,8 @@ type chunk struct {
 	headerSeq uint64 // the file's header sequence number (newFile)
 	data      []byte
 	lastSeq   uint64
-	lastMAC   []byte
+	lastMAC   [macSize]byte
+	hasLast   bool
 }
 
 // OpenChain opens the chained log at opts.Path: it continues the log
@@ -148,7 +156,7 @@ func OpenChain(ctx context.Context, opts ChainOptions) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Chain{opts: opts, mkURI: opts.MasterKey.URI(), unlock: unlock, stop: make(chan struct{}), done: make(chan struct{})}
+	c := &Chain{opts: opts, mkURI: opts.MasterKey.URI(), unlock: unlock, stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	recovered, err := c.resume(ctx)
 	if err != nil {
 		unlock()
@@ -361,7 +369,7 @@ func (c *Chain) headerRecord(seq uint64, prev []byte) *record {
 	r := &record{Msg: msgHeader, Chain: chainFormat, WrappedKey: c.wrap, Log: c.logID, Seq: seq, Prev: prev,
 		at: c.opts.Now().UTC().Format(timeFormat)}
 	r.Event.MasterKeyURI = c.mkURI
-	r.MAC, c.buf = recordMAC(c.h, r, c.buf)
+	r.MAC, c.buf = recordMAC(c.h, r, c.buf, nil)
 	return r
 }
 
@@ -375,27 +383,57 @@ func (c *Chain) Record(ctx context.Context, e Event) {
 		return
 	}
 	cur := &c.pending[len(c.pending)-1]
+	if len(cur.data) >= chunkMax {
+		c.pending = append(c.pending, chunk{data: c.spare()})
+		cur = &c.pending[len(c.pending)-1]
+	}
 	if c.fileBytes >= c.opts.MaxFileBytes {
 		hdr := c.headerRecord(c.seq+1, c.prev)
 		c.pending = append(c.pending, chunk{newFile: true, headerSeq: hdr.Seq})
 		cur = &c.pending[len(c.pending)-1]
 		cur.data = hdr.appendJSON(cur.data)
-		c.seq, c.prev, c.fileBytes = hdr.Seq, hdr.MAC, int64(len(cur.data))
-		cur.lastSeq, cur.lastMAC = hdr.Seq, hdr.MAC
+		c.fileBytes = int64(len(cur.data))
+		c.link(cur, hdr.Seq, hdr.MAC)
 	}
 	r.Seq, r.Prev = c.seq+1, c.prev
-	r.MAC, c.buf = recordMAC(c.h, &r, c.buf)
+	r.MAC, c.buf = recordMAC(c.h, &r, c.buf, c.mac[:0])
 	n := len(cur.data)
 	cur.data = r.appendJSON(cur.data)
-	cur.lastSeq, cur.lastMAC = r.Seq, r.MAC
-	c.seq, c.prev = r.Seq, r.MAC
+	c.link(cur, r.Seq, r.MAC)
 	c.fileBytes += int64(len(cur.data) - n)
 	c.pendBytes += len(cur.data) - n
 	flushNow := c.pendBytes >= maxPending || c.opts.Sync == SyncEachRecord
+	wake := c.pendBytes >= chunkMax
 	c.mu.Unlock()
 	if flushNow {
 		_ = c.Flush()
+	} else if wake {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
 	}
+}
+
+// spare returns a reused buffer, or nil (under c.mu).
+func (c *Chain) spare() []byte {
+	if n := len(c.spares); n > 0 {
+		b := c.spares[n-1]
+		c.spares = c.spares[:n-1]
+		return b
+	}
+	return nil
+}
+
+// link makes the record seq with MAC mac the last of the chain and of
+// the chunk (under c.mu).
+func (c *Chain) link(cur *chunk, seq uint64, mac []byte) {
+	c.seq = seq
+	copy(c.prevArr[:], mac)
+	c.prev = c.prevArr[:]
+	cur.lastSeq = seq
+	copy(cur.lastMAC[:], mac)
+	cur.hasLast = true
 }
 
 // Err returns the failure that stopped the log, nil while it records.
@@ -424,9 +462,18 @@ func (c *Chain) Flush() error {
 func (c *Chain) flushLocked() error {
 	c.mu.Lock()
 	chunks := c.pending
-	c.pending, c.pendBytes = []chunk{{}}, 0
+	c.pending, c.pendBytes = []chunk{{data: c.spare()}}, 0
 	stopped := c.err
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		for _, ch := range chunks {
+			if len(c.spares) < 4 && cap(ch.data) <= 2*chunkMax {
+				c.spares = append(c.spares, ch.data[:0])
+			}
+		}
+		c.mu.Unlock()
+	}()
 	if c.f == nil {
 		return stopped
 	}
@@ -444,8 +491,8 @@ func (c *Chain) flushLocked() error {
 				return err
 			}
 		}
-		if ch.lastMAC != nil {
-			c.flushedSeq, c.flushedMAC, wrote = ch.lastSeq, ch.lastMAC, true
+		if ch.hasLast {
+			c.flushedSeq, c.flushedMAC, wrote = ch.lastSeq, append([]byte(nil), ch.lastMAC[:]...), true
 		}
 	}
 	if wrote && c.opts.Sync != SyncNever {
@@ -493,6 +540,8 @@ func (c *Chain) flusher() {
 			if c.Flush() == nil {
 				c.checkpoint(false)
 			}
+		case <-c.kick:
+			_ = c.Flush()
 		}
 	}
 }

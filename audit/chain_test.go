@@ -20,14 +20,14 @@ import (
 
 // chainEnv is a directory with a local master key and a log path.
 type chainEnv struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	mk  kms.MasterKey
 	log string
 	cps audit.FileCheckpoints
 }
 
-func newChainEnv(t *testing.T) *chainEnv {
+func newChainEnv(t testing.TB) *chainEnv {
 	t.Helper()
 	dir := t.TempDir()
 	mk, err := localkms.Create(filepath.Join(dir, "audit.key"))
@@ -77,7 +77,7 @@ func (e *chainEnv) verify(mod ...func(*audit.VerifyOptions)) (*audit.VerifyResul
 	return audit.Verify(context.Background(), e.files(), o)
 }
 
-func lines(t *testing.T, path string) []string {
+func lines(t testing.TB, path string) []string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)

@@ -77,12 +77,13 @@ func unwrapLogKey(ctx context.Context, mk kms.MasterKey, logID string, wrapped [
 }
 
 // recordMAC computes a record's MAC with h (an HMAC under the record
-// key, reset here) and returns it; buf is scratch space.
-func recordMAC(h hash.Hash, r *record, buf []byte) ([]byte, []byte) {
+// key, reset here) and appends it to out; buf is scratch space, returned
+// for reuse.
+func recordMAC(h hash.Hash, r *record, buf, out []byte) ([]byte, []byte) {
 	buf = r.appendMACInput(buf[:0])
 	h.Reset()
 	h.Write(buf)
-	return h.Sum(nil), buf
+	return h.Sum(out), buf
 }
 
 func newRecordHMAC(k chainKeys) hash.Hash { return hmac.New(sha256.New, k.record) }

@@ -189,3 +189,12 @@ func SinkErr(s Sink) error {
 	}
 	return nil
 }
+
+// FlushSink writes what a buffering sink (the chained log) holds in
+// memory, and returns its failure; other sinks have nothing to flush.
+func FlushSink(s Sink) error {
+	if f, ok := s.(interface{ Flush() error }); ok {
+		return f.Flush()
+	}
+	return SinkErr(s)
+}

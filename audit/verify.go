@@ -395,7 +395,7 @@ func (w *walker) file(path string, last bool) (fileState, *Problem, error) {
 			return bad("the first record of the log does not start the chain")
 		}
 		var mac []byte
-		mac, w.buf = recordMAC(w.h, r, w.buf)
+		mac, w.buf = recordMAC(w.h, r, w.buf, nil)
 		if !hmac.Equal(mac, r.MAC) {
 			return bad("its MAC does not verify: the record was changed")
 		}
