@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -400,6 +401,9 @@ func (r *Report) actorFindings() []Finding {
 // ErrNothingToReview means a review selected no access.
 var ErrNothingToReview = errors.New("audit: no access in the selection to review")
 
+// ErrInvalidReview means a review lacks its reviewer (a person) or note.
+var ErrInvalidReview = errors.New("audit: invalid review")
+
 // MarkReviewed records in sink that reviewer looked at the report's
 // accesses: one audit.reviewed event per log, naming the log (job), the
 // first and last sequence numbers covered (counts.from_seq, to_seq), how
@@ -409,10 +413,10 @@ var ErrNothingToReview = errors.New("audit: no access in the selection to review
 // must not be empty.
 func MarkReviewed(ctx context.Context, sink Sink, r *Report, reviewer Actor, note string) ([]Event, error) {
 	if !reviewer.IsPerson() || reviewer.Name == "" {
-		return nil, errors.New("audit: a review is made by a person: name the reviewer")
+		return nil, fmt.Errorf("%w: a review is made by a person: name the reviewer", ErrInvalidReview)
 	}
-	if note == "" {
-		return nil, errors.New("audit: a review needs a note (what was checked, what was found)")
+	if strings.TrimSpace(note) == "" {
+		return nil, fmt.Errorf("%w: a review needs a note (what was checked, what was found)", ErrInvalidReview)
 	}
 	if len(r.Ranges) == 0 {
 		return nil, ErrNothingToReview
