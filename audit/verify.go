@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"os"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
@@ -120,9 +122,36 @@ type LogResult struct {
 
 // VerifyResult is the outcome of Verify.
 type VerifyResult struct {
+	OK      bool        `json:"ok"`
 	Logs    []LogResult `json:"logs"`
 	Records uint64      `json:"records"`
 	Problem *Problem    `json:"problem,omitempty"`
+	// Seconds is how long Verify took; RecordsPerSecond how fast it
+	// checked (MAC, link and parse of each record, KMS unwrap included).
+	Seconds          float64 `json:"duration_s"`
+	RecordsPerSecond float64 `json:"records_per_s"`
+}
+
+// WriteText writes the result for a person: per log its files, records
+// and checkpoint, then OK or the first bad record.
+func (r *VerifyResult) WriteText(w io.Writer) error {
+	for _, l := range r.Logs {
+		fmt.Fprintf(w, "log %s (key under %s): %d files, records %d to %d\n", l.Log, l.MasterKeyURI, len(l.Files), l.FirstSeq, l.LastSeq)
+		if l.Checkpoint != nil {
+			fmt.Fprintf(w, "  checkpoint: record %d at %s; %d newer records not vouched for yet\n", l.Checkpoint.Seq, l.Checkpoint.At.Format(time.RFC3339), l.Unvouched)
+		} else {
+			fmt.Fprintf(w, "  no checkpoint: removing the newest records would go unnoticed\n")
+		}
+		if l.TornTail {
+			fmt.Fprintf(w, "  the newest file ends in an incomplete line (a crash while writing; dropped by the next writer)\n")
+		}
+	}
+	if r.Problem != nil {
+		_, err := fmt.Fprintf(w, "TAMPERED: %s\n", r.Problem.String())
+		return err
+	}
+	_, err := fmt.Fprintf(w, "OK: %d records verified in %.2fs (%.0f records/s)\n", r.Records, r.Seconds, r.RecordsPerSecond)
+	return err
 }
 
 // Verify checks chained log files: every record's MAC under its log's
@@ -135,6 +164,15 @@ type VerifyResult struct {
 // wrote; other errors (a file that cannot be read, a KMS that cannot be
 // reached) are returned as they are. The result is filled either way.
 func Verify(ctx context.Context, files []string, opts VerifyOptions) (*VerifyResult, error) {
+	start := time.Now()
+	res, err := verify(ctx, files, opts)
+	res.Seconds = time.Since(start).Seconds()
+	res.RecordsPerSecond = float64(res.Records) / max(res.Seconds, 1e-9)
+	res.OK = err == nil
+	return res, err
+}
+
+func verify(ctx context.Context, files []string, opts VerifyOptions) (*VerifyResult, error) {
 	res := &VerifyResult{Logs: []LogResult{}}
 	if len(files) == 0 {
 		return res, errors.New("audit: no log files to verify")

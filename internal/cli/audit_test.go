@@ -108,7 +108,7 @@ func TestShowRevealAndAuditCommands(t *testing.T) {
 			e.outputs[len(e.outputs)-2] = "" // that stdout is the data itself
 
 			// The chain verifies and reports the reveal with actor and reason.
-			var v verifyJSON
+			var v audit.VerifyResult
 			require.NoError(t, json.Unmarshal([]byte(e.ok("audit", "verify", "-o", "json").stdout), &v))
 			assert.True(t, v.OK)
 			require.Len(t, v.Logs, 1)

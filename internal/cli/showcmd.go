@@ -8,7 +8,6 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/console"
-	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
 
 func (a *app) showCmd() *cobra.Command {
@@ -19,19 +18,12 @@ func (a *app) showCmd() *cobra.Command {
 		Use:   "show TABLE",
 		Short: "Rows as the database holds them, encrypted values as metadata; --reveal with a --reason",
 		Long: `show prints rows of TABLE with every encrypted value as metadata from its
-header ([critical v2, 41 B, row-bound]), never its content, so operators can
-debug and maintain without seeing data. Columns listed under columns: are
-known as encrypted; any other value that is a ciphertext is shown the same way.
-
---where COLUMN=VALUE finds rows by equality, also on deterministic and
-blind-indexed columns (blind_index: in the column's config). The value is
-never printed or recorded.
-
---reveal COLUMN --reason TEXT decrypts those columns for those rows: one
-decrypt.access audit event per value names table, column, row, class, KEK
-version, actor and reason, never the value. It refuses (exit 5) without a
-reason, or without an audit log (audit_log or audit_chain) to record into.
-Revealed values go to stdout only.`,
+header ([critical v2, 41 B, row-bound]), never its content. --where finds rows
+by equality, also on deterministic and blind-indexed columns; its value is
+never printed or recorded. --reveal COLUMN --reason TEXT decrypts that column
+for those rows, one decrypt.access event per value (actor, reason; never the
+value), and refuses (exit 5) without a reason or an audit log. See
+docs/console.md.`,
 		Example: `  fieldcrypt show patients --limit 5
   fieldcrypt show patients --where ssn=078-05-1120
   fieldcrypt show patients --where id=0b8e3c8e-6a52-4f8e-9a39-4c1f0e7d2a11 --reveal notes --reason "ticket 4711" -o json`,
@@ -92,28 +84,4 @@ Revealed values go to stdout only.`,
 	cmd.Flags().StringArrayVar(&reveal, "reveal", nil, "decrypt this encrypted column for the rows shown (repeatable; needs --reason)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why the values are revealed (a ticket, an incident); recorded with each value")
 	return cmd
-}
-
-// consoleColumns are the configured encrypted columns, as the console
-// needs them.
-func consoleColumns(cfg *Config) []console.Column {
-	out := make([]console.Column, len(cfg.Columns))
-	for i, c := range cfg.Columns {
-		size := c.BlindIndexSize
-		if size == 0 {
-			size = envelope.DefaultBlindIndexSize
-		}
-		out[i] = console.Column{Table: c.Table, Column: c.Column, PK: c.PK, Class: c.ClassValue(), Deterministic: c.Deterministic(),
-			BlindIndex: c.BlindIndex, BlindIndexSpec: envelope.BlindIndex{Size: size}, Tenant: cfg.Tenant, TenantColumn: c.TenantColumn, Binary: c.Binary()}
-	}
-	return out
-}
-
-func isEncrypted(cfg *Config, table, column string) bool {
-	for _, c := range cfg.Columns {
-		if strings.EqualFold(c.Table, table) && strings.EqualFold(c.Column, column) {
-			return true
-		}
-	}
-	return false
 }
