@@ -577,6 +577,26 @@ func (c *Chain) checkpoint(force bool) error {
 	return nil
 }
 
+// Checkpoint writes and syncs every record and saves a checkpoint of the
+// last one now (if there is anything new since the last checkpoint).
+func (c *Chain) Checkpoint() error {
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	if c.opts.Sync == SyncNever {
+		c.flushMu.Lock()
+		var err error
+		if c.f != nil {
+			err = c.f.Sync()
+		}
+		c.flushMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return c.checkpoint(true)
+}
+
 // Close writes and syncs every record, saves a last checkpoint, closes
 // the file and lets another process continue the log. Records after
 // Close are dropped (Err returns ErrClosed).

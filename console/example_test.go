@@ -59,6 +59,6 @@ func Example() {
 	// audit: a purpose is required to read this data: a reveal needs a reason (--reason)
 	// ID   SSN          AGE  SSN_BIDX
 	// c-1  078-05-1120  36   [blind index of critical, 16 B]
-	// (1 rows; 1 values revealed, each recorded)
+	// (1 rows; values revealed: 1, each recorded)
 	// decrypt.access ops:ann ticket 4711 customers ssn c-1 critical
 }

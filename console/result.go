@@ -159,7 +159,7 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "(%d rows", len(r.Rows))
 	if r.Revealed > 0 || r.Failed > 0 {
-		fmt.Fprintf(w, "; %d values revealed, each recorded", r.Revealed)
+		fmt.Fprintf(w, "; values revealed: %d, each recorded", r.Revealed)
 		if r.Failed > 0 {
 			fmt.Fprintf(w, "; %d failed to decrypt", r.Failed)
 		}

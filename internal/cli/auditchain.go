@@ -78,7 +78,8 @@ type cliSink struct {
 	a     *app
 	actor audit.Actor
 	inner audit.Sink
-	err   error // the chained log could not be opened
+	chain *audit.Chain // nil: none configured, or it could not be opened
+	err   error        // the chained log could not be opened
 }
 
 func (s *cliSink) Record(ctx context.Context, e audit.Event) {
@@ -114,6 +115,7 @@ func (a *app) withChain(cfg *Config, sinks []audit.Sink) *cliSink {
 			a.note("warning: cannot open the audit chain: %s (commands that must be recorded refuse)", a.redact(s.err.Error()))
 		} else {
 			sinks = append(sinks, c)
+			s.chain = c
 		}
 	}
 	s.inner = audit.Multi(sinks...)
@@ -239,7 +241,7 @@ func (a *app) parseWhen(flag, s string) (time.Time, error) {
 // createAuditKey creates the audit chain's local master key file when the
 // configuration names one that does not exist (init, quickstart). It
 // returns the file created, or "".
-func (a *app) createAuditKey(cfg *Config) (string, error) {
+func createAuditKey(cfg *Config) (string, error) {
 	if cfg.AuditChain == nil {
 		return "", nil
 	}

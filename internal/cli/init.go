@@ -195,7 +195,7 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 					a.note("created local master key %s (class %s)", path, c)
 				}
 			}
-			if path, err := a.createAuditKey(cfg); err != nil {
+			if path, err := createAuditKey(cfg); err != nil {
 				return err
 			} else if path != "" {
 				res.CreatedFiles = append(res.CreatedFiles, path)
