@@ -1,23 +1,38 @@
-// Package audit records what fieldcrypt did with keys and protected data, as
-// structured events with a stable schema, through a pluggable Sink.
+// Package audit records what fieldcrypt did with keys and protected data,
+// and on whose behalf, as structured events with a stable schema, through a
+// pluggable Sink.
 //
-// For the common case, send events to a JSON slog handler on a file that
-// your log shipping collects:
+// For the common case, record into a hash-chained log whose key the KMS
+// protects, and name the person or service behind each request:
 //
-//	f, _ := os.OpenFile("fieldcrypt-audit.jsonl", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-//	sink := audit.NewSlogSink(slog.New(slog.NewJSONHandler(f, nil)))
+//	chain, _ := audit.OpenChain(ctx, audit.ChainOptions{Path: "audit.jsonl", MasterKey: mk, Checkpoints: cps})
+//	defer chain.Close()
+//	db.Use(gormcrypt.New(kr).WithAudit(chain))
+//	ctx = audit.WithActor(ctx, audit.Person("support:jane"))
+//	ctx = audit.WithPurpose(ctx, "ticket 4711")
 //
-// Why a schema of its own: auditors ask "who destroyed which key, when" and
-// "was anything tampered with", and the answer must not depend on log
-// message wording. Every event carries Type and Outcome; the other fields
-// are set when they apply. The schema is documented in docs/audit.md and
-// only ever grows.
+// Verify shows any change to the files; BuildReport says who read what,
+// when, why and how often, and what stands out; MarkReviewed records a
+// review in the log itself. A plain JSON slog handler (NewSlogSink) writes
+// the same schema without the chain.
 //
-// What an event never contains: a plaintext, a key, a password. Events name
-// classes, tenants, key versions, master key URIs, tables, columns and row
-// ids. Error texts come from fieldcrypt errors, which obey the same rule;
-// Record refuses nothing, so callers must not put values into Counts keys
-// or Error.
+// Why a schema of its own: auditors ask "who destroyed which key, when",
+// "who read this customer's data, and why" and "was anything tampered
+// with", and the answer must not depend on log message wording. Every
+// event carries Type and Outcome; the other fields are set when they
+// apply. The schema is documented in docs/audit.md and only ever grows.
+//
+// Why a chain: a log anyone with file access can edit proves nothing. Each
+// record of a Chain carries an HMAC over itself and the previous record
+// under a key only the KMS can unwrap, and checkpoints kept elsewhere
+// vouch for the newest records; docs/audit.md says exactly what is and is
+// not detected.
+//
+// What an event never contains: a plaintext, a key or a password. Events
+// name actors, purposes, classes, tenants, key versions, master key URIs,
+// tables, columns and row ids. Error texts come from fieldcrypt errors,
+// which obey the same rule; Record refuses nothing, so callers must not put
+// values into Counts keys, Error, Purpose or Note.
 package audit
 
 import (
@@ -143,40 +158,32 @@ func NewSlogSink(l *slog.Logger) Sink { return slogSink{l: l} }
 
 func (s slogSink) Record(ctx context.Context, e Event) {
 	e = FillContext(ctx, e)
-	attrs := []slog.Attr{
-		slog.String("event", string(e.Type)),
-		slog.String("outcome", e.Outcome),
-		slog.Time("at", e.Time),
-		slog.String("actor", e.Actor),
+	w := slogAttrs{t: e.Time}
+	eventFields(&e, "-", &w)
+	s.l.LogAttrs(ctx, Level(e), "fieldcrypt.audit", w.attrs...)
+}
+
+// slogAttrs collects an event's fields as slog attributes.
+type slogAttrs struct {
+	t     time.Time
+	attrs []slog.Attr
+}
+
+func (w *slogAttrs) str(name, v string) {
+	if name == "at" {
+		w.attrs = append(w.attrs, slog.Time(name, w.t))
+		return
 	}
-	str := func(k, v string) {
-		if v != "" {
-			attrs = append(attrs, slog.String(k, v))
-		}
+	w.attrs = append(w.attrs, slog.String(name, v))
+}
+func (w *slogAttrs) num(name string, v uint64) { w.attrs = append(w.attrs, slog.Uint64(name, v)) }
+func (w *slogAttrs) bin(string, []byte)        {}
+func (w *slogAttrs) counts(c map[string]int64) {
+	cs := make([]any, 0, len(c))
+	for _, k := range sortedKeys(c) {
+		cs = append(cs, slog.Int64(k, c[k]))
 	}
-	str("actor_kind", string(e.ActorKind))
-	str("purpose", e.Purpose)
-	str("class", e.Class)
-	str("tenant", e.Tenant)
-	if e.KEKVersion != 0 {
-		attrs = append(attrs, slog.Uint64("kek_version", uint64(e.KEKVersion)))
-	}
-	str("master_key_uri", e.MasterKeyURI)
-	str("table", e.Table)
-	str("column", e.Column)
-	str("row", e.Row)
-	str("job", e.Job)
-	str("error", e.Error)
-	str("note", e.Note)
-	str("filter", e.Filter)
-	if len(e.Counts) > 0 {
-		cs := make([]any, 0, len(e.Counts))
-		for k, v := range e.Counts {
-			cs = append(cs, slog.Int64(k, v))
-		}
-		attrs = append(attrs, slog.Group("counts", cs...))
-	}
-	s.l.LogAttrs(ctx, Level(e), "fieldcrypt.audit", attrs...)
+	w.attrs = append(w.attrs, slog.Group("counts", cs...))
 }
 
 // Level is the slog level of an event: Warn for failures, refusals,

@@ -72,34 +72,45 @@ func (r *record) fields(w fieldWriter) {
 		str("master_key_uri", r.Event.MasterKeyURI)
 		w.bin("wrapped_key", r.WrappedKey)
 	} else {
-		e := &r.Event
 		w.str("level", r.Level)
-		w.str("event", string(e.Type))
-		w.str("outcome", e.Outcome)
-		w.str("at", r.at)
-		w.str("actor", e.Actor)
-		str("actor_kind", string(e.ActorKind))
-		str("purpose", e.Purpose)
-		str("class", e.Class)
-		str("tenant", e.Tenant)
-		if e.KEKVersion != 0 {
-			w.num("kek_version", uint64(e.KEKVersion))
-		}
-		str("master_key_uri", e.MasterKeyURI)
-		str("table", e.Table)
-		str("column", e.Column)
-		str("row", e.Row)
-		str("job", e.Job)
-		str("error", e.Error)
-		str("note", e.Note)
-		str("filter", e.Filter)
-		if len(e.Counts) > 0 {
-			w.counts(e.Counts)
-		}
+		eventFields(&r.Event, r.at, w)
 	}
 	w.str("log", r.Log)
 	w.num("seq", r.Seq)
 	w.bin("prev", r.Prev)
+}
+
+// eventFields emits the fields of an event in the schema's order (at as
+// written), skipping empty ones: the chained log and the slog sink write
+// the same fields.
+func eventFields(e *Event, at string, w fieldWriter) {
+	str := func(name, v string) {
+		if v != "" {
+			w.str(name, v)
+		}
+	}
+	w.str("event", string(e.Type))
+	w.str("outcome", e.Outcome)
+	w.str("at", at)
+	w.str("actor", e.Actor)
+	str("actor_kind", string(e.ActorKind))
+	str("purpose", e.Purpose)
+	str("class", e.Class)
+	str("tenant", e.Tenant)
+	if e.KEKVersion != 0 {
+		w.num("kek_version", uint64(e.KEKVersion))
+	}
+	str("master_key_uri", e.MasterKeyURI)
+	str("table", e.Table)
+	str("column", e.Column)
+	str("row", e.Row)
+	str("job", e.Job)
+	str("error", e.Error)
+	str("note", e.Note)
+	str("filter", e.Filter)
+	if len(e.Counts) > 0 {
+		w.counts(e.Counts)
+	}
 }
 
 // macInput is the unambiguous byte string the record's MAC covers: a

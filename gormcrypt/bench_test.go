@@ -106,6 +106,27 @@ func createFirst[T any](b *testing.B, db *gorm.DB, mk func(id uuid.UUID) *T) {
 	}
 }
 
+// benchDatabases are the databases the benchmarks compare on: SQLite in
+// memory and PostgreSQL over loopback, each a *gorm.DB of its own.
+var benchDatabases = []struct {
+	name string
+	open func(b *testing.B) *gorm.DB
+}{
+	{"sqlite", func(b *testing.B) *gorm.DB {
+		db, err := gorm.Open(sqlite.Open("file::memory:"), &gorm.Config{Logger: logger.Discard})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(1) // one in-memory database
+		b.Cleanup(func() { sqlDB.Close() })
+		return db
+	}},
+	{"postgres", func(b *testing.B) *gorm.DB {
+		return fresh(b, testsvc.Open(b, testsvc.Postgres), &gorm.Config{Logger: logger.Discard})
+	}},
+}
+
 // BenchmarkCreateFirst measures one Create and one First by primary key of
 // a model with three encrypted fields against the same model in clear, and
 // of the searchable variant against the plain model with an index.
@@ -113,25 +134,7 @@ func createFirst[T any](b *testing.B, db *gorm.DB, mk func(id uuid.UUID) *T) {
 // Run it with a fixed iteration count (-benchtime 3000x) so every model ends
 // with the same table size: SQLite's cost grows with the table.
 func BenchmarkCreateFirst(b *testing.B) {
-	dbs := []struct {
-		name string
-		open func(b *testing.B) *gorm.DB
-	}{
-		{"sqlite", func(b *testing.B) *gorm.DB {
-			db, err := gorm.Open(sqlite.Open("file::memory:"), &gorm.Config{Logger: logger.Discard})
-			if err != nil {
-				b.Fatal(err)
-			}
-			sqlDB, _ := db.DB()
-			sqlDB.SetMaxOpenConns(1) // one in-memory database
-			b.Cleanup(func() { sqlDB.Close() })
-			return db
-		}},
-		{"postgres", func(b *testing.B) *gorm.DB {
-			return fresh(b, testsvc.Open(b, testsvc.Postgres), &gorm.Config{Logger: logger.Discard})
-		}},
-	}
-	for _, d := range dbs {
+	for _, d := range benchDatabases {
 		b.Run(d.name, func(b *testing.B) {
 			db := d.open(b)
 			if err := db.Use(gormcrypt.New(envelopetest.New())); err != nil {
@@ -177,24 +180,8 @@ func BenchmarkCreateFirst(b *testing.B) {
 // First decrypts three values: three decrypt.access records, each with
 // the actor and purpose of the read.
 func BenchmarkAuditChain(b *testing.B) {
-	dbs := []struct {
-		name string
-		open func(b *testing.B) *gorm.DB
-	}{
-		{"sqlite", func(b *testing.B) *gorm.DB {
-			db, err := gorm.Open(sqlite.Open("file::memory:"), &gorm.Config{Logger: logger.Discard})
-			if err != nil {
-				b.Fatal(err)
-			}
-			sqlDB, _ := db.DB()
-			sqlDB.SetMaxOpenConns(1)
-			b.Cleanup(func() { sqlDB.Close() })
-			return db
-		}},
-		{"postgres", func(b *testing.B) *gorm.DB { return testsvc.Open(b, testsvc.Postgres) }},
-	}
 	ctx := audit.WithPurpose(audit.WithActor(context.Background(), audit.Person("support:jane")), "ticket 4711")
-	for _, d := range dbs {
+	for _, d := range benchDatabases {
 		b.Run(d.name, func(b *testing.B) {
 			raw := d.open(b)
 			dir := b.TempDir()
