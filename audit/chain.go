@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -69,8 +70,8 @@ type ChainOptions struct {
 }
 
 const (
-	maxPending = 4 << 20   // bytes waiting in memory before Record flushes itself
-	chunkMax   = 256 << 10 // bytes per buffer; a full one wakes the flusher
+	maxQueued = 16384 // events waiting before Record flushes itself
+	kickAt    = 1024  // events waiting that wake the flusher before its tick
 )
 
 // Chain is a Sink writing a hash-chained, keyed log: every record carries
@@ -79,10 +80,12 @@ const (
 // master key cannot change, remove, insert or reorder a record without
 // Verify naming it; checkpoints catch the removal of the newest records.
 //
-// Record never blocks on the disk: records wait in memory and a
-// background flusher writes them every FlushInterval (see SyncPolicy). A
-// Chain that cannot write stops recording and reports it through Err
-// (and SinkErr); callers that must not act unrecorded check it first.
+// Record never blocks on the disk and does little on the caller's path:
+// it stamps the event (time, actor, purpose from ctx) and queues it; a
+// background flusher numbers, MACs, encodes and writes the queued events,
+// in order, every FlushInterval (see SyncPolicy). A Chain that cannot
+// write stops recording and reports it through Err (and SinkErr); callers
+// that must not act unrecorded check it first.
 type Chain struct {
 	opts   ChainOptions
 	logID  string
@@ -91,22 +94,21 @@ type Chain struct {
 	mkURI  string
 	unlock func()
 
-	mu        sync.Mutex
-	h         hash.Hash
-	buf       []byte
-	mac       [macSize]byte // scratch for the MAC being computed
-	prevArr   [macSize]byte
-	spares    [][]byte // flushed chunks' buffers, reused
-	seq       uint64
-	prev      []byte
-	fileBytes int64 // bytes of the file records now go to, pending included
-	pending   []chunk
-	pendBytes int
-	err       error
+	mu    sync.Mutex
+	queue []Event // recorded, not yet written
+	spare []Event // the last flushed queue, reused
+	err   error
 
+	// The chain and the file: the flusher's (under flushMu).
 	flushMu    sync.Mutex
+	h          hash.Hash
+	buf        []byte // MAC input scratch
+	out        []byte // encoded records waiting for one write
+	seq        uint64
+	prev       []byte
 	f          *os.File
 	fileSeq    uint64 // header sequence number of f
+	fileBytes  int64
 	flushedSeq uint64
 	flushedMAC []byte
 	cpSeq      uint64
@@ -116,16 +118,6 @@ type Chain struct {
 	done chan struct{}
 	kick chan struct{} // wakes the flusher before its tick
 	once sync.Once
-}
-
-// chunk is a run of encoded records for one file.
-type chunk struct {
-	newFile   bool   // starts a new file (its first record is the header)
-	headerSeq uint64 // the file's header sequence number (newFile)
-	data      []byte
-	lastSeq   uint64
-	lastMAC   [macSize]byte
-	hasLast   bool
 }
 
 // OpenChain opens the chained log at opts.Path: it continues the log
@@ -163,7 +155,6 @@ func OpenChain(ctx context.Context, opts ChainOptions) (*Chain, error) {
 		return nil, err
 	}
 	c.h = newRecordHMAC(c.keys)
-	c.pending = []chunk{{}}
 	go c.flusher()
 	if recovered > 0 {
 		c.Record(ctx, Event{Type: AuditRecovered, Outcome: Error, Job: c.logID,
@@ -363,8 +354,8 @@ func createLogFile(path string, data []byte) (*os.File, error) {
 	return f, nil
 }
 
-// headerRecord builds and MACs a header (c.h must be set; under c.mu or
-// before the flusher starts).
+// headerRecord builds and MACs a header (c.h must be set; under flushMu
+// or before the flusher starts).
 func (c *Chain) headerRecord(seq uint64, prev []byte) *record {
 	r := &record{Msg: msgHeader, Chain: chainFormat, WrappedKey: c.wrap, Log: c.logID, Seq: seq, Prev: prev,
 		at: c.opts.Now().UTC().Format(timeFormat)}
@@ -373,67 +364,30 @@ func (c *Chain) headerRecord(seq uint64, prev []byte) *record {
 	return r
 }
 
-// Record implements Sink: it appends e to the log (after FillContext).
+// Record implements Sink: it queues e (after FillContext) for the
+// flusher.
 func (c *Chain) Record(ctx context.Context, e Event) {
-	e = clean(FillContext(ctx, e))
-	r := record{Msg: msgEvent, Level: Level(e).String(), Event: e, Log: c.logID, at: e.Time.UTC().Format(timeFormat)}
+	e = FillContext(ctx, e)
+	if e.Counts != nil {
+		e.Counts = maps.Clone(e.Counts) // the caller may reuse its map
+	}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
 		return
 	}
-	cur := &c.pending[len(c.pending)-1]
-	if len(cur.data) >= chunkMax {
-		c.pending = append(c.pending, chunk{data: c.spare()})
-		cur = &c.pending[len(c.pending)-1]
-	}
-	if c.fileBytes >= c.opts.MaxFileBytes {
-		hdr := c.headerRecord(c.seq+1, c.prev)
-		c.pending = append(c.pending, chunk{newFile: true, headerSeq: hdr.Seq})
-		cur = &c.pending[len(c.pending)-1]
-		cur.data = hdr.appendJSON(cur.data)
-		c.fileBytes = int64(len(cur.data))
-		c.link(cur, hdr.Seq, hdr.MAC)
-	}
-	r.Seq, r.Prev = c.seq+1, c.prev
-	r.MAC, c.buf = recordMAC(c.h, &r, c.buf, c.mac[:0])
-	n := len(cur.data)
-	cur.data = r.appendJSON(cur.data)
-	c.link(cur, r.Seq, r.MAC)
-	c.fileBytes += int64(len(cur.data) - n)
-	c.pendBytes += len(cur.data) - n
-	flushNow := c.pendBytes >= maxPending || c.opts.Sync == SyncEachRecord
-	wake := c.pendBytes >= chunkMax
+	c.queue = append(c.queue, e)
+	n := len(c.queue)
 	c.mu.Unlock()
-	if flushNow {
+	switch {
+	case n >= maxQueued || c.opts.Sync == SyncEachRecord:
 		_ = c.Flush()
-	} else if wake {
+	case n == kickAt:
 		select {
 		case c.kick <- struct{}{}:
 		default:
 		}
 	}
-}
-
-// spare returns a reused buffer, or nil (under c.mu).
-func (c *Chain) spare() []byte {
-	if n := len(c.spares); n > 0 {
-		b := c.spares[n-1]
-		c.spares = c.spares[:n-1]
-		return b
-	}
-	return nil
-}
-
-// link makes the record seq with MAC mac the last of the chain and of
-// the chunk (under c.mu).
-func (c *Chain) link(cur *chunk, seq uint64, mac []byte) {
-	c.seq = seq
-	copy(c.prevArr[:], mac)
-	c.prev = c.prevArr[:]
-	cur.lastSeq = seq
-	copy(cur.lastMAC[:], mac)
-	cur.hasLast = true
 }
 
 // Err returns the failure that stopped the log, nil while it records.
@@ -461,53 +415,75 @@ func (c *Chain) Flush() error {
 
 func (c *Chain) flushLocked() error {
 	c.mu.Lock()
-	chunks := c.pending
-	c.pending, c.pendBytes = []chunk{{data: c.spare()}}, 0
+	queue := c.queue
+	c.queue, c.spare = c.spare[:0], nil
 	stopped := c.err
 	c.mu.Unlock()
 	defer func() {
+		clear(queue)
 		c.mu.Lock()
-		for _, ch := range chunks {
-			if len(c.spares) < 4 && cap(ch.data) <= 2*chunkMax {
-				c.spares = append(c.spares, ch.data[:0])
-			}
-		}
+		c.spare = queue[:0]
 		c.mu.Unlock()
 	}()
 	if c.f == nil {
 		return stopped
 	}
-	wrote := false
-	for _, ch := range chunks {
-		if ch.newFile {
-			if err := c.rotate(ch); err != nil {
-				c.fail(err)
-				return err
-			}
-		} else if len(ch.data) > 0 {
-			if _, err := c.f.Write(ch.data); err != nil {
-				err = fmt.Errorf("audit: write %s: %w", c.opts.Path, err)
+	for i := range queue {
+		if c.fileBytes+int64(len(c.out)) >= c.opts.MaxFileBytes {
+			if err := c.rotate(); err != nil {
 				c.fail(err)
 				return err
 			}
 		}
-		if ch.hasLast {
-			c.flushedSeq, c.flushedMAC, wrote = ch.lastSeq, append([]byte(nil), ch.lastMAC[:]...), true
-		}
+		c.out = c.encode(c.out, &queue[i])
 	}
-	if wrote && c.opts.Sync != SyncNever {
+	if len(queue) == 0 {
+		return stopped
+	}
+	if err := c.write(); err != nil {
+		c.fail(err)
+		return err
+	}
+	if c.opts.Sync != SyncNever {
 		if err := c.f.Sync(); err != nil {
 			err = fmt.Errorf("audit: sync %s: %w", c.opts.Path, err)
 			c.fail(err)
 			return err
 		}
 	}
+	c.flushedSeq, c.flushedMAC = c.seq, append([]byte(nil), c.prev...)
 	return stopped
 }
 
-// rotate closes the current file under its rotated name and starts the
-// next with ch (its header first).
-func (c *Chain) rotate(ch chunk) error {
+// encode numbers, MACs and appends one event (under flushMu).
+func (c *Chain) encode(dst []byte, e *Event) []byte {
+	ev := clean(*e)
+	r := record{Msg: msgEvent, Level: Level(ev).String(), Event: ev, Log: c.logID, at: ev.Time.UTC().Format(timeFormat),
+		Seq: c.seq + 1, Prev: c.prev}
+	r.MAC, c.buf = recordMAC(c.h, &r, c.buf, nil)
+	c.seq, c.prev = r.Seq, r.MAC
+	return r.appendJSON(dst)
+}
+
+// write appends the encoded records to the file.
+func (c *Chain) write() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	if _, err := c.f.Write(c.out); err != nil {
+		return fmt.Errorf("audit: write %s: %w", c.opts.Path, err)
+	}
+	c.fileBytes += int64(len(c.out))
+	c.out = c.out[:0]
+	return nil
+}
+
+// rotate writes what is encoded, closes the file under its rotated name
+// and starts the next with a header chained to the last record.
+func (c *Chain) rotate() error {
+	if err := c.write(); err != nil {
+		return err
+	}
 	if err := c.f.Sync(); err != nil {
 		return fmt.Errorf("audit: sync %s: %w", c.opts.Path, err)
 	}
@@ -518,11 +494,14 @@ func (c *Chain) rotate(ch chunk) error {
 	if err := os.Rename(c.opts.Path, rotatedName(c.opts.Path, c.fileSeq)); err != nil {
 		return fmt.Errorf("audit: rotate %s: %w", c.opts.Path, err)
 	}
-	f, err := createLogFile(c.opts.Path, ch.data)
+	hdr := c.headerRecord(c.seq+1, c.prev)
+	data := hdr.appendJSON(nil)
+	f, err := createLogFile(c.opts.Path, data)
 	if err != nil {
 		return err
 	}
-	c.f, c.fileSeq = f, ch.headerSeq
+	c.f, c.fileSeq, c.fileBytes = f, hdr.Seq, int64(len(data))
+	c.seq, c.prev = hdr.Seq, hdr.MAC
 	return nil
 }
 
@@ -630,10 +609,10 @@ func (c *Chain) Close() error {
 	return err
 }
 
-// Seq returns the sequence number of the last record (for tests and
-// tools).
+// Seq returns the sequence number of the last record written (for tests
+// and tools).
 func (c *Chain) Seq() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
 	return c.seq
 }

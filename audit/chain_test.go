@@ -232,6 +232,12 @@ func TestChainTampering(t *testing.T) {
 			ls[1] = strings.Replace(ls[1], `"class":"critical"`, `"class":"low"`, 1)
 			writeLines(t, f, ls)
 		}, wantLine: 2, want: "MAC does not verify"},
+		{name: "empty the file", tamper: func(t *testing.T, e *chainEnv) {
+			require.NoError(t, os.WriteFile(e.log, nil, 0o600))
+		}, wantLine: 1, want: "no file holds a complete record"},
+		{name: "empty a rotated file in the middle", rotate: true, tamper: func(t *testing.T, e *chainEnv) {
+			require.NoError(t, os.WriteFile(e.files()[1], []byte("{"), 0o600))
+		}, wantLine: 1, want: "records are missing"},
 		{name: "forge a checkpoint", tamper: func(t *testing.T, e *chainEnv) {
 			b, err := os.ReadFile(e.cps.Path)
 			require.NoError(t, err)

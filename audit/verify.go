@@ -126,6 +126,8 @@ type VerifyResult struct {
 	Logs    []LogResult `json:"logs"`
 	Records uint64      `json:"records"`
 	Problem *Problem    `json:"problem,omitempty"`
+	// Skipped are files without a single complete line (no record).
+	Skipped []string `json:"skipped,omitempty"`
 	// Seconds is how long Verify took; RecordsPerSecond how fast it
 	// checked (MAC, link and parse of each record, KMS unwrap included).
 	Seconds          float64 `json:"duration_s"`
@@ -183,7 +185,8 @@ func verify(ctx context.Context, files []string, opts VerifyOptions) (*VerifyRes
 	if opts.Opener == nil {
 		opts.Opener = kms.OpenerFunc(kms.Open)
 	}
-	logs, order, p, err := groupFiles(files)
+	logs, order, skipped, p, err := groupFiles(files)
+	res.Skipped = skipped
 	if err != nil || p != nil {
 		return res.fail(p, err)
 	}
@@ -226,13 +229,20 @@ type logFile struct {
 
 // groupFiles reads each file's header and groups the files by log, each
 // group sorted by the header's sequence number.
-func groupFiles(files []string) (map[string][]logFile, []string, *Problem, error) {
+func groupFiles(files []string) (map[string][]logFile, []string, []string, *Problem, error) {
 	logs := map[string][]logFile{}
-	var order []string
+	var order, skipped []string
 	for _, path := range files {
+		if !hasNewline(path) {
+			// No complete line, so no record: a file a crash left while it
+			// was being started, or one emptied. Its records, if it had
+			// any, are missing from the chain and reported there.
+			skipped = append(skipped, path)
+			continue
+		}
 		h, p, err := readHeader(path)
 		if err != nil || p != nil {
-			return nil, nil, p, err
+			return nil, nil, nil, p, err
 		}
 		if _, ok := logs[h.Log]; !ok {
 			order = append(order, h.Log)
@@ -244,12 +254,15 @@ func groupFiles(files []string) (map[string][]logFile, []string, *Problem, error
 		sort.SliceStable(fs, func(i, j int) bool { return fs[i].header.Seq < fs[j].header.Seq })
 		for i := 1; i < len(fs); i++ {
 			if fs[i].header.Seq == fs[i-1].header.Seq {
-				return nil, nil, &Problem{Log: id, File: fs[i].path, Line: 1, Seq: fs[i].header.Seq,
+				return nil, nil, nil, &Problem{Log: id, File: fs[i].path, Line: 1, Seq: fs[i].header.Seq,
 					Reason: fmt.Sprintf("starts at the same record as %s (a file given twice, or a copy)", fs[i-1].path)}, nil
 			}
 		}
 	}
-	return logs, order, nil, nil
+	if len(order) == 0 {
+		return nil, nil, nil, &Problem{File: files[0], Line: 1, Reason: "no file holds a complete record"}, nil
+	}
+	return logs, order, skipped, nil, nil
 }
 
 // readHeader parses the first line of a log file.

@@ -221,3 +221,22 @@ func toString(v any) string {
 	}
 	return fmt.Sprintf("%+v", v)
 }
+
+func TestRebuildBlindIndexesFollowsThePolicy(t *testing.T) {
+	mem := &audit.Memory{}
+	db, pt := accessDB(t, testsvc.Open(t, testsvc.SQLite), mem, nil)
+	person := audit.WithActor(context.Background(), audit.Person("ops:ann"))
+	_, err := gormcrypt.RebuildBlindIndexes(person, db, &Patient{}, 10)
+	require.ErrorIs(t, err, gormcrypt.ErrPurposeRequired)
+	res, err := gormcrypt.RebuildBlindIndexes(audit.WithPurpose(person, "search key rotation"), db, &Patient{}, 10)
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	var access []audit.Event
+	for _, e := range mem.Events() {
+		if e.Type == audit.DecryptAccess && e.Column == "ssn" && e.Purpose == "search key rotation" {
+			access = append(access, e)
+		}
+	}
+	require.Len(t, access, 1, "the rebuild's decrypt is recorded")
+	assert.Equal(t, pt.ID.String(), access[0].Row)
+}
