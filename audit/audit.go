@@ -1,27 +1,43 @@
-// Package audit records what fieldcrypt did with keys and protected data, as
-// structured events with a stable schema, through a pluggable Sink.
+// Package audit records what fieldcrypt did with keys and protected data,
+// and on whose behalf, as structured events with a stable schema, through a
+// pluggable Sink.
 //
-// For the common case, send events to a JSON slog handler on a file that
-// your log shipping collects:
+// For the common case, record into a hash-chained log whose key the KMS
+// protects, and name the person or service behind each request:
 //
-//	f, _ := os.OpenFile("fieldcrypt-audit.jsonl", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-//	sink := audit.NewSlogSink(slog.New(slog.NewJSONHandler(f, nil)))
+//	chain, _ := audit.OpenChain(ctx, audit.ChainOptions{Path: "audit.jsonl", MasterKey: mk, Checkpoints: cps})
+//	defer chain.Close()
+//	db.Use(gormcrypt.New(kr).WithAudit(chain))
+//	ctx = audit.WithActor(ctx, audit.Person("support:jane"))
+//	ctx = audit.WithPurpose(ctx, "ticket 4711")
 //
-// Why a schema of its own: auditors ask "who destroyed which key, when" and
-// "was anything tampered with", and the answer must not depend on log
-// message wording. Every event carries Type and Outcome; the other fields
-// are set when they apply. The schema is documented in docs/audit.md and
-// only ever grows.
+// Verify shows any change to the files; BuildReport says who read what,
+// when, why and how often, and what stands out; MarkReviewed records a
+// review in the log itself. A plain JSON slog handler (NewSlogSink) writes
+// the same schema without the chain.
 //
-// What an event never contains: a plaintext, a key, a password. Events name
-// classes, tenants, key versions, master key URIs, tables, columns and row
-// ids. Error texts come from fieldcrypt errors, which obey the same rule;
-// Record refuses nothing, so callers must not put values into Counts keys
-// or Error.
+// Why a schema of its own: auditors ask "who destroyed which key, when",
+// "who read this customer's data, and why" and "was anything tampered
+// with", and the answer must not depend on log message wording. Every
+// event carries Type and Outcome; the other fields are set when they
+// apply. The schema is documented in docs/audit.md and only ever grows.
+//
+// Why a chain: a log anyone with file access can edit proves nothing. Each
+// record of a Chain carries an HMAC over itself and the previous record
+// under a key only the KMS can unwrap, and checkpoints kept elsewhere
+// vouch for the newest records; docs/audit.md says exactly what is and is
+// not detected.
+//
+// What an event never contains: a plaintext, a key or a password. Events
+// name actors, purposes, classes, tenants, key versions, master key URIs,
+// tables, columns and row ids. Error texts come from fieldcrypt errors,
+// which obey the same rule; Record refuses nothing, so callers must not put
+// values into Counts keys, Error, Purpose or Note.
 package audit
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -51,8 +67,12 @@ const (
 	BackupEncrypted   Type = "backup.encrypted"
 	BackupDecrypted   Type = "backup.decrypted"
 	BackupVerified    Type = "backup.verified"
-	DecryptFailed     Type = "decrypt.failed" // authentication failure: possible tampering
-	DecryptAccess     Type = "decrypt.access" // a value was read (optional, sampled)
+	DecryptFailed     Type = "decrypt.failed"  // authentication failure: possible tampering
+	DecryptAccess     Type = "decrypt.access"  // a value was decrypted (recorded as the class's Policy says)
+	DecryptRefused    Type = "decrypt.refused" // a read was refused before anything was decrypted (ErrPurposeRequired)
+	ConsoleShow       Type = "console.show"    // rows were shown at the console (metadata only)
+	AuditReviewed     Type = "audit.reviewed"  // a reviewer marked a range of the log as reviewed
+	AuditRecovered    Type = "audit.recovered" // the chained log dropped a torn last line after a crash
 	ConfigValidated   Type = "config.validated"
 )
 
@@ -66,8 +86,10 @@ const (
 type Event struct {
 	Time         time.Time
 	Type         Type
-	Outcome      string // OK or Error
-	Actor        string // who: a configured principal, else OS user@host
+	Outcome      string    // OK or Error
+	Actor        string    // who: WithActor's name, a configured principal, else OS user@host
+	ActorKind    ActorKind // KindPerson or KindService when stated, else empty
+	Purpose      string    // why: WithPurpose, the console's --reason
 	Class        string
 	Tenant       string
 	KEKVersion   uint32
@@ -77,6 +99,8 @@ type Event struct {
 	Row          string
 	Job          string // re-encryption job or backup export id
 	Error        string // error text (fieldcrypt errors carry no secrets)
+	Note         string // a reviewer's note (audit.reviewed)
+	Filter       string // what a review covered, e.g. "actor=support:jane table=patients"
 	Counts       map[string]int64
 }
 
@@ -95,13 +119,33 @@ func (f SinkFunc) Record(ctx context.Context, e Event) { f(ctx, e) }
 // Discard drops every event.
 var Discard Sink = SinkFunc(func(context.Context, Event) {})
 
-// Multi sends every event to each sink in turn.
-func Multi(sinks ...Sink) Sink {
-	return SinkFunc(func(ctx context.Context, e Event) {
-		for _, s := range sinks {
-			s.Record(ctx, e)
+// Multi sends every event to each sink in turn. Its Err (see SinkErr)
+// reports the first failing sink.
+func Multi(sinks ...Sink) Sink { return multi(sinks) }
+
+type multi []Sink
+
+func (m multi) Record(ctx context.Context, e Event) {
+	for _, s := range m {
+		s.Record(ctx, e)
+	}
+}
+
+func (m multi) Flush() error {
+	var errs []error
+	for _, s := range m {
+		errs = append(errs, FlushSink(s))
+	}
+	return errors.Join(errs...)
+}
+
+func (m multi) Err() error {
+	for _, s := range m {
+		if err := SinkErr(s); err != nil {
+			return err
 		}
-	})
+	}
+	return nil
 }
 
 // slogSink writes events as slog records with message "fieldcrypt.audit".
@@ -113,41 +157,44 @@ type slogSink struct{ l *slog.Logger }
 func NewSlogSink(l *slog.Logger) Sink { return slogSink{l: l} }
 
 func (s slogSink) Record(ctx context.Context, e Event) {
-	e = Fill(e)
-	level := slog.LevelInfo
-	if e.Outcome == Error || e.Type == DecryptFailed || e.Type == KEKDestroyed || e.Type == TenantShredded || e.Type == KeyringUnsealed {
-		level = slog.LevelWarn
+	e = FillContext(ctx, e)
+	w := slogAttrs{t: e.Time}
+	eventFields(&e, "-", &w)
+	s.l.LogAttrs(ctx, Level(e), "fieldcrypt.audit", w.attrs...)
+}
+
+// slogAttrs collects an event's fields as slog attributes.
+type slogAttrs struct {
+	t     time.Time
+	attrs []slog.Attr
+}
+
+func (w *slogAttrs) str(name, v string) {
+	if name == "at" {
+		w.attrs = append(w.attrs, slog.Time(name, w.t))
+		return
 	}
-	attrs := []slog.Attr{
-		slog.String("event", string(e.Type)),
-		slog.String("outcome", e.Outcome),
-		slog.Time("at", e.Time),
-		slog.String("actor", e.Actor),
+	w.attrs = append(w.attrs, slog.String(name, v))
+}
+func (w *slogAttrs) num(name string, v uint64) { w.attrs = append(w.attrs, slog.Uint64(name, v)) }
+func (w *slogAttrs) bin(string, []byte)        {}
+func (w *slogAttrs) counts(c map[string]int64) {
+	cs := make([]any, 0, len(c))
+	for _, k := range sortedKeys(c) {
+		cs = append(cs, slog.Int64(k, c[k]))
 	}
-	str := func(k, v string) {
-		if v != "" {
-			attrs = append(attrs, slog.String(k, v))
-		}
+	w.attrs = append(w.attrs, slog.Group("counts", cs...))
+}
+
+// Level is the slog level of an event: Warn for failures, refusals,
+// destructions and the use of an unsealed key store, Info otherwise.
+func Level(e Event) slog.Level {
+	switch {
+	case e.Outcome == Error, e.Type == DecryptFailed, e.Type == DecryptRefused, e.Type == KEKDestroyed,
+		e.Type == TenantShredded, e.Type == KeyringUnsealed, e.Type == AuditRecovered:
+		return slog.LevelWarn
 	}
-	str("class", e.Class)
-	str("tenant", e.Tenant)
-	if e.KEKVersion != 0 {
-		attrs = append(attrs, slog.Uint64("kek_version", uint64(e.KEKVersion)))
-	}
-	str("master_key_uri", e.MasterKeyURI)
-	str("table", e.Table)
-	str("column", e.Column)
-	str("row", e.Row)
-	str("job", e.Job)
-	str("error", e.Error)
-	if len(e.Counts) > 0 {
-		cs := make([]any, 0, len(e.Counts))
-		for k, v := range e.Counts {
-			cs = append(cs, slog.Int64(k, v))
-		}
-		attrs = append(attrs, slog.Group("counts", cs...))
-	}
-	s.l.LogAttrs(ctx, level, "fieldcrypt.audit", attrs...)
+	return slog.LevelInfo
 }
 
 var (
@@ -173,6 +220,10 @@ func DefaultActor() string {
 	return actor
 }
 
+// FillContext sets the actor and purpose from ctx (Attribute), then Time,
+// Outcome and Actor when they are still empty (Fill).
+func FillContext(ctx context.Context, e Event) Event { return Fill(Attribute(ctx, e)) }
+
 // Fill sets Time, Outcome and Actor when they are empty.
 func Fill(e Event) Event {
 	if e.Time.IsZero() {
@@ -188,8 +239,12 @@ func Fill(e Event) Event {
 }
 
 // Sampled passes DecryptAccess events to s with probability rate (0 to 1)
-// and every other event always. Teams that must show who read what use
-// rate 1; others sample, or leave access events off.
+// and every other event always.
+//
+// Deprecated: sampling is a per-class decision: set Policy.Record to
+// RecordSampled for the classes that may be sampled (gormcrypt's
+// WithAccessPolicy), so critical data keeps every access. Sampled drops
+// access events of every class alike.
 func Sampled(s Sink, rate float64) Sink {
 	return SinkFunc(func(ctx context.Context, e Event) {
 		if e.Type == DecryptAccess && (rate <= 0 || (rate < 1 && rand.Float64() >= rate)) {
@@ -207,10 +262,11 @@ type Memory struct {
 }
 
 // Record implements Sink.
-func (m *Memory) Record(_ context.Context, e Event) {
+func (m *Memory) Record(ctx context.Context, e Event) {
+	e = FillContext(ctx, e)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.events = append(m.events, Fill(e))
+	m.events = append(m.events, e)
 }
 
 // Events returns a copy of the recorded events.

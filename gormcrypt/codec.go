@@ -320,6 +320,10 @@ func (cf *cfield) scanInto(ctx context.Context, rv reflect.Value, raw *rawValue)
 }
 
 func (cf *cfield) open(ctx context.Context, rv, fv reflect.Value, row string, ct []byte) error {
+	if err := cf.p.admitValue(ctx, cf); err != nil {
+		fv.Set(reflect.Zero(fv.Type()))
+		return cf.failed(ctx, err)
+	}
 	b := cf.binding(ctx, row)
 	pt, err := cf.p.env.Open(ctx, b, ct)
 	if cf.p.audit != nil {

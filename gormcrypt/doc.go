@@ -54,4 +54,14 @@
 // hands a ciphertext back as if it were the value. docs/gormcrypt.md has
 // the rules per database and the full path table, which TestPathMatrix
 // checks on SQLite, PostgreSQL and MariaDB.
+//
+// # Who read what, and why
+//
+// WithAudit records every decrypt (decrypt.access), failure and refusal,
+// with the actor and purpose the request's context carries
+// (audit.WithActor, audit.WithPurpose). WithAccessPolicy sets per class
+// which decrypts are recorded and who must state a purpose; by default a
+// person reading critical data must. A read without a required purpose
+// fails with ErrPurposeRequired before anything of the class is decrypted
+// (audit.go lists the paths).
 package gormcrypt

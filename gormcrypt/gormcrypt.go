@@ -76,7 +76,7 @@ func (e *Error) Error() string {
 	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "gormcrypt: "))
 	if e.Err != nil {
 		b.WriteString(": ")
-		b.WriteString(strings.TrimPrefix(e.Err.Error(), "fieldcrypt: "))
+		b.WriteString(strings.TrimPrefix(strings.TrimPrefix(e.Err.Error(), "fieldcrypt: "), "audit: "))
 	}
 	return b.String()
 }
@@ -113,8 +113,13 @@ type Plugin struct {
 	env   *envelope.Envelope
 	keys  envelope.KeySource
 	audit audit.Sink // nil: no audit events
-	mu    sync.Mutex
-	plans sync.Map // *schema.Schema -> *plan
+	// policies is the access policy per class (audit.go), set by
+	// WithAccessPolicy or, at Initialize, to the defaults.
+	policies    [8]audit.Policy
+	policiesSet bool
+	policyErr   error
+	mu          sync.Mutex
+	plans       sync.Map // *schema.Schema -> *plan
 	// reg is every table of a prepared model with encrypted columns.
 	reg registry
 	// analyses caches the statement guard's analysis per SQL text.
@@ -152,6 +157,12 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 	if p.fake == nil {
 		p.fake = sql.OpenDB(fakeConnector{})
+	}
+	if p.policyErr != nil {
+		return p.policyErr
+	}
+	if !p.policiesSet {
+		p.setPolicies(nil)
 	}
 	cb := db.Callback()
 	guard := func(decrypt func(*gorm.DB) bool) func(*gorm.DB) {

@@ -25,7 +25,11 @@ func (p *Plugin) beforeQuery(db *gorm.DB) {
 		return
 	}
 	needState := pl != nil && pl.treeEncrypted.Load()
-	if dt := destStructType(db.Statement.Dest); dt != nil && (db.Statement.Schema == nil || dt != db.Statement.Schema.ModelType) {
+	dt := destStructType(db.Statement.Dest)
+	readPlan := pl // the plan whose fields GORM scans the result into
+	if dt == nil {
+		readPlan = nil // a map or scalar: the guard pool decrypts (rows.go)
+	} else if db.Statement.Schema == nil || dt != db.Statement.Schema.ModelType {
 		// A destination of another type (a DTO) is prepared too. One GORM
 		// cannot parse is not a model: nothing to prepare.
 		dp, err := p.prepareModel(db, reflect.New(dt).Interface())
@@ -34,6 +38,19 @@ func (p *Plugin) beforeQuery(db *gorm.DB) {
 			return
 		}
 		needState = needState || dp != nil && dp.treeEncrypted.Load()
+		readPlan = dp
+	}
+	if readPlan != nil && len(readPlan.fields) > 0 {
+		ctx := db.Statement.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		if ctx.Value(trustedKey{}) == nil {
+			if err := p.admit(ctx, selectedFields(readPlan, db.Statement.Selects, db.Statement.Omits)); err != nil {
+				db.AddError(err)
+				return
+			}
+		}
 	}
 	wpl, _ := p.targetPlan(db, pl)
 	if !needState && (wpl == nil || len(wpl.fields) == 0) {

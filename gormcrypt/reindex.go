@@ -42,7 +42,9 @@ type trustedKey struct{}
 // the stored ciphertext, so a concurrent application write is never
 // overwritten; it can run online and be rerun (already-current rows are
 // only read). The tenant comes from ctx (WithTenant), as for every other
-// statement. The model needs a single-column primary key.
+// statement, and so do the actor and purpose: the class's access policy
+// applies as to any read (ErrPurposeRequired), and each decrypt is
+// recorded as it says. The model needs a single-column primary key.
 func RebuildBlindIndexes(ctx context.Context, db *gorm.DB, model any, batchSize int) ([]RebuildResult, error) {
 	p, err := pluginOf(db)
 	if err != nil {
@@ -81,6 +83,11 @@ func (p *Plugin) rebuildField(ctx context.Context, db *gorm.DB, pl *plan, cf *cf
 	cas := fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ? AND %s = ?", qt, qb, qpk, qc)
 	if db.Dialector.Name() == "mysql" { // compare bytes, not collation units
 		cas = fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ? AND CAST(%s AS BINARY) = CAST(? AS BINARY)", qt, qb, qpk, qc)
+	}
+	// The rebuild decrypts every value: the class's access policy applies
+	// (a purpose where required) and each decrypt is recorded as it says.
+	if err := p.admit(ctx, []*cfield{cf}); err != nil {
+		return res, err
 	}
 	trusted := db.WithContext(context.WithValue(ctx, trustedKey{}, true))
 	var last any
@@ -132,6 +139,7 @@ func (p *Plugin) rebuildField(ctx context.Context, db *gorm.DB, pl *plan, cf *cf
 				row = key
 			}
 			pt, err := p.env.Open(ctx, cf.binding(ctx, row), []byte(it.ct.String))
+			p.opened(ctx, cf.binding(ctx, key), []byte(it.ct.String), err)
 			if err != nil {
 				res.Failed++
 				if len(res.FailedRows) < 100 {

@@ -200,6 +200,12 @@ func (p *Plugin) newHandoff(ctx context.Context, rows *sql.Rows, tables []*table
 	types, _ := rows.ColumnTypes()
 	d := newRowDecryptor(ctx, p, tables, cols, types)
 	d.lenient = lenient
+	// The result's columns are known: refuse before any row is read if one
+	// of them may not be decrypted in ctx.
+	if err := p.admit(ctx, d.fields); err != nil {
+		rows.Close()
+		return &handoff{err: err}
+	}
 	return &handoff{rows: rows, dec: d}
 }
 
@@ -346,6 +352,9 @@ func (cf *cfield) openValue(ctx context.Context, row string, haveRow bool, store
 	bindRow := ""
 	if bound {
 		bindRow = row
+	}
+	if err := cf.p.admitValue(ctx, cf); err != nil {
+		return nil, err
 	}
 	bind := cf.binding(ctx, bindRow)
 	pt, err := cf.p.env.Open(ctx, bind, b)

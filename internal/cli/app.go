@@ -311,10 +311,10 @@ func (a *app) auditSink() audit.Sink {
 			return a.sink
 		}
 	}
+	var sinks []audit.Sink
 	var w io.Writer
 	switch cfg.AuditLog {
 	case "":
-		return a.sink
 	case "-":
 		w = a.io.Stderr
 	default:
@@ -328,15 +328,13 @@ func (a *app) auditSink() audit.Sink {
 			w = f
 		}
 	}
-	actor := cfg.Actor
-	inner := audit.NewSlogSink(slog.New(slog.NewJSONHandler(w, nil)))
-	a.sink = audit.SinkFunc(func(ctx context.Context, e audit.Event) {
-		if e.Actor == "" {
-			e.Actor = actor
-		}
-		e.Error = a.redact(e.Error)
-		inner.Record(ctx, e)
-	})
+	if w != nil {
+		sinks = append(sinks, audit.NewSlogSink(slog.New(slog.NewJSONHandler(w, nil))))
+	}
+	if len(sinks) == 0 && cfg.AuditChain == nil {
+		return a.sink
+	}
+	a.sink = a.withChain(cfg, sinks)
 	return a.sink
 }
 
@@ -455,6 +453,10 @@ Exit codes:
 			case "", "text":
 				a.output = "text"
 			case "json":
+			case "csv":
+				if cmd.Annotations["csv"] == "" {
+					return usageErrorf("--output csv: %s writes text or json", cmd.CommandPath())
+				}
 			default:
 				return usageErrorf("--output %q: want text or json", a.output)
 			}
@@ -483,6 +485,8 @@ Exit codes:
 		a.benchCmd(),
 		a.configCmd(),
 		a.exitCodesCmd(),
+		a.auditCmd(),
+		a.showCmd(),
 	)
 	a.registerCompletions(root)
 	root.SetIn(a.io.Stdin)

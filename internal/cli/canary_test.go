@@ -31,7 +31,24 @@ func TestNoPlaintextInAnyOutput(t *testing.T) {
 			canaries[103+4*i] = *p.Notes
 		}
 	}
-	qs := e.everything() + readFile(t, filepath.Join(e.dir, "qs", ".fieldcrypt", "audit.jsonl"))
+	// the console and the chained audit log on quickstart's setup: shows,
+	// a search by a canary, reveals with and without a reason, verify,
+	// every report format, a review
+	e.vars["FIELDCRYPT_CONFIG"] = filepath.Join(e.dir, "qs", "fieldcrypt.yaml")
+	e.ok("show", "patients")
+	e.ok("show", "patients", "--where", "ssn="+quickstartPatients[1].SSN, "-o", "json")
+	e.code(ExitRefused, "show", "patients", "--reveal", "ssn")
+	e.ok("show", "patients", "--where", "email="+quickstartPatients[1].Email, "--reveal", "ssn", "--reason", "ticket 1")
+	e.outputs[len(e.outputs)-2] = "" // the reveal's stdout is the data itself
+	for _, o := range []string{"text", "json", "csv"} {
+		e.ok("audit", "report", "-o", o)
+	}
+	e.ok("audit", "verify", "-o", "json")
+	e.ok("audit", "review", "--note", "canary review")
+	delete(e.vars, "FIELDCRYPT_CONFIG")
+	qs := e.everything() + readFile(t, filepath.Join(e.dir, "qs", ".fieldcrypt", "audit.jsonl")) +
+		readFile(t, filepath.Join(e.dir, "qs", ".fieldcrypt", "audit-chain.jsonl"))
+	require.Contains(t, qs, `"event":"decrypt.access"`)
 
 	// 2. encrypt-existing of a canary column, then a failing decrypt:
 	// two row-bound ciphertexts swapped between rows

@@ -44,6 +44,8 @@ type Config struct {
 	AuditLog string `yaml:"audit_log,omitempty" json:"audit_log,omitempty"`
 	// Actor is recorded as who performed each audited operation.
 	Actor string `yaml:"actor,omitempty" json:"actor,omitempty"`
+	// AuditChain is the hash-chained audit log (auditchain.go).
+	AuditChain *AuditChainConfig `yaml:"audit_chain,omitempty" json:"audit_chain,omitempty"`
 	// CacheTTL and MaxAge tune the keyring cache (Go durations).
 	CacheTTL string `yaml:"cache_ttl,omitempty" json:"cache_ttl,omitempty"`
 	MaxAge   string `yaml:"max_age,omitempty" json:"max_age,omitempty"`
@@ -80,6 +82,11 @@ type ColumnConfig struct {
 	RowBound     bool   `yaml:"row_bound,omitempty" json:"row_bound"`                   // bind values to their row's pk
 	Encoding     string `yaml:"encoding,omitempty" json:"encoding"`                     // text (default, "fc1:" base64) or binary
 	TenantColumn string `yaml:"tenant_column,omitempty" json:"tenant_column,omitempty"` // column holding each row's tenant
+	// BlindIndex names the column holding the value's blind index (as
+	// gormcrypt writes it), for 'show --where'; BlindIndexSize is its size
+	// in bytes (default 16).
+	BlindIndex     string `yaml:"blind_index,omitempty" json:"blind_index,omitempty"`
+	BlindIndexSize int    `yaml:"blind_index_size,omitempty" json:"blind_index_size,omitempty"`
 }
 
 // Name is "table.column".
@@ -301,11 +308,13 @@ func (c *Config) Validate(needKeys bool) error {
 		default:
 			bad("%s: encoding %q: want text or binary", where, col.Encoding)
 		}
+		errs = append(errs, col.validateBlindIndex(where)...)
 		if j, dup := seen[col.Name()]; dup {
 			bad("%s: listed twice (also columns[%d])", where, j)
 		}
 		seen[col.Name()] = i
 	}
+	errs = append(errs, c.AuditChain.validate()...)
 	return joinUsage(errs)
 }
 

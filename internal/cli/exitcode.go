@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/backup"
+	"github.com/fieldcrypt/fieldcrypt/console"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
@@ -17,9 +19,9 @@ const (
 	ExitOK          = 0   // success
 	ExitError       = 1   // any other failure (database, I/O, ...)
 	ExitUsage       = 2   // bad command line or configuration
-	ExitIntegrity   = 3   // a value, backup or the keyring store failed authentication: tampering or corruption
+	ExitIntegrity   = 3   // a value, backup, the keyring store or the audit log failed authentication: tampering or corruption
 	ExitKey         = 4   // a master key or KEK is unavailable (KMS down, access denied, destroyed, retired)
-	ExitRefused     = 5   // refused to act (destroy while data or a running process may use the key, no confirmation)
+	ExitRefused     = 5   // refused to act (destroy while data or a running process may use the key, no confirmation, a reveal without a reason or an audit log)
 	ExitInterrupted = 130 // interrupted by SIGINT/SIGTERM (the operation stopped cleanly)
 )
 
@@ -31,9 +33,9 @@ var ExitCodes = []struct {
 	{ExitOK, "success"},
 	{ExitError, "error (database, I/O, anything not listed below)"},
 	{ExitUsage, "usage or configuration error"},
-	{ExitIntegrity, "integrity failure: a value, a backup or the keyring store failed authentication"},
+	{ExitIntegrity, "integrity failure: a value, a backup, the keyring store or the audit log failed authentication"},
 	{ExitKey, "key unavailable: KMS unreachable, access denied, key disabled, destroyed or retired"},
-	{ExitRefused, "refused: e.g. destroy while data or a running process may still use the key, or no confirmation"},
+	{ExitRefused, "refused: e.g. destroy while data or a running process may still use the key, no confirmation, a reveal without a reason or without an audit log"},
 	{ExitInterrupted, "interrupted (SIGINT/SIGTERM)"},
 }
 
@@ -64,12 +66,14 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
-	case errors.Is(err, errRefused), errors.Is(err, keyring.ErrRefused):
+	case errors.Is(err, errRefused), errors.Is(err, keyring.ErrRefused),
+		errors.Is(err, audit.ErrPurposeRequired), errors.Is(err, console.ErrAuditUnavailable), errors.Is(err, audit.ErrLogInUse):
 		return ExitRefused
 	case errors.As(err, &ue), errors.Is(err, keyring.ErrInvalidConfig),
-		errors.Is(err, kms.ErrInvalidURI), errors.Is(err, backup.ErrInvalidInput):
+		errors.Is(err, kms.ErrInvalidURI), errors.Is(err, backup.ErrInvalidInput),
+		errors.Is(err, console.ErrInvalidQuery), errors.Is(err, console.ErrNotSearchable), errors.Is(err, console.ErrNotEncrypted):
 		return ExitUsage
-	case errors.Is(err, errIntegrity),
+	case errors.Is(err, errIntegrity), errors.Is(err, audit.ErrTampered),
 		errors.Is(err, envelope.ErrAuthentication), errors.Is(err, envelope.ErrMalformed),
 		errors.Is(err, envelope.ErrUnsupportedVersion),
 		errors.Is(err, backup.ErrAuthentication), errors.Is(err, backup.ErrTruncated),

@@ -195,6 +195,12 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 					a.note("created local master key %s (class %s)", path, c)
 				}
 			}
+			if path, err := createAuditKey(cfg); err != nil {
+				return err
+			} else if path != "" {
+				res.CreatedFiles = append(res.CreatedFiles, path)
+				a.note("created local master key %s (audit chain)", path)
+			}
 			kr, err := a.keyring(ctx, true)
 			if err != nil {
 				return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/backup"
+	"github.com/fieldcrypt/fieldcrypt/console"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/gormcrypt"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
@@ -95,6 +97,14 @@ func TestNoCanaryLeaks(t *testing.T) {
 		"high":     {MasterKey: localkms.URI(highKey)},
 	}}
 
+	// The chained audit log records every read (accountable access).
+	auditKey, err := localkms.Create(filepath.Join(dir, "audit.key"))
+	require.NoError(t, err)
+	chainPath := filepath.Join(dir, "chain.jsonl")
+	chain, err := audit.OpenChain(ctx, audit.ChainOptions{Path: chainPath, MasterKey: auditKey, Checkpoints: audit.FileCheckpoints{Path: filepath.Join(dir, "cps.jsonl")}})
+	require.NoError(t, err)
+	readSink := audit.Multi(sink, chain)
+
 	for _, d := range testsvc.Dialects() {
 		t.Run(string(d), func(t *testing.T) {
 			raw := testsvc.Open(t, d)
@@ -107,7 +117,7 @@ func TestNoCanaryLeaks(t *testing.T) {
 			kr, err := keyring.New(cfg, store, keyring.WithAudit(sink))
 			require.NoError(t, err)
 			defer kr.Close()
-			require.NoError(t, db.Use(gormcrypt.New(kr)))
+			require.NoError(t, db.Use(gormcrypt.New(kr).WithAudit(readSink)))
 			require.NoError(t, gormcrypt.AutoMigrate(db, &patient{}))
 			env := envelope.New(kr)
 
@@ -122,6 +132,28 @@ func TestNoCanaryLeaks(t *testing.T) {
 			require.Equal(t, canaryEmail, got.Email)
 			require.NoError(t, db.Where(&patient{Email: canaryEmail}).First(&got).Error)
 			out.add("read ok: %+v", envelope.Binding{Table: "patients"}) // a normal log line
+
+			// Accountable access: a person's read without a purpose is
+			// refused, with one; the console shows metadata and reveals
+			// with a reason.
+			person := audit.WithActor(ctx, audit.Person("support:jane"))
+			err = db.WithContext(person).Where(&patient{SSN: canarySSN}).First(&got).Error
+			require.ErrorIs(t, err, gormcrypt.ErrPurposeRequired)
+			out.add("no purpose: %v %+v", err, got)
+			require.NoError(t, db.WithContext(audit.WithPurpose(person, "ticket 4711")).Where(&patient{SSN: canarySSN}).First(&got).Error)
+			fields, err := gormcrypt.Fields(db, &patient{})
+			require.NoError(t, err)
+			con, err := console.NewGorm(raw, console.Config{Keys: kr, Audit: readSink, Columns: console.FromFields("id", fields...)})
+			require.NoError(t, err)
+			shown, err := con.Show(person, console.Query{Table: "patients", Where: &console.Condition{Column: "ssn", Value: canarySSN}})
+			require.NoError(t, err)
+			require.Len(t, shown.Rows, 1)
+			require.NoError(t, shown.WriteText(out))
+			_, err = con.Reveal(person, console.Query{Table: "patients", Where: &console.Condition{Column: "email", Value: canaryEmail}}, []string{"ssn", "notes"}, "")
+			out.add("reveal without reason: %v", err)
+			revealed, err := con.Reveal(person, console.Query{Table: "patients", Where: &console.Condition{Column: "email", Value: canaryEmail}}, []string{"ssn", "notes"}, "ticket 4711")
+			require.NoError(t, err)
+			require.Equal(t, 2, revealed.Revealed) // the operator's screen: not in the transcript
 
 			// Failing paths: each error goes into the transcript.
 			var rawSSN string
@@ -179,6 +211,26 @@ func TestNoCanaryLeaks(t *testing.T) {
 		})
 	}
 
+	// The chained log, its verification and every report format.
+	require.NoError(t, chain.Close())
+	files, err := audit.Files(chainPath)
+	require.NoError(t, err)
+	cps, err := audit.FileCheckpoints{Path: filepath.Join(dir, "cps.jsonl")}.Checkpoints(ctx)
+	require.NoError(t, err)
+	rep, vres, err := audit.BuildReport(ctx, files, audit.VerifyOptions{MasterKeys: []string{auditKey.URI()}, Checkpoints: cps}, audit.ReportOptions{})
+	require.NoError(t, err)
+	require.Positive(t, rep.Totals.Reads)
+	require.Positive(t, rep.Totals.Refused)
+	out.add("verify: %+v", vres)
+	require.NoError(t, rep.WriteText(out))
+	require.NoError(t, rep.WriteCSV(out))
+	require.NoError(t, json.NewEncoder(out).Encode(rep))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		out.add("%s", b)
+	}
+
 	// Backups: a canary stream, then a corrupted copy.
 	var fcb bytes.Buffer
 	_, err = backup.Encrypt(ctx, &fcb, strings.NewReader(strings.Repeat(canaryDump+"\n", 10000)), critMK, backup.EncryptOptions{Class: envelope.Critical, SegmentSize: 4096})
@@ -197,6 +249,8 @@ func TestNoCanaryLeaks(t *testing.T) {
 	text := out.buf.String()
 	require.Contains(t, text, "fieldcrypt.audit", "the transcript did capture audit events")
 	require.Contains(t, text, "INSERT INTO", "the transcript did capture SQL")
+	require.Contains(t, text, `"event":"decrypt.refused"`, "the transcript did capture the chained log")
+	require.Contains(t, text, "[critical v", "the transcript did capture the console")
 	for _, c := range []string{canarySSN, canaryEmail, canaryNote, canaryDump} {
 		assert.NotContains(t, text, c, "canary %q leaked", c)
 		assert.NotContains(t, text, hex.EncodeToString([]byte(c)), "canary %q leaked as hex", c)
