@@ -96,14 +96,31 @@ func NewGormCheckpointsNoMigrate(db *gorm.DB) *GormCheckpoints {
 
 // SaveCheckpoint implements CheckpointStore: it replaces the log's
 // checkpoint.
+//
+// It builds its statement with GORM's clause builders but executes it on
+// the connection pool directly, without running GORM's callbacks: the
+// chain's flusher calls it from its own goroutine, and an application may
+// still be registering plugins (callbacks) on the same *gorm.DB, which GORM
+// does not allow concurrently with statements.
 func (s *GormCheckpoints) SaveCheckpoint(ctx context.Context, c Checkpoint) error {
-	row := checkpointRow{LogID: c.Log, Seq: c.Seq, MAC: c.MAC, AtUnix: c.At.Unix(), Sig: c.Sig}
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+	fail := func(err error) error { return fmt.Errorf("audit: save checkpoint of log %s: %w", c.Log, err) }
+	stmt := &gorm.Statement{DB: s.db, Context: ctx, Clauses: map[string]clause.Clause{}, Table: CheckpointTable}
+	stmt.AddClause(clause.Insert{Table: clause.Table{Name: CheckpointTable}})
+	stmt.AddClause(clause.Values{
+		Columns: []clause.Column{{Name: "log_id"}, {Name: "seq"}, {Name: "mac"}, {Name: "at_unix"}, {Name: "sig"}},
+		Values:  [][]any{{c.Log, c.Seq, c.MAC, c.At.Unix(), c.Sig}},
+	})
+	stmt.AddClause(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "log_id"}},
 		DoUpdates: clause.AssignmentColumns([]string{"seq", "mac", "at_unix", "sig"}),
-	}).Create(&row).Error
-	if err != nil {
-		return fmt.Errorf("audit: save checkpoint of log %s: %w", c.Log, err)
+	})
+	stmt.Build("INSERT", "VALUES", "ON CONFLICT")
+	pool := s.db.Statement.ConnPool
+	if pool == nil {
+		pool = s.db.ConnPool
+	}
+	if _, err := pool.ExecContext(ctx, stmt.SQL.String(), stmt.Vars...); err != nil {
+		return fail(err)
 	}
 	return nil
 }
