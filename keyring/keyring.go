@@ -32,6 +32,7 @@ const (
 type Keyring struct {
 	store         Store
 	opener        kms.Opener
+	uris          kms.URIValidator // checks master key URIs (the opener, or kms.DefaultRegistry)
 	now           func() time.Time
 	ttl           time.Duration
 	maxAge        time.Duration
@@ -140,8 +141,10 @@ type grave struct {
 // Option configures a Keyring.
 type Option func(*Keyring)
 
-// WithOpener makes the keyring open master keys through o instead of the
-// kms registry (kms.Open). Tests and embedders use it.
+// WithOpener makes the keyring open master keys through o instead of
+// kms.DefaultRegistry: typically a kms.Registry with explicitly configured
+// openers. When o is a kms.URIValidator (a Registry is), master key URIs
+// are validated by it too.
 func WithOpener(o kms.Opener) Option { return func(k *Keyring) { k.opener = o } }
 
 // WithMasterKeys makes the keyring use the given master keys, by URI,
@@ -192,15 +195,9 @@ func WithoutAutoCreate() Option { return func(k *Keyring) { k.auto = false } }
 // the KMS nor the store: master keys are opened and KEKs unwrapped on
 // first use.
 func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if store == nil {
-		return nil, configErr("nil store")
-	}
 	k := &Keyring{
 		store:           store,
-		opener:          kms.OpenerFunc(kms.Open),
+		opener:          kms.DefaultRegistry,
 		now:             time.Now,
 		ttl:             cfg.ttl(),
 		maxAge:          cfg.maxAge(),
@@ -233,6 +230,16 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 	}
 	for _, o := range opts {
 		o(k)
+	}
+	var ok bool
+	if k.uris, ok = k.opener.(kms.URIValidator); !ok {
+		k.uris = kms.DefaultRegistry
+	}
+	if err := cfg.validate(k.uris); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, configErr("nil store")
 	}
 	return k, nil
 }

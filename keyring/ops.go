@@ -568,7 +568,7 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 	if err != nil {
 		return rep, err
 	}
-	if p := uriProblem(newURI); p != "" {
+	if p := uriProblem(k.uris, newURI); p != "" {
 		return rep, scopeErr("rewrap", s, newURI, "", configErr("class %q: master key URI %q: %s", class.String(), newURI, p))
 	}
 	if owner := k.uriOwner(newURI); owner != 0 && owner != class {

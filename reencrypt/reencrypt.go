@@ -15,25 +15,26 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them (or an
 // envelope sentinel, or a database error).
 var (
 	// ErrInvalidOptions means a Column or Options field is invalid.
-	ErrInvalidOptions = errors.New("reencrypt: invalid column or options")
+	ErrInvalidOptions = fielderr.New(fielderr.InvalidInput, "reencrypt: invalid column or options")
 	// ErrJobMismatch means a job with this id exists for another table,
 	// column or mode.
-	ErrJobMismatch = errors.New("reencrypt: job id belongs to another table, column or mode")
+	ErrJobMismatch = fielderr.New(fielderr.InvalidInput, "reencrypt: job id belongs to another table, column or mode")
 	// ErrRowsFailed means some rows could not be processed (they are listed
 	// in Summary.Failures); every other row was.
-	ErrRowsFailed = errors.New("reencrypt: some rows failed")
+	ErrRowsFailed = fielderr.New(fielderr.Unknown, "reencrypt: some rows failed")
 	// ErrConflict means a row kept changing under the compare-and-swap
 	// beyond Options.MaxRetries.
-	ErrConflict = errors.New("reencrypt: row changed concurrently too often")
+	ErrConflict = fielderr.New(fielderr.Conflict, "reencrypt: row changed concurrently too often")
 	// ErrMalformedValue means a value starts like a ciphertext but is not a
 	// well-formed one.
-	ErrMalformedValue = errors.New("reencrypt: malformed ciphertext in column")
+	ErrMalformedValue = fielderr.New(fielderr.Malformed, "reencrypt: malformed ciphertext in column")
 	// errLeaseLost means another process took over the chunk.
 	errLeaseLost = errors.New("reencrypt: chunk lease lost")
 )
@@ -179,7 +180,7 @@ type RowFailure struct {
 func (f RowFailure) Error() string { return "row " + f.Row + ": " + f.Err.Error() }
 
 // Unwrap returns the reason.
-func (f RowFailure) Unwrap() error { return f.Err }
+func (f RowFailure) Unwrap() []error { return []error{f.Err} }
 
 // MarshalJSON renders {"row": ..., "error": ...} for the CLI's JSON output.
 func (f RowFailure) MarshalJSON() ([]byte, error) {

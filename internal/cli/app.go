@@ -92,7 +92,7 @@ func Run(ctx context.Context, args []string, io IO) int {
 		err = fmt.Errorf("%w: %w", context.Canceled, err)
 	}
 	if err != nil && !a.started && ExitCode(err) == ExitError {
-		err = &usageError{err}
+		err = usageError(err)
 	}
 	code := ExitCode(err)
 	if err != nil {
@@ -461,7 +461,7 @@ Exit codes:
 			return nil
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", "", "config file (default ./fieldcrypt.yaml; env FIELDCRYPT_CONFIG)")
 	pf.StringVar(&a.database, "database", "", "database URL: sqlite://PATH, postgres://..., mysql://... (env FIELDCRYPT_DATABASE; default sqlite://fieldcrypt.db)")

@@ -313,7 +313,7 @@ func joinUsage(errs []error) error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return &usageError{fmt.Errorf("invalid configuration:\n  %w", errorsJoinIndented(errs))}
+	return usageError(fmt.Errorf("invalid configuration:\n  %w", errorsJoinIndented(errs)))
 }
 
 type joined []error
@@ -349,7 +349,7 @@ func (c *Config) KeyringConfig() (keyring.Config, error) {
 		kc.MaxAge, _ = time.ParseDuration(c.MaxAge)
 	}
 	if err := kc.Validate(); err != nil {
-		return kc, &usageError{err}
+		return kc, usageError(err)
 	}
 	return kc, nil
 }
