@@ -2,7 +2,6 @@ package gormcrypt
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -455,18 +454,11 @@ func isZeroValue(v interface{}) bool {
 	return rv.IsZero() || rv.Kind() == reflect.Ptr && rv.Elem().IsZero()
 }
 
-// rowBound reports whether a text ciphertext's header has the row-bound
-// flag, decoding only the 3 bytes that hold it.
+// rowBound reports whether a ciphertext's header has the row-bound flag
+// (false for a malformed one, which fails to open anyway).
 func rowBound(ct []byte) bool {
-	const p = len(envelope.TextPrefix)
-	if len(ct) < p+12 {
-		return false
-	}
-	var b [3]byte
-	if _, err := base64.RawStdEncoding.Decode(b[:], ct[p+4:p+8]); err != nil {
-		return false
-	}
-	return b[0]&0x01 != 0
+	h, err := envelope.InspectHeader(ct)
+	return err == nil && h.RowBound
 }
 
 // rawValue is what an encrypted column scans into.

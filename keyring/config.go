@@ -88,7 +88,7 @@ type ClassConfig struct {
 	// MasterKey is the URI of the class's master key: aws-kms://arn:...,
 	// gcp-kms://projects/.../cryptoKeys/..., local:///path. Empty only for
 	// the public class. New KEKs are wrapped under it.
-	MasterKey string `json:"master_key,omitempty"`
+	MasterKey string `json:"master_key,omitempty" yaml:"master_key"`
 	// PreviousMasterKeys lists the other master keys this class's KEKs may
 	// be stored under: the previous ones after a master-key rotation
 	// (RewrapAll moves the old MasterKey here), and the next one while a
@@ -96,13 +96,13 @@ type ClassConfig struct {
 	// MasterKey or one of these: the master key URI a stored record names
 	// only selects among them, it is never authority. Validated like
 	// MasterKey; never another class's key.
-	PreviousMasterKeys []string `json:"previous_master_keys,omitempty"`
+	PreviousMasterKeys []string `json:"previous_master_keys,omitempty" yaml:"previous_master_keys,omitempty"`
 	// TenantScoped gives every tenant its own line of KEKs in this class
 	// (created on first use), so one tenant can be crypto-shredded alone;
 	// tenant "" remains available for data of no tenant. When false, only
 	// tenant "" is allowed: lookups with a tenant fail with
 	// envelope.ErrInvalidInput (bind such values with Tenant "").
-	TenantScoped bool `json:"tenant_scoped,omitempty"`
+	TenantScoped bool `json:"tenant_scoped,omitempty" yaml:"tenant_scoped,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

@@ -306,6 +306,7 @@ type DestroyOption func(*destroyOptions)
 type destroyOptions struct {
 	checks []func(context.Context, envelope.KEKRef) error
 	force  bool
+	counts func() map[string]int64
 }
 
 func destroyOpts(opts []DestroyOption) destroyOptions {
@@ -325,6 +326,12 @@ func destroyOpts(opts []DestroyOption) destroyOptions {
 // using it meanwhile.
 func WithDestroyCheck(check func(ctx context.Context, ref envelope.KEKRef) error) DestroyOption {
 	return func(o *destroyOptions) { o.checks = append(o.checks, check) }
+}
+
+// WithAuditCounts adds the counts counts returns (called once, after the
+// destroy) to Destroy's kek.destroyed event: what the caller's checks found.
+func WithAuditCounts(counts func() map[string]int64) DestroyOption {
+	return func(o *destroyOptions) { o.counts = counts }
 }
 
 // Force makes Destroy and Retire skip the wait for every process to stop
@@ -348,8 +355,14 @@ func Force() DestroyOption { return func(o *destroyOptions) { o.force = true } }
 // Destroying a destroyed version is a no-op. Decrypt-only and retired
 // versions can be destroyed; retiring first is the prudent path.
 func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...DestroyOption) (info KEKInfo, err error) {
-	defer func() { k.emit(ctx, audit.KEKDestroyed, ref, info.MasterKeyURI, err, nil) }()
 	o := destroyOpts(opts)
+	defer func() {
+		var counts map[string]int64
+		if o.counts != nil {
+			counts = o.counts()
+		}
+		k.emit(ctx, audit.KEKDestroyed, ref, info.MasterKeyURI, err, counts)
+	}()
 	s, err := k.scope("destroy", ref.Scope())
 	if err != nil {
 		return KEKInfo{}, err

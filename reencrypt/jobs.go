@@ -51,9 +51,11 @@ func schemaSQL(d dialect) []string {
 	}
 }
 
-// EnsureSchema creates the job tables if they do not exist. Run calls it;
-// it is exported for deployments that create tables ahead of time.
-func EnsureSchema(ctx context.Context, db *gorm.DB) error {
+// CreateTables creates the job tables if they do not exist. Run calls it;
+// it is exported for deployments that create tables ahead of time
+// (fieldcrypt init does, so that reencrypt runs no DDL on a live
+// database).
+func CreateTables(ctx context.Context, db *gorm.DB) error {
 	d, err := dialectOf(db)
 	if err != nil {
 		return err
@@ -64,6 +66,11 @@ func EnsureSchema(ctx context.Context, db *gorm.DB) error {
 	}
 	return ensureSchema(ctx, sqlDB, d)
 }
+
+// EnsureSchema creates the job tables if they do not exist.
+//
+// Deprecated: use CreateTables (the same function); kept for one release.
+func EnsureSchema(ctx context.Context, db *gorm.DB) error { return CreateTables(ctx, db) }
 
 func ensureSchema(ctx context.Context, db *sql.DB, d dialect) error {
 	for _, stmt := range schemaSQL(d) {

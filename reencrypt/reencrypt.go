@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
@@ -148,6 +149,10 @@ type Options struct {
 	Progress      func(Progress)
 	ProgressEvery time.Duration // default 1s
 	Logger        *slog.Logger  // default: discard
+	// Audit, if set, records the run: reencrypt.started, .progress (every
+	// minute), .finished, and decrypt.failed for rows whose values failed
+	// authentication or are malformed (up to 100 a run).
+	Audit audit.Sink
 
 	// transform replaces the crypto step (benchmark baseline only).
 	transform func(v []byte) []byte
@@ -310,6 +315,14 @@ func defaultJobID(col Column, m Mode) string {
 	return m.String() + ":" + col.Table + "." + col.Column
 }
 
+// PoolSize is how many idle connections a pool should keep for a Run with
+// that many workers: each uses two connections (reading the next batch
+// while the current one commits), plus heartbeats. database/sql keeps two
+// idle connections by default and would close and reopen the rest after
+// every statement. Run leaves the caller's pool alone; set
+// db.SetMaxIdleConns(reencrypt.PoolSize(workers)) on a pool of your own.
+func PoolSize(workers int) int { return 2*max(workers, 1) + 2 }
+
 // Run processes every row of col according to opts.Mode and returns what
 // this process did. Several processes (on any hosts) running Run with the
 // same JobID share the work; a rerun after a crash or cancellation resumes
@@ -330,12 +343,18 @@ func Run(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column, o
 		return Summary{}, fmt.Errorf("%w: nil envelope", ErrInvalidOptions)
 	}
 	explicitID := opts.JobID != ""
+	rec := &recorder{sink: opts.Audit, col: col, opts: opts}
+	rec.started(ctx, opts.JobID)
 	if !explicitID {
 		opts.JobID = defaultJobID(col, opts.Mode)
 	}
+	opts.Progress = rec.progress(ctx, opts.Progress)
 	r, err := newRunner(ctx, db, env, col, opts)
 	if err != nil {
-		return Summary{}, err
+		rec.finished(ctx, Summary{JobID: opts.JobID, Mode: opts.Mode, DryRun: opts.DryRun}, err)
+		return Summary{JobID: opts.JobID, Mode: opts.Mode, DryRun: opts.DryRun}, err
 	}
-	return r.run(ctx, explicitID)
+	sum, err := r.run(ctx, explicitID)
+	rec.finished(ctx, sum, err)
+	return sum, err
 }

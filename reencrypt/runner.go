@@ -53,12 +53,8 @@ func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Co
 	if col.TenantColumn != "" {
 		r.qten = d.quote(col.TenantColumn)
 	}
-	// Each worker uses two connections (reading the next batch while the
-	// current one commits) plus heartbeats. database/sql keeps only two
-	// idle connections by default and would close and reopen the rest
-	// after every statement, re-preparing the large swap statement each
-	// time.
-	sqlDB.SetMaxIdleConns(2*opts.Workers + 2)
+	// The caller's pool is used as it is (see PoolSize): library code
+	// never changes a caller's connection pool.
 	if opts.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(opts.RateLimit), opts.BatchSize)
 	}

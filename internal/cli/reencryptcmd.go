@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,45 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fieldcrypt/fieldcrypt/audit"
-	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/config"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 	"github.com/fieldcrypt/fieldcrypt/reencrypt"
 )
-
-type reencryptColumnResult struct {
-	Table           string   `json:"table"`
-	Column          string   `json:"column"`
-	Class           string   `json:"class"`
-	JobID           string   `json:"job_id"`
-	Mode            string   `json:"mode"`
-	DryRun          bool     `json:"dry_run"`
-	Scanned         int64    `json:"scanned"`
-	Changed         int64    `json:"changed"` // in a dry run: would change
-	Current         int64    `json:"current"`
-	Null            int64    `json:"null"`
-	Plaintext       int64    `json:"plaintext"`
-	Conflicts       int64    `json:"conflicts"`
-	Vanished        int64    `json:"vanished"`
-	Failed          int64    `json:"failed"`
-	FailedRows      []string `json:"failed_rows,omitempty"` // row ids, never values
-	ChunksDone      int      `json:"chunks_done"`
-	ChunksTakenOver int      `json:"chunks_taken_over"`
-	JobFinished     bool     `json:"job_finished"`
-	DurationS       float64  `json:"duration_s"`
-	Error           string   `json:"error,omitempty"`
-}
-
-type reencryptResult struct {
-	Mode    string                  `json:"mode"`
-	DryRun  bool                    `json:"dry_run"`
-	Columns []reencryptColumnResult `json:"columns"`
-	Changed int64                   `json:"changed"`
-	Failed  int64                   `json:"failed"`
-	KMS     map[string]uint64       `json:"kms,omitempty"` // keyring counters: KMS calls scale with keys, not rows
-}
-
-// auditProgressEvery is how often a long job records reencrypt.progress.
-const auditProgressEvery = time.Minute
 
 func (a *app) reencryptCmd(existing bool) *cobra.Command {
 	var (
@@ -93,12 +57,12 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kr, err := a.keyring(ctx, false)
+			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
 			}
-			cfg := a.cfg
-			var cols []ColumnConfig
+			cfg := op.Config
+			var cols []config.Column
 			switch {
 			case all && len(columns) > 0:
 				return usageErrorf("give --column or --all, not both")
@@ -131,107 +95,36 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 			if workers < 1 || batch < 1 || rateLimit < 0 {
 				return usageErrorf("--workers and --batch-size must be at least 1, --rate-limit at least 0")
 			}
-			db, err := a.openDB(ctx)
-			if err != nil {
-				return err
-			}
-			env := envelope.New(kr)
-			res := reencryptResult{Mode: mode.String(), DryRun: dryRun, Columns: []reencryptColumnResult{}}
-			var firstErr, failSample error
-			failIntegrity := false
-			for _, col := range cols {
-				label := col.Name()
-				if dryRun {
-					label += " (dry run)"
-				}
-				prog := a.newProgress(a.progressMode(true), label, -1, false)
-				started := false
-				lastAudit := time.Now()
-				opts := reencrypt.Options{
-					Mode: mode, Workers: workers, BatchSize: batch, ChunkSize: chunk, RateLimit: rateLimit,
-					DryRun: dryRun, JobID: jobID,
-					Progress: func(p reencrypt.Progress) {
-						if !started && prog.bar != nil && p.Total > 0 {
-							prog.bar.ChangeMax64(p.Total)
-							prog.total = p.Total
-						} else if !started && p.Total > 0 {
-							prog.total = p.Total
+			progs := map[string]*progress{}
+			opts := ops.ReencryptOptions{
+				Options: reencrypt.Options{Mode: mode, Workers: workers, BatchSize: batch, ChunkSize: chunk, RateLimit: rateLimit, DryRun: dryRun, JobID: jobID},
+				ColumnProgress: func(col config.Column, p reencrypt.Progress) {
+					prog := progs[col.Name()]
+					if prog == nil {
+						label := col.Name()
+						if dryRun {
+							label += " (dry run)"
 						}
-						started = true
-						prog.Set(p.Done, map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed, "conflicts": p.Conflicts, "rows_per_s": round2(p.Rate)})
-						if !p.Final && time.Since(lastAudit) >= auditProgressEvery {
-							lastAudit = time.Now()
-							a.record(ctx, audit.Event{Type: audit.ReencryptProgress, Class: col.Class, Table: col.Table, Column: col.Column, Job: p.JobID,
-								Counts: map[string]int64{"done": p.Done, "total": p.Total, "changed": p.Changed, "failed": p.Failed}}, nil)
+						total := p.Total
+						if total <= 0 {
+							total = -1
 						}
-					},
-				}
-				ev := audit.Event{Type: audit.ReencryptStarted, Class: col.Class, Table: col.Table, Column: col.Column, Job: jobID,
-					Counts: map[string]int64{"workers": int64(workers)}}
-				if dryRun {
-					ev.Counts["dry_run"] = 1
-				}
-				a.record(ctx, ev, nil)
-				sum, err := reencrypt.Run(ctx, db, env, col.engineColumn(cfg.Tenant), opts)
-				prog.Finish(map[string]any{"job_id": sum.JobID, "changed": sum.Changed, "failed": sum.Failed})
-				cr := reencryptColumnResult{
-					Table: col.Table, Column: col.Column, Class: col.Class, JobID: sum.JobID, Mode: mode.String(), DryRun: dryRun,
-					Scanned: sum.Scanned, Changed: sum.Changed, Current: sum.Current, Null: sum.Nulls, Plaintext: sum.Plaintext,
-					Conflicts: sum.Conflicts, Vanished: sum.Vanished, Failed: sum.Failed, ChunksDone: sum.ChunksDone,
-					ChunksTakenOver: sum.ChunksTakenOver, JobFinished: sum.JobFinished, DurationS: round2(sum.Duration.Seconds()),
-				}
-				for i, f := range sum.Failures {
-					if i == maxFailedRows {
-						break
+						prog = a.newProgress(a.progressMode(true), label, total, false)
+						progs[col.Name()] = prog
 					}
-					cr.FailedRows = append(cr.FailedRows, f.Row)
-				}
-				for i, f := range sum.Failures {
-					r := failReason(f.Err)
-					if failSample == nil {
-						failSample = f.Err
+					prog.Set(p.Done, map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed, "conflicts": p.Conflicts, "rows_per_s": round2(p.Rate)})
+					if p.Final {
+						prog.Finish(map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed})
 					}
-					if r == failAuthentication || r == failMalformed {
-						failIntegrity = true
-					}
-					if i >= maxFailEvents {
-						continue
-					}
-					if r == failAuthentication || r == failMalformed {
-						a.record(ctx, audit.Event{Type: audit.DecryptFailed, Class: col.Class, Table: col.Table, Column: col.Column, Row: f.Row, Job: sum.JobID, Error: r}, nil)
-					}
-				}
-				if err != nil {
-					cr.Error = a.redact(err.Error())
-				}
-				a.record(ctx, audit.Event{Type: audit.ReencryptFinished, Class: col.Class, Table: col.Table, Column: col.Column, Job: sum.JobID,
-					Counts: map[string]int64{"scanned": sum.Scanned, "changed": sum.Changed, "failed": sum.Failed, "conflicts": sum.Conflicts, "dry_run": b2i(dryRun)}}, err)
-				res.Columns = append(res.Columns, cr)
-				res.Changed += sum.Changed
-				res.Failed += sum.Failed
-				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					// Rows that failed do not stop the other columns; anything
-					// else (interrupt, KMS down, database gone) does.
-					if !errors.Is(err, reencrypt.ErrRowsFailed) {
-						break
-					}
+				},
+			}
+			res, err := op.Reencrypt(ctx, cols, opts)
+			if res != nil {
+				if eerr := a.emit(res, func(w io.Writer) { printReencrypt(w, res) }); eerr != nil && err == nil {
+					return eerr
 				}
 			}
-			st := kr.Stats()
-			res.KMS = map[string]uint64{"wrap_calls": st.KMSWrapCalls, "unwrap_calls": st.KMSUnwrapCalls, "cache_hits": st.CacheHits, "cache_misses": st.CacheMisses}
-			if err := a.emit(res, func(w io.Writer) { printReencrypt(w, res) }); err != nil {
-				return err
-			}
-			if firstErr != nil {
-				if errors.Is(firstErr, reencrypt.ErrRowsFailed) {
-					return rowsFailedError(firstErr, res, failIntegrity, failSample)
-				}
-				return firstErr
-			}
-			return nil
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -253,24 +146,7 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 	return cmd
 }
 
-// rowsFailedError classifies a run whose rows failed: integrity (exit 3)
-// when values failed authentication or are malformed, else by the first
-// failure (exit 4 when their keys are destroyed, retired or unknown).
-func rowsFailedError(err error, res reencryptResult, integrity bool, sample error) error {
-	if integrity || sample == nil {
-		return fmt.Errorf("%w: %d rows failed (listed by row id): %w", errIntegrity, res.Failed, err)
-	}
-	return fmt.Errorf("%d rows failed (listed by row id): %w: %w", res.Failed, err, sample)
-}
-
-func b2i(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func printReencrypt(w io.Writer, res reencryptResult) {
+func printReencrypt(w io.Writer, res *ops.ReencryptResult) {
 	defer func() {
 		if res.KMS != nil {
 			fmt.Fprintf(w, "KMS calls: %d unwraps, %d wraps (KEK cache: %d hits, %d misses)\n", res.KMS["unwrap_calls"], res.KMS["wrap_calls"], res.KMS["cache_hits"], res.KMS["cache_misses"])

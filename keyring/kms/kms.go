@@ -118,6 +118,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("kms %s with %s: %v", e.Op, e.URI, e.Err) }
+
 // Unwrap returns the cause.
 func (e *Error) Unwrap() []error { return []error{e.Err} }
 

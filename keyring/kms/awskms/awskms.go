@@ -193,7 +193,7 @@ func (o Opener) OpenMasterKey(ctx context.Context, uri string) (kms.MasterKey, e
 	if err != nil {
 		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
 	}
-	if err := o.checkEndpoint(); err != nil {
+	if err := o.CheckEndpoint(); err != nil {
 		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
 	}
 	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(a.Region), config.WithLogger(logging.Nop{})}
@@ -215,7 +215,8 @@ func (o Opener) OpenMasterKey(ctx context.Context, uri string) (kms.MasterKey, e
 	return New(ctx, uri, WithClient(client))
 }
 
-func (o Opener) checkEndpoint() error {
+// CheckEndpoint checks Endpoint: https, or http with Insecure.
+func (o Opener) CheckEndpoint() error {
 	if o.Endpoint == "" {
 		return nil
 	}

@@ -112,19 +112,15 @@ func (o Opener) Path(uri string) (string, error) {
 	return path, nil
 }
 
-// OpenMasterKey opens the key file uri names. The key's URI is uri as
-// given, so what a keyring records does not depend on o.Dir.
+// OpenMasterKey opens the key file uri names. The key's URI names the
+// resolved path, so what is recorded under it (a backup header) finds the
+// same file from any directory.
 func (o Opener) OpenMasterKey(_ context.Context, uri string) (kms.MasterKey, error) {
 	path, err := o.Path(uri)
 	if err != nil {
 		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
 	}
-	k, err := Open(path)
-	if err != nil {
-		return nil, err
-	}
-	k.uri = uri
-	return k, nil
+	return Open(path)
 }
 
 // ValidateURI checks a local:// URI without reading the file.

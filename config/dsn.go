@@ -1,4 +1,4 @@
-package cli
+package config
 
 import (
 	"context"
@@ -43,7 +43,7 @@ func ParseDSN(raw, base string) (DSN, error) {
 		if path == "" {
 			return DSN{}, fmt.Errorf("%q: sqlite:// needs a file path", RedactDSN(raw))
 		}
-		path = resolvePath(base, path)
+		path = ResolvePath(base, path)
 		if query == "" {
 			query = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"
 		}
@@ -140,7 +140,7 @@ func OpenDB(ctx context.Context, d DSN) (*gorm.DB, error) {
 	case "mysql":
 		dial = gormmysql.Open(d.Driver)
 	default:
-		return nil, usageErrorf("database: unknown dialect %q", d.Dialect)
+		return nil, invalidf("database: unknown dialect %q", d.Dialect)
 	}
 	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, TranslateError: true})
 	if err != nil {
@@ -162,7 +162,8 @@ func OpenDB(ctx context.Context, d DSN) (*gorm.DB, error) {
 	return db, nil
 }
 
-func closeDB(db *gorm.DB) {
+// CloseDB closes the connection pool of db, if any.
+func CloseDB(db *gorm.DB) {
 	if db == nil {
 		return
 	}
