@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -17,24 +16,13 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
-type sinkRec struct {
-	mu sync.Mutex
-	ev []audit.Event
-}
-
-func (s *sinkRec) Record(_ context.Context, e audit.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ev = append(s.ev, e)
-}
-
 // TestOperationsRecordTheirEvents: Encrypt, Decrypt and Verify record
 // their own audit events (callers add none), failures included.
 func TestOperationsRecordTheirEvents(t *testing.T) {
 	ctx := context.Background()
 	mk := randomMasterKey("local:///k")
 	opener := kms.OpenerFunc(func(context.Context, string) (kms.MasterKey, error) { return mk, nil })
-	s := &sinkRec{}
+	s := &audit.Memory{}
 	var buf bytes.Buffer
 	res, err := Encrypt(ctx, &buf, bytes.NewReader([]byte("payload")), mk, EncryptOptions{Class: envelope.High, Audit: s})
 	require.NoError(t, err)
@@ -48,9 +36,10 @@ func TestOperationsRecordTheirEvents(t *testing.T) {
 	_, err = Verify(ctx, bytes.NewReader(tampered), opener, DecryptOptions{Audit: s})
 	require.ErrorIs(t, err, ErrAuthentication)
 
-	require.Len(t, s.ev, 4)
+	events := s.Events()
+	require.Len(t, events, 4)
 	want := []audit.Type{audit.BackupEncrypted, audit.BackupVerified, audit.BackupDecrypted, audit.BackupVerified}
-	for i, e := range s.ev {
+	for i, e := range events {
 		assert.Equal(t, want[i], e.Type)
 		if i == 3 {
 			break // a backup that fails authentication: its header is not trusted
@@ -59,9 +48,9 @@ func TestOperationsRecordTheirEvents(t *testing.T) {
 		assert.Equal(t, "local:///k", e.MasterKeyURI)
 		assert.Equal(t, res.Header.ExportID.String(), e.Job)
 	}
-	assert.Equal(t, int64(7), s.ev[0].Counts["plaintext_bytes"])
-	assert.Equal(t, audit.Error, s.ev[3].Outcome)
-	assert.NotEmpty(t, s.ev[3].Error)
+	assert.Equal(t, int64(7), events[0].Counts["plaintext_bytes"])
+	assert.Equal(t, audit.Error, events[3].Outcome)
+	assert.NotEmpty(t, events[3].Error)
 }
 
 // TestEncryptFile: the file appears only when the whole stream is

@@ -98,7 +98,7 @@ type Config struct {
 type Column struct {
 	Table        string `yaml:"table" json:"table"`
 	Column       string `yaml:"column" json:"column"`
-	PK           string `yaml:"pk,omitempty" json:"pk"`                                 // default "id"
+	PK           string `yaml:"pk,omitempty" json:"pk"`                                 // default "id"; "a, b" for a composite key
 	Class        string `yaml:"class" json:"class"`                                     // critical, high, moderate, low
 	Mode         string `yaml:"mode,omitempty" json:"mode"`                             // randomized (default) or deterministic
 	RowBound     bool   `yaml:"row_bound,omitempty" json:"row_bound"`                   // bind values to their row's pk
@@ -315,8 +315,11 @@ func (c *Config) Validate(needKeys bool) error {
 		if !identRE.MatchString(col.Column) {
 			bad("%s: column %q: want a plain SQL identifier", where, col.Column)
 		}
-		if !identRE.MatchString(col.PK) {
-			bad("%s: pk %q: want a plain SQL identifier", where, col.PK)
+		for _, k := range strings.Split(col.PK, ",") {
+			if !identRE.MatchString(strings.TrimSpace(k)) {
+				bad("%s: pk %q: want a plain SQL identifier, or several separated by commas (a composite key)", where, col.PK)
+				break
+			}
 		}
 		if col.TenantColumn != "" && !identRE.MatchString(col.TenantColumn) {
 			bad("%s: tenant_column %q: want a plain SQL identifier", where, col.TenantColumn)

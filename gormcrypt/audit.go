@@ -17,11 +17,17 @@ import (
 //     who read what. Wrap the sink in audit.Sampled(sink, rate) to keep a
 //     fraction of them (rate 0 keeps none, failures are always kept).
 //
-// Events never contain values. It returns p for chaining:
+// Events never contain values:
 //
-//	db.Use(gormcrypt.New(kr).WithAudit(audit.Sampled(sink, 0.01)))
+//	db.Use(gormcrypt.New(kr, gormcrypt.WithAudit(audit.Sampled(sink, 0.01))))
+func WithAudit(sink audit.Sink) Option { return func(p *Plugin) { p.audit = sink } }
+
+// WithAudit sets the audit sink and returns p.
+//
+// Deprecated: use New(keys, WithAudit(sink)), the options style of the
+// other constructors; kept for one release.
 func (p *Plugin) WithAudit(sink audit.Sink) *Plugin {
-	p.audit = sink
+	WithAudit(sink)(p)
 	return p
 }
 

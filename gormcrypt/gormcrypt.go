@@ -130,11 +130,18 @@ type Plugin struct {
 // error): the plugin refuses to start rather than fail on the first write.
 var ErrNoKeySource = fielderr.New(fielderr.InvalidInput, "gormcrypt: no key source (gormcrypt.New was given a nil key source)")
 
+// Option configures the plugin.
+type Option func(*Plugin)
+
 // New returns the plugin, taking keys from keys (a *keyring.Keyring in an
 // application, envelopetest.New() in tests). Register it with db.Use,
 // which fails with ErrNoKeySource when keys is nil.
-func New(keys envelope.KeySource) *Plugin {
-	return &Plugin{env: envelope.New(keys), keys: keys, fake: sql.OpenDB(fakeConnector{})}
+func New(keys envelope.KeySource, opts ...Option) *Plugin {
+	p := &Plugin{env: envelope.New(keys), keys: keys, fake: sql.OpenDB(fakeConnector{})}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // Name implements gorm.Plugin.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,23 +20,10 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/reencrypt"
 )
 
-// events collects audit events.
-type events struct {
-	mu  sync.Mutex
-	all []audit.Event
-}
-
-func (e *events) Record(_ context.Context, ev audit.Event) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.all = append(e.all, ev)
-}
-
-func (e *events) types() map[audit.Type]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// types counts the recorded events by type.
+func types(m *audit.Memory) map[audit.Type]int {
 	out := map[audit.Type]int{}
-	for _, ev := range e.all {
+	for _, ev := range m.Events() {
 		out[ev.Type]++
 	}
 	return out
@@ -72,7 +58,7 @@ func TestWorkflows(t *testing.T) {
 		t.Run(string(d), func(t *testing.T) {
 			ctx := context.Background()
 			cfg := project(t, d)
-			ev := &events{}
+			ev := &audit.Memory{}
 			_, err := ops.Open(ctx, cfg, ops.Options{Audit: ev})
 			require.ErrorIs(t, err, ops.ErrNotSetUp, "no keyring tables yet")
 			assert.Equal(t, fielderr.InvalidInput, fielderr.KindOf(err))
@@ -128,11 +114,11 @@ func TestWorkflows(t *testing.T) {
 				Confirm: func(context.Context, string, string) error { return errors.New("no") }})
 			require.Error(t, err)
 
-			types := ev.types()
+			types := types(ev)
 			assert.Equal(t, 2, types[audit.ReencryptStarted], "the engine records its runs")
 			assert.Equal(t, 2, types[audit.ReencryptFinished])
 			assert.Positive(t, types[audit.KEKDestroyed])
-			for _, e := range ev.all {
+			for _, e := range ev.Events() {
 				if e.Type == audit.KEKDestroyed && e.Outcome != audit.Error {
 					assert.Equal(t, map[string]int64{"values_found": 0, "forced": 1}, e.Counts, "the check's findings ride on the keyring's event")
 				}

@@ -50,7 +50,7 @@ func testColumn(name string, text bool) Column {
 }
 
 func binding(col Column, id int64) envelope.Binding {
-	return envelope.Binding{Class: col.Class, Tenant: col.Tenant, Table: col.Table, Column: col.Column, Row: RowKey(id)}
+	return envelope.Binding{Class: col.Class, Tenant: col.Tenant, Table: col.Table, Column: col.Column, Row: envelope.RowKey(id)}
 }
 
 func plain(id int64) string { return fmt.Sprintf("secret-value-%06d", id) }
@@ -110,8 +110,7 @@ func values(t testing.TB, db *gorm.DB, col Column) map[int64][]byte {
 		var id int64
 		var v any
 		require.NoError(t, rows.Scan(&id, &v))
-		b, _ := valBytes(v)
-		out[id] = b
+		out[id] = append([]byte(nil), valBytes(v)...)
 	}
 	require.NoError(t, rows.Err())
 	return out

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -17,6 +18,7 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/fielderr"
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them (or an
@@ -80,7 +82,7 @@ func ParseMode(s string) (Mode, error) {
 	return 0, fmt.Errorf("%w: unknown mode %q (want rewrap, full or encrypt-existing)", ErrInvalidOptions, s)
 }
 
-// MarshalText implements encoding.TextMarshaler (JSON output of Summary).
+// MarshalText implements encoding.TextMarshaler: the mode's name.
 func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
@@ -95,8 +97,11 @@ func (m *Mode) UnmarshalText(b []byte) error {
 
 // Column names the column to process and how its values are bound.
 type Column struct {
-	Table  string // table name (may be schema-qualified: schema.table)
-	PK     string // single-column primary key (integer, text or UUID)
+	Table string // table name (may be schema-qualified: schema.table)
+	// PK names the primary key: one column ("id"), or several separated by
+	// commas ("tenant_id, id") for a composite key. Values are bound to
+	// their row as envelope.RowKeys renders the key, as gormcrypt does.
+	PK     string
 	Column string // the encrypted (or, for EncryptExisting, plaintext) column
 
 	Class  envelope.Class
@@ -116,7 +121,8 @@ type Column struct {
 	Text bool
 
 	// RowKey, when set, renders a primary key as the Binding.Row string
-	// instead of the package's RowKey.
+	// instead of envelope.RowKeys: the key's value for one column, its
+	// values as an []any for a composite key.
 	RowKey func(pk any) string
 }
 
@@ -187,7 +193,8 @@ func (f RowFailure) Error() string { return "row " + f.Row + ": " + f.Err.Error(
 // Unwrap returns the reason.
 func (f RowFailure) Unwrap() []error { return []error{f.Err} }
 
-// MarshalJSON renders {"row": ..., "error": ...} for the CLI's JSON output.
+// MarshalJSON renders {"row": ..., "error": ...}: a failure in a JSON
+// report (an error value marshals to {} otherwise).
 func (f RowFailure) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		Row   string `json:"row"`
@@ -241,9 +248,14 @@ type Summary struct {
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
 
 func (c Column) validate() error {
-	for _, f := range []struct{ name, v string }{{"Table", c.Table}, {"PK", c.PK}, {"Column", c.Column}} {
+	for _, f := range []struct{ name, v string }{{"Table", c.Table}, {"Column", c.Column}} {
 		if !identRE.MatchString(f.v) {
 			return fmt.Errorf("%w: %s %q is not a plain identifier", ErrInvalidOptions, f.name, f.v)
+		}
+	}
+	for _, k := range pkColumns(c.PK) {
+		if !identRE.MatchString(k) || strings.Contains(k, ".") {
+			return fmt.Errorf("%w: PK %q is not a plain identifier (or a comma-separated list of them)", ErrInvalidOptions, c.PK)
 		}
 	}
 	if c.TenantColumn != "" && !identRE.MatchString(c.TenantColumn) {
@@ -255,11 +267,17 @@ func (c Column) validate() error {
 	return nil
 }
 
-func (c Column) rowKey(pk any) string {
+// rowKey renders a row's key as Binding.Row: envelope.RowKeys (or
+// Column.RowKey, given the key's value for one column, its values as an
+// []any for several).
+func (c Column) rowKey(t *dbsql.Table, pk []any) string {
 	if c.RowKey != nil {
+		if len(pk) == 1 {
+			return c.RowKey(pk[0])
+		}
 		return c.RowKey(pk)
 	}
-	return RowKey(pk)
+	return t.RowKey(pk)
 }
 
 func (o *Options) defaults(col Column) error {

@@ -14,18 +14,17 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 type runner struct {
-	db    *sql.DB
-	d     dialect
-	env   *envelope.Envelope
-	col   Column
-	opts  Options
-	intPK bool
-
-	qt, qpk, qc, qten string
-	pkType, colType   string // PostgreSQL casts
+	db      *sql.DB
+	d       dbsql.Dialect
+	t       *dbsql.Table
+	env     *envelope.Envelope
+	col     Column
+	opts    Options
+	colType string // PostgreSQL cast of the column
 
 	clockOffset time.Duration // database clock minus local clock
 	limiter     *rate.Limiter
@@ -40,21 +39,17 @@ type runner struct {
 }
 
 func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Column, opts Options) (*runner, error) {
-	d, err := dialectOf(gdb)
+	d, err := dbsql.Of(gdb)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	sqlDB, err := gdb.DB()
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{db: sqlDB, d: d, env: env, col: col, opts: opts,
-		qt: d.quote(col.Table), qpk: d.quote(col.PK), qc: d.quote(col.Column)}
-	if col.TenantColumn != "" {
-		r.qten = d.quote(col.TenantColumn)
-	}
 	// The caller's pool is used as it is (see PoolSize): library code
 	// never changes a caller's connection pool.
+	r := &runner{db: sqlDB, d: d, t: dbsql.NewTable(d, col.Table, pkColumns(col.PK)), env: env, col: col, opts: opts}
 	if opts.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(opts.RateLimit), opts.BatchSize)
 	}
@@ -64,47 +59,25 @@ func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Co
 	return r, nil
 }
 
-// introspect learns the key type, the PostgreSQL column types and the
+// introspect learns the key's types, the PostgreSQL column type and the
 // database clock.
 func (r *runner) introspect(ctx context.Context) error {
-	// An argument forces MySQL's binary protocol, which returns integers
-	// as int64 rather than as text.
-	s := &sqlBuf{d: r.d}
-	s.w("SELECT ", r.qpk, " FROM ", r.qt, " WHERE 1 = ").p(1).w(" ORDER BY ", r.qpk, " LIMIT 1")
-	var pk any
-	switch err := r.db.QueryRowContext(ctx, s.String(), s.args...).Scan(&pk); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("reencrypt: reading %s.%s: %w", r.col.Table, r.col.PK, err)
+	if err := r.t.Introspect(ctx, r.db); err != nil {
+		return fmt.Errorf("reencrypt: %s.%s: %w", r.col.Table, r.col.PK, err)
 	}
-	switch pk.(type) {
-	case int64, int32, int, uint64:
-		r.intPK = true
+	var err error
+	if r.colType, err = dbsql.ColumnType(ctx, r.db, r.d, r.col.Table, r.col.Column); err != nil {
+		return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.Column, err)
 	}
+	var ms int64
 	switch r.d {
-	case dPostgres:
-		const q = `SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`
-		if err := r.db.QueryRowContext(ctx, q, r.qt, r.col.PK).Scan(&r.pkType); err != nil {
-			return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.PK, err)
-		}
-		if err := r.db.QueryRowContext(ctx, q, r.qt, r.col.Column).Scan(&r.colType); err != nil {
-			return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.Column, err)
-		}
-		if !r.intPK {
-			switch r.pkType {
-			case "bigint", "integer", "smallint":
-				r.intPK = true
-			}
-		}
-		var ms int64
-		if err := r.db.QueryRowContext(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint`).Scan(&ms); err == nil {
-			r.clockOffset = time.Until(time.UnixMilli(ms))
-		}
-	case dMySQL:
-		var ms int64
-		if err := r.db.QueryRowContext(ctx, `SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)`).Scan(&ms); err == nil {
-			r.clockOffset = time.Until(time.UnixMilli(ms))
-		}
+	case dbsql.Postgres:
+		err = r.db.QueryRowContext(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint`).Scan(&ms)
+	case dbsql.MySQL:
+		err = r.db.QueryRowContext(ctx, `SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)`).Scan(&ms)
+	}
+	if err == nil && ms != 0 {
+		r.clockOffset = time.Until(time.UnixMilli(ms))
 	}
 	return nil
 }
@@ -300,7 +273,7 @@ func (r *runner) worker(ctx context.Context) error {
 		}
 		c, err := r.claim(ctx)
 		if err != nil {
-			if isRetryable(err) || errors.Is(err, errLeaseLost) {
+			if dbsql.Retryable(err) || errors.Is(err, errLeaseLost) {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
@@ -412,7 +385,7 @@ func (r *runner) processChunk(ctx context.Context, c *chunk) error {
 		}
 		for attempt := 0; err == nil; attempt++ {
 			err = r.commitBatch(cctx, c, b)
-			if err == nil || !isRetryable(err) || attempt >= 5 || cctx.Err() != nil {
+			if err == nil || !dbsql.Retryable(err) || attempt >= 5 || cctx.Err() != nil {
 				break
 			}
 			// Deadlock or serialization failure: read the batch again.
@@ -460,7 +433,7 @@ func (r *runner) readPrepare(ctx context.Context, c *chunk, after *string) *batc
 	b.d = &counts{scanned: int64(len(rows))}
 	b.done = len(rows) < r.opts.BatchSize
 	if len(rows) > 0 {
-		k := pkText(rows[len(rows)-1].pk)
+		k := r.t.Text(rows[len(rows)-1].pk)
 		b.last = &k
 		if r.limiter != nil {
 			if err := r.limiter.WaitN(ctx, len(rows)); err != nil {
@@ -528,9 +501,9 @@ func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) 
 		if err != nil {
 			return err
 		}
-		var missed []any
+		var missed [][]any
 		for _, u := range ups {
-			if !applied[pkText(u.pk)] {
+			if !applied[r.t.Text(u.pk)] {
 				missed = append(missed, u.pk)
 			}
 		}
@@ -541,7 +514,7 @@ func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) 
 		d.conflicts += int64(len(missed))
 		if attempt >= r.opts.MaxRetries {
 			for _, pk := range missed {
-				k := r.col.rowKey(pk)
+				k := r.col.rowKey(r.t, pk)
 				d.failed++
 				d.failures = append(d.failures, RowFailure{Row: k, Err: fmt.Errorf("%w: %s.%s row %s after %d retries", ErrConflict, r.col.Table, r.col.Column, k, attempt)})
 			}
@@ -582,12 +555,8 @@ func (r *runner) account(d *counts) {
 
 // runDry walks the table once and counts; it writes nothing.
 func (r *runner) runDry(ctx context.Context) error {
-	var after *string
-	for {
-		rows, err := r.readBatch(ctx, r.db, after, nil, r.opts.BatchSize)
-		if err != nil {
-			return err
-		}
+	return r.t.Walk(ctx, r.db, r.cols(), r.opts.BatchSize, func(batch []dbsql.Row) error {
+		rows := r.rows(batch)
 		if len(rows) > 0 && r.limiter != nil {
 			if err := r.limiter.WaitN(ctx, len(rows)); err != nil {
 				return err
@@ -603,11 +572,9 @@ func (r *runner) runDry(ctx context.Context) error {
 		r.emit(false)
 		if len(rows) < r.opts.BatchSize {
 			r.sum.JobFinished = true
-			return nil
 		}
-		k := pkText(rows[len(rows)-1].pk)
-		after = &k
-	}
+		return nil
+	})
 }
 
 func (r *runner) startProgress() func() {
