@@ -10,6 +10,7 @@ import (
 
 	"github.com/glebarez/sqlite"
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	gormmysql "gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -52,6 +53,18 @@ func ParseDSN(raw, base string) (DSN, error) {
 		u, err := url.Parse(raw)
 		if err != nil {
 			return DSN{}, fmt.Errorf("%q: not a valid URL", RedactDSN(raw))
+		}
+		// An incomplete URL would connect over the local socket as the OS
+		// user, to a database of that name: never what a config meant.
+		q := u.Query()
+		if u.Hostname() == "" && q.Get("host") == "" {
+			return DSN{}, fmt.Errorf("%q: postgres:// needs a host (postgres://user:pass@HOST:5432/db)", u.Redacted())
+		}
+		if strings.TrimPrefix(u.Path, "/") == "" && q.Get("dbname") == "" {
+			return DSN{}, fmt.Errorf("%q: postgres:// needs a database name (postgres://user:pass@host:5432/DB)", u.Redacted())
+		}
+		if _, err := pgconn.ParseConfig(raw); err != nil {
+			return DSN{}, fmt.Errorf("%q: not a valid PostgreSQL URL (check the port and the parameters)", u.Redacted())
 		}
 		pw, _ := u.User.Password()
 		return DSN{Dialect: "postgres", Driver: raw, Redacted: u.Redacted(), password: pw}, nil

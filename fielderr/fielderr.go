@@ -23,7 +23,10 @@
 // reencrypt.RowFailure) have one Unwrap style: Unwrap() []error.
 package fielderr
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // Kind is what sort of failure an error is. The zero Kind is OK (no error).
 type Kind int
@@ -119,6 +122,25 @@ func Mark(err error, kind Kind) error {
 		return nil
 	}
 	return &marked{err: err, kind: kind}
+}
+
+// quiet is an error whose message is its own text, wrapping a sentinel
+// whose text it does not repeat.
+type quiet struct {
+	msg  string
+	errs []error
+}
+
+func (q *quiet) Error() string   { return q.msg }
+func (q *quiet) Unwrap() []error { return q.errs }
+
+// Errorf returns an error whose message is exactly the formatted text and
+// that wraps sentinel (for errors.Is and KindOf) without repeating the
+// sentinel's own text, so that a message reads as one sentence. Errors in
+// args wrapped with %w stay in the chain.
+func Errorf(sentinel error, format string, args ...any) error {
+	e := fmt.Errorf(format, args...)
+	return &quiet{msg: e.Error(), errs: []error{sentinel, e}}
 }
 
 // Shared sentinels: one value for a meaning several packages share.

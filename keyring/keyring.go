@@ -17,7 +17,18 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
-// Encryption context keys bound to every wrapped KEK.
+// Encryption context keys bound to every wrapped KEK, with the exact form
+// of their values (the KMS sees them: AWS key policies condition on
+// "kms:EncryptionContext:" + key). A KEK's context is
+//
+//	fieldcrypt:class        the class name, lower case: "critical"
+//	fieldcrypt:kek-version  the version in decimal, no leading zero: "3"
+//	fieldcrypt:keyring      the keyring id (Config.Name): "billing"
+//	fieldcrypt:tenant       the tenant, only for a tenant's KEK: "acme"
+//
+// A class key's is fieldcrypt:class, fieldcrypt:keyring and ECPurpose =
+// "class-key". docs/operations.md ("KMS key policies") gives policy
+// examples, and the backup file key's context.
 const (
 	ECClass      = "fieldcrypt:class"
 	ECTenant     = "fieldcrypt:tenant" // only when the scope has a tenant

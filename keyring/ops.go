@@ -223,7 +223,7 @@ func (k *Keyring) Retire(ctx context.Context, ref envelope.KEKRef, opts ...Destr
 			return k.refuse("retire", ref, r)
 		}
 		if rank := st.searchRank(r.Version); rank > 0 {
-			return keyErr("retire", ref, r.MasterKeyURI, "it is a live search key (FinishSearchRotation first)", ErrRefused)
+			return keyErr("retire", ref, r.MasterKeyURI, "it is a live search key (end the search-key rotation first: fieldcrypt keys rotate --finish-search)", ErrRefused)
 		}
 		if !o.force {
 			if err := k.tooSoon("retire", ref, r); err != nil {
@@ -254,7 +254,7 @@ func (k *Keyring) Reactivate(ctx context.Context, ref envelope.KEKRef) (KEKInfo,
 func (k *Keyring) refuse(op string, ref envelope.KEKRef, r *Record) error {
 	switch r.State {
 	case StateActive:
-		return keyErr(op, ref, r.MasterKeyURI, "it is the primary (Rotate first)", ErrRefused)
+		return keyErr(op, ref, r.MasterKeyURI, "it is the primary (rotate first: fieldcrypt keys rotate)", ErrRefused)
 	case StateDestroyed:
 		return keyErr(op, ref, r.MasterKeyURI, "it was destroyed", ErrRefused, envelope.ErrKeyDestroyed)
 	}
@@ -352,11 +352,16 @@ func Force() DestroyOption { return func(o *destroyOptions) { o.force = true } }
 // Force is given, a version that stopped being the primary less than
 // MaxStateAge + DemotionSlack ago (ErrTooSoon, naming the time left): a
 // process may still be sealing new values under it, which would be lost.
-// Destroying a destroyed version is a no-op. Decrypt-only and retired
-// versions can be destroyed; retiring first is the prudent path.
+// Destroying a destroyed version is a no-op (and records no event).
+// Decrypt-only and retired versions can be destroyed; retiring first is
+// the prudent path.
 func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...DestroyOption) (info KEKInfo, err error) {
 	o := destroyOpts(opts)
+	already := false // destroying a destroyed version records nothing new
 	defer func() {
+		if already && err == nil {
+			return
+		}
 		var counts map[string]int64
 		if o.counts != nil {
 			counts = o.counts()
@@ -379,7 +384,7 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 			return nil, k.refuse("destroy", ref, r)
 		}
 		if st.searchRank(r.Version) > 0 {
-			return nil, keyErr("destroy", ref, r.MasterKeyURI, "it is a live search key (RotateSearch and FinishSearchRotation first)", ErrRefused)
+			return nil, keyErr("destroy", ref, r.MasterKeyURI, "it is a live search key (rotate search keys first: fieldcrypt keys rotate --search, re-encrypt or rebuild, then fieldcrypt keys rotate --finish-search)", ErrRefused)
 		}
 		if !o.force {
 			if err := k.tooSoon("destroy", ref, r); err != nil {
@@ -399,6 +404,7 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 		return KEKInfo{}, err
 	}
 	if r.State == StateDestroyed {
+		already = true
 		return infoOf(st, r), nil
 	}
 	for _, c := range o.checks {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
 )
@@ -92,7 +94,7 @@ func (o *Operator) checkSearchFinished(ctx context.Context, scope envelope.Scope
 		}
 	}
 	if stale > 0 && !force {
-		return fmt.Errorf("%w: census found %d deterministic values of %s under older search keys: run 'fieldcrypt reencrypt --full' on those columns first (or --force)", ErrRefused, stale, scope)
+		return fielderr.Errorf(ErrRefused, "census found %d deterministic values of %s under older search keys: run 'fieldcrypt reencrypt --full' on those columns first (or --force)", stale, scope)
 	}
 	return nil
 }
@@ -120,7 +122,7 @@ func (o *Operator) Retire(ctx context.Context, ref envelope.KEKRef, opts RetireO
 		if until := o.InUseUntil(ctx, ref); until != "" {
 			what = fmt.Sprintf("Retire KEK %s now? A running process may still seal new values under it until %s; they will not open until you reactivate it.", ref, until)
 		}
-		if err := opts.Confirm.ask(ctx, what, ref.String()); err != nil {
+		if err := opts.Confirm.ask(ctx, Question{Action: "retiring KEK " + ref.String(), Prompt: what, Answer: ref.String()}); err != nil {
 			return keyring.KEKInfo{}, err
 		}
 		return o.Keyring.Retire(ctx, ref, keyring.Force())
@@ -156,6 +158,9 @@ type DestroyResult struct {
 // with counts.values_found (and forced).
 func (o *Operator) Destroy(ctx context.Context, ref envelope.KEKRef, opts DestroyOptions) (*DestroyResult, error) {
 	res := &DestroyResult{Forced: opts.Force}
+	if err := o.notDestroyed(ctx, ref); err != nil {
+		return nil, err
+	}
 	warn := func(format string, args ...any) {
 		if opts.Warn != nil {
 			opts.Warn(fmt.Sprintf(format, args...))
@@ -172,7 +177,7 @@ func (o *Operator) Destroy(ctx context.Context, ref envelope.KEKRef, opts Destro
 				warn("warning: no configured column of class %s: cannot check for data under %s", ref.Class, ref)
 				return nil
 			}
-			return fmt.Errorf("%w: no configured column of class %s, so nothing can be checked: list your columns in the config, or pass --force", ErrRefused, ref.Class)
+			return fielderr.Errorf(ErrRefused, "no configured column of class %s, so nothing can be checked: list your columns in the config, or pass --force", ref.Class)
 		}
 		cres, err := o.Census(ctx, CensusOptions{Class: ref.Class, BatchSize: opts.BatchSize})
 		if err != nil {
@@ -188,7 +193,7 @@ func (o *Operator) Destroy(ctx context.Context, ref envelope.KEKRef, opts Destro
 				warn("warning: %d values are still under %s and will be unreadable (--force)", res.ValuesFound, ref)
 				return nil
 			}
-			return fmt.Errorf("%w: census found %d values still under %s: run 'fieldcrypt reencrypt' first (or --force to lose them)", ErrRefused, res.ValuesFound, ref)
+			return fielderr.Errorf(ErrRefused, "census found %d values still under %s: run 'fieldcrypt reencrypt' first (or --force to lose them)", res.ValuesFound, ref)
 		}
 		return nil
 	}
@@ -204,8 +209,14 @@ func (o *Operator) Destroy(ctx context.Context, ref envelope.KEKRef, opts Destro
 		if inUse != "" {
 			what += fmt.Sprintf(" A running process may still seal new values under it until %s: they will be LOST too.", inUse)
 		}
-		return opts.Confirm.ask(ctx, what, ref.String())
+		return opts.Confirm.ask(ctx, Question{Action: "destroying KEK " + ref.String(), Prompt: what, Answer: ref.String()})
 	}
+	// A check's own error says it all: the keyring's wrapping would only
+	// repeat that a check refused.
+	var checkErr error
+	check0, confirm0 := check, confirm
+	check = func(ctx context.Context, ref envelope.KEKRef) error { checkErr = check0(ctx, ref); return checkErr }
+	confirm = func(ctx context.Context, ref envelope.KEKRef) error { checkErr = confirm0(ctx, ref); return checkErr }
 	counts := func() map[string]int64 {
 		m := map[string]int64{"values_found": res.ValuesFound}
 		if opts.Force {
@@ -219,10 +230,31 @@ func (o *Operator) Destroy(ctx context.Context, ref envelope.KEKRef, opts Destro
 	}
 	info, err := o.Keyring.Destroy(ctx, ref, kopts...)
 	if err != nil {
+		if checkErr != nil {
+			return nil, checkErr
+		}
 		return nil, err
 	}
 	res.KEK = info
 	return res, nil
+}
+
+// ErrAlreadyDestroyed means a destroy named a version destroyed before:
+// nothing was done or recorded. Its kind is fielderr.KeyDestroyed (exit 4).
+var ErrAlreadyDestroyed = fielderr.New(fielderr.KeyDestroyed, "already destroyed")
+
+// notDestroyed refuses a version that is already destroyed.
+func (o *Operator) notDestroyed(ctx context.Context, ref envelope.KEKRef) error {
+	infos, err := o.Keyring.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, i := range infos {
+		if i.Ref == ref && i.State == keyring.StateDestroyed {
+			return fielderr.Errorf(ErrAlreadyDestroyed, "%s is already destroyed (since %s): nothing to do", ref, i.DestroyedAt.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
 }
 
 // RewrapOptions tune Rewrap.

@@ -23,7 +23,6 @@ package ops
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -151,20 +150,27 @@ func (o *Operator) record(ctx context.Context, e audit.Event, err error) {
 	o.Audit.Record(context.WithoutCancel(ctx), e)
 }
 
-// Confirm asks whoever runs an operation to confirm it: prompt says what
-// will happen, answer is what they must type. It returns nil to go on, an
-// error (wrapping ErrRefused, or ctx's) to stop. A nil Confirm refuses.
-type Confirm func(ctx context.Context, prompt, answer string) error
+// Question is what an operation asks to be confirmed.
+type Question struct {
+	Action string // what will be done: "destroying KEK critical/v2"
+	Prompt string // the question for a person, with its consequences
+	Answer string // what they must type to confirm
+}
+
+// Confirm asks whoever runs an operation to confirm it. It returns nil to
+// go on, an error (of kind fielderr.Refused, or ctx's) to stop. A nil
+// Confirm refuses.
+type Confirm func(ctx context.Context, q Question) error
 
 // ErrNotConfirmed is wrapped by the refusal of an operation that needed a
-// confirmation and got none (a nil Confirm).
-var ErrNotConfirmed = errors.New("needs confirmation")
+// confirmation and got none (a nil Confirm). Its kind is Refused.
+var ErrNotConfirmed = fielderr.New(fielderr.Refused, "needs confirmation")
 
-func (c Confirm) ask(ctx context.Context, prompt, answer string) error {
+func (c Confirm) ask(ctx context.Context, q Question) error {
 	if c == nil {
-		return fmt.Errorf("%w: %w", ErrRefused, ErrNotConfirmed)
+		return fielderr.Errorf(ErrRefused, "%s: %w", q.Action, ErrNotConfirmed)
 	}
-	return c(ctx, prompt, answer)
+	return c(ctx, q)
 }
 
 // Scope returns the scope of class for the configured tenant: the tenant

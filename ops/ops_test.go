@@ -102,7 +102,7 @@ func TestWorkflows(t *testing.T) {
 			require.NoError(t, err)
 			_, err = op.Destroy(ctx, ref, ops.DestroyOptions{Force: true})
 			require.ErrorIs(t, err, ops.ErrNotConfirmed)
-			dr, err := op.Destroy(ctx, ref, ops.DestroyOptions{Force: true, Confirm: func(context.Context, string, string) error { return nil }})
+			dr, err := op.Destroy(ctx, ref, ops.DestroyOptions{Force: true, Confirm: func(context.Context, ops.Question) error { return nil }})
 			require.NoError(t, err)
 			assert.Zero(t, dr.ValuesFound)
 			assert.Equal(t, keyring.StateDestroyed, dr.KEK.State)
@@ -111,7 +111,7 @@ func TestWorkflows(t *testing.T) {
 			_, err = op.Rotate(ctx, []envelope.Class{envelope.Critical})
 			require.NoError(t, err)
 			_, err = op.Destroy(ctx, envelope.KEKRef{Class: envelope.Critical, Version: 2}, ops.DestroyOptions{Force: true,
-				Confirm: func(context.Context, string, string) error { return errors.New("no") }})
+				Confirm: func(context.Context, ops.Question) error { return errors.New("no") }})
 			require.Error(t, err)
 
 			types := types(ev)

@@ -73,6 +73,9 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 	if opts.Mode == 0 {
 		opts.Mode = reencrypt.Rewrap
 	}
+	if err := reencrypt.CheckOptions(opts.Options); err != nil {
+		return nil, err
+	}
 	if sqlDB, err := o.DB.DB(); err == nil {
 		sqlDB.SetMaxIdleConns(reencrypt.PoolSize(opts.Workers)) // the operator's own pool
 	}

@@ -154,7 +154,7 @@ type UpgradeResult struct {
 // URIs of an earlier setup move to the absolute path of the same file.
 // The keyring records keyring.sealed per class.
 func (o *Operator) Upgrade(ctx context.Context, confirm Confirm) ([]UpgradeResult, error) {
-	if err := confirm.ask(ctx, "Seal the keyring as it is now? You vouch that nobody tampered with it.", "upgrade"); err != nil {
+	if err := confirm.ask(ctx, Question{Action: "sealing the keyring", Prompt: "Seal the keyring as it is now? You vouch that nobody tampered with it.", Answer: "upgrade"}); err != nil {
 		return nil, err
 	}
 	var opts []keyring.UpgradeOption

@@ -174,3 +174,17 @@ func openDB(t testing.TB, d testsvc.Dialect) (*gorm.DB, string) {
 	t.Helper()
 	return testsvc.OpenDSN(t, d)
 }
+
+// planJob plans opts.JobID for col as Run would (schema, job and chunks)
+// and returns the runner, so a test can tamper with the chunks first.
+func planJob(t *testing.T, db *gorm.DB, env *envelope.Envelope, col Column, opts Options) *runner {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, opts.defaults(col))
+	r, err := newRunner(ctx, db, env, col, opts)
+	require.NoError(t, err)
+	require.NoError(t, ensureSchema(ctx, r.db, r.d))
+	_, err = r.plan(ctx, true)
+	require.NoError(t, err)
+	return r
+}

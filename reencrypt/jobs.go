@@ -486,6 +486,43 @@ func (r *runner) pending(ctx context.Context) (int64, int64, error) {
 	return n, minUntil, nil
 }
 
+// waitState is what a process with nothing to claim waits for: chunks
+// leased by other workers, of which stalled have a holder that stopped
+// renewing its lease, the first expiring at takeoverAt (database ms).
+type waitState struct {
+	chunks, stalled int
+	takeoverAt      int64
+}
+
+// waitingFor reads the leases this process waits on.
+func (r *runner) waitingFor(ctx context.Context) (waitState, error) {
+	now := r.nowMS()
+	s := &dbsql.Buf{D: r.d}
+	s.W("SELECT owner, lease_until, updated_ms FROM ", ChunksTable, " WHERE job_id = ").P(r.opts.JobID).
+		W(" AND done = 0 AND owner IS NOT NULL AND owner <> ").P(r.opts.Owner).W(" AND lease_until >= ").P(now)
+	rows, err := r.db.QueryContext(ctx, s.String(), s.Args...)
+	if err != nil {
+		return waitState{}, err
+	}
+	defer rows.Close()
+	var w waitState
+	for rows.Next() {
+		var owner string
+		var until, updated int64
+		if err := rows.Scan(&owner, &until, &updated); err != nil {
+			return waitState{}, err
+		}
+		w.chunks++
+		if stalled(now, updated, until) {
+			w.stalled++
+			if w.takeoverAt == 0 || until < w.takeoverAt {
+				w.takeoverAt = until
+			}
+		}
+	}
+	return w, rows.Err()
+}
+
 func (r *runner) doneRows(ctx context.Context) int64 {
 	s := &dbsql.Buf{D: r.d}
 	s.W("SELECT COALESCE(SUM(rows_done), 0) FROM ", ChunksTable, " WHERE job_id = ").P(r.opts.JobID)

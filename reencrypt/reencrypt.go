@@ -126,6 +126,13 @@ type Column struct {
 	RowKey func(pk any) string
 }
 
+// Limits and defaults of Options.
+const (
+	MaxBatchSize    = 5000                   // rows per statement
+	DefaultLeaseTTL = 30 * time.Second       // a chunk's lease without a heartbeat
+	MinLeaseTTL     = 100 * time.Millisecond // heartbeats every LeaseTTL/3 need some room
+)
+
 // Options tune a Run. The zero value is usable: Rewrap, one worker.
 type Options struct {
 	Mode      Mode    // default Rewrap
@@ -144,7 +151,9 @@ type Options struct {
 	// Owner names this process in leases (default hostname:pid:random).
 	Owner string
 	// LeaseTTL is how long a chunk lease lasts without a heartbeat
-	// (default 30s). A killed worker's chunks are taken over after it.
+	// (default DefaultLeaseTTL, at least MinLeaseTTL). A worker renews its
+	// lease every LeaseTTL/3 while it works, so a short lease is safe; a
+	// killed worker's chunks are taken over once it expires.
 	LeaseTTL   time.Duration
 	MaxRetries int // compare-and-swap retries per row (default 5)
 	// MaxFailures caps Summary.Failures (default 1000); Summary.Failed
@@ -179,6 +188,36 @@ type Progress struct {
 	ETA         time.Duration // 0 when unknown
 	Elapsed     time.Duration
 	Final       bool
+	// Waiting counts the chunks this process waits for, with nothing left
+	// to claim: leased by other workers. Stalled counts those whose worker
+	// stopped renewing its lease (killed, cut off); TakeoverIn is how long
+	// until the first of them expires and is taken over.
+	Waiting    int
+	Stalled    int
+	TakeoverIn time.Duration
+}
+
+// WaitingFor says what the process waits for, or "" when it is not
+// waiting: "waiting for 2 chunks leased by a stopped worker, taken over
+// in 24 s".
+func (p Progress) WaitingFor() string {
+	if p.Waiting == 0 {
+		return ""
+	}
+	chunks := func(n int) string {
+		if n == 1 {
+			return "1 chunk"
+		}
+		return fmt.Sprintf("%d chunks", n)
+	}
+	if p.Stalled == 0 {
+		return fmt.Sprintf("waiting for %s leased by other workers to finish", chunks(p.Waiting))
+	}
+	s := fmt.Sprintf("waiting for %s leased by a stopped worker, taken over in %d s", chunks(p.Stalled), int((p.TakeoverIn+time.Second-1)/time.Second))
+	if p.Waiting > p.Stalled {
+		s += fmt.Sprintf(" (and %s leased by other workers)", chunks(p.Waiting-p.Stalled))
+	}
+	return s
 }
 
 // RowFailure is a row that could not be processed. Err says why, naming the
@@ -293,14 +332,17 @@ func (o *Options) defaults(col Column) error {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
-	if o.BatchSize > 5000 {
-		return fmt.Errorf("%w: BatchSize %d above 5000", ErrInvalidOptions, o.BatchSize)
+	if o.BatchSize > MaxBatchSize {
+		return fmt.Errorf("%w: BatchSize %d above %d", ErrInvalidOptions, o.BatchSize, MaxBatchSize)
 	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = 10000
 	}
 	if o.LeaseTTL <= 0 {
-		o.LeaseTTL = 30 * time.Second
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.LeaseTTL < MinLeaseTTL {
+		return fmt.Errorf("%w: LeaseTTL %s below %s", ErrInvalidOptions, o.LeaseTTL, MinLeaseTTL)
 	}
 	if o.MaxRetries <= 0 {
 		o.MaxRetries = 5
@@ -328,6 +370,10 @@ func (o *Options) defaults(col Column) error {
 	}
 	return nil
 }
+
+// CheckOptions validates opts as Run would, without touching a database:
+// an invalid option is reported before any work starts.
+func CheckOptions(opts Options) error { return opts.defaults(Column{}) }
 
 func defaultJobID(col Column, m Mode) string {
 	return m.String() + ":" + col.Table + "." + col.Column

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ type runner struct {
 
 	clockOffset time.Duration // database clock minus local clock
 	limiter     *rate.Limiter
+	wait        waitState // what the workers wait for (under mu)
 
 	mu       sync.Mutex
 	sum      Summary
@@ -47,6 +49,9 @@ func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Co
 	if err != nil {
 		return nil, err
 	}
+	if err := checkColumns(ctx, gdb, col); err != nil {
+		return nil, err
+	}
 	// The caller's pool is used as it is (see PoolSize): library code
 	// never changes a caller's connection pool.
 	r := &runner{db: sqlDB, d: d, t: dbsql.NewTable(d, col.Table, pkColumns(col.PK)), env: env, col: col, opts: opts}
@@ -59,6 +64,28 @@ func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Co
 	return r, nil
 }
 
+// checkColumns makes sure the table and the columns named exist, so that
+// a typo in a configuration reads as one, not as a driver error.
+func checkColumns(ctx context.Context, gdb *gorm.DB, col Column) error {
+	if strings.Contains(col.Table, ".") {
+		return nil // schema-qualified: the queries will tell
+	}
+	m := gdb.WithContext(ctx).Migrator()
+	if !m.HasTable(col.Table) {
+		return fmt.Errorf("%w: table %s does not exist", ErrInvalidOptions, col.Table)
+	}
+	names := append(pkColumns(col.PK), col.Column)
+	if col.TenantColumn != "" {
+		names = append(names, col.TenantColumn)
+	}
+	for _, c := range names {
+		if !m.HasColumn(col.Table, c) {
+			return fmt.Errorf("%w: column %s.%s does not exist", ErrInvalidOptions, col.Table, c)
+		}
+	}
+	return nil
+}
+
 // introspect learns the key's types, the PostgreSQL column type and the
 // database clock.
 func (r *runner) introspect(ctx context.Context) error {
@@ -69,16 +96,7 @@ func (r *runner) introspect(ctx context.Context) error {
 	if r.colType, err = dbsql.ColumnType(ctx, r.db, r.d, r.col.Table, r.col.Column); err != nil {
 		return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.Column, err)
 	}
-	var ms int64
-	switch r.d {
-	case dbsql.Postgres:
-		err = r.db.QueryRowContext(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint`).Scan(&ms)
-	case dbsql.MySQL:
-		err = r.db.QueryRowContext(ctx, `SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)`).Scan(&ms)
-	}
-	if err == nil && ms != 0 {
-		r.clockOffset = time.Until(time.UnixMilli(ms))
-	}
+	r.clockOffset = clockOffset(ctx, r.db, r.d)
 	return nil
 }
 
@@ -287,6 +305,11 @@ func (r *runner) worker(ctx context.Context) error {
 			if n == 0 {
 				return nil
 			}
+			if w, err := r.waitingFor(ctx); err == nil {
+				r.mu.Lock()
+				r.wait = w
+				r.mu.Unlock()
+			}
 			// Chunks are leased by others: wait for them to finish or for a
 			// lease to expire, then try again.
 			wait := poll
@@ -303,6 +326,9 @@ func (r *runner) worker(ctx context.Context) error {
 			}
 			continue
 		}
+		r.mu.Lock()
+		r.wait = waitState{}
+		r.mu.Unlock()
 		if c.takeover {
 			r.opts.Logger.InfoContext(ctx, "reencrypt: took over chunk with an expired lease", "job", r.opts.JobID, "chunk", c.no)
 			r.mu.Lock()
@@ -606,12 +632,18 @@ func (r *runner) emit(final bool) {
 	r.progMu.Lock()
 	defer r.progMu.Unlock()
 	r.mu.Lock()
-	s := r.sum
+	s, w := r.sum, r.wait
 	r.mu.Unlock()
 	el := time.Since(r.started)
 	p := Progress{JobID: s.JobID, Scanned: s.Scanned, Done: r.baseDone + s.Scanned, Total: r.total,
 		Changed: s.Changed, Conflicts: s.Conflicts, Failed: s.Failed, ChunksDone: s.ChunksDone,
 		ChunksTotal: r.chunks, Elapsed: el, Final: final}
+	if !final && w.chunks > 0 {
+		p.Waiting, p.Stalled = w.chunks, w.stalled
+		if w.stalled > 0 {
+			p.TakeoverIn = max(time.Duration(w.takeoverAt-r.nowMS())*time.Millisecond, 0)
+		}
+	}
 	if el > 0 {
 		p.Rate = float64(s.Scanned) / el.Seconds()
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/config"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
@@ -135,6 +136,10 @@ func (a *app) jsonOut() bool { return a.output == "json" }
 
 func (a *app) printError(err error, code int) {
 	msg := a.dsn.Redact(err.Error())
+	if code == ExitInterrupted {
+		// The work done is kept (checkpoints, idempotent steps).
+		msg = "interrupted; run the same command again to resume"
+	}
 	if a.jsonOut() && !a.emitted {
 		// One JSON document on stdout: the result, or else the error.
 		_ = json.NewEncoder(a.io.Stdout).Encode(map[string]any{"error": msg, "exit_code": code})
@@ -226,14 +231,14 @@ func (a *app) auditSink() audit.Sink {
 // none; without a terminal, a refusal naming --yes; else the person at the
 // terminal types the answer.
 func (a *app) confirm(yes bool) ops.Confirm {
-	return func(ctx context.Context, what, want string) error {
+	return func(ctx context.Context, q ops.Question) error {
 		if yes {
 			return nil
 		}
 		if !a.io.StdinTerminal {
-			return fmt.Errorf("%w: %s needs confirmation: pass --yes (no terminal to ask on)", errRefused, what)
+			return fielderr.Errorf(errRefused, "%s needs confirmation: pass --yes (no terminal to ask on)", q.Action)
 		}
-		fmt.Fprintf(a.io.Stderr, "%s\nType %q to confirm: ", what, want)
+		fmt.Fprintf(a.io.Stderr, "%s\nType %q to confirm: ", q.Prompt, q.Answer)
 		answer := make(chan string, 1)
 		go func() {
 			var line []byte
@@ -252,8 +257,8 @@ func (a *app) confirm(yes bool) ops.Confirm {
 		}()
 		select {
 		case line := <-answer:
-			if strings.TrimSpace(line) != want {
-				return fmt.Errorf("%w: %s not confirmed", errRefused, what)
+			if strings.TrimSpace(line) != q.Answer {
+				return fielderr.Errorf(errRefused, "%s not confirmed (the answer was not %q)", q.Action, q.Answer)
 			}
 			return nil
 		case <-ctx.Done():

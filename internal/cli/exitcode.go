@@ -39,7 +39,8 @@ func usageErrorf(format string, args ...any) error {
 	return usageError(fmt.Errorf(format, args...))
 }
 
-// errRefused marks an operation the CLI refused (exit 5).
+// errRefused marks an operation the CLI refused (exit 5); wrap it with
+// fielderr.Errorf, whose message does not repeat it.
 var errRefused = fielderr.New(fielderr.Refused, "refused")
 
 // errIntegrity marks an integrity failure found by the CLI itself, such as

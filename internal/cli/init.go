@@ -93,7 +93,11 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 				if res.ConfigFile != "" {
 					fmt.Fprintf(w, "Config: %s\n", res.ConfigFile)
 				}
-				fmt.Fprintln(w, "Next: list your encrypted columns under 'columns:' in the config, then run 'fieldcrypt keys census'.")
+				if len(cfg.Columns) == 0 {
+					fmt.Fprintln(w, "Next: list your encrypted columns under 'columns:' in the config, then run 'fieldcrypt keys census'.")
+				} else {
+					fmt.Fprintf(w, "Next: 'fieldcrypt keys census' shows the %d configured columns.\n", len(cfg.Columns))
+				}
 			})
 		},
 	}

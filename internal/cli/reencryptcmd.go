@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/ops"
@@ -21,6 +23,7 @@ func (a *app) reencryptCmd(existing bool) *cobra.Command {
 		chunk             int
 		rateLimit         float64
 		jobID             string
+		lease             time.Duration
 	)
 	name, short, long, example := "reencrypt", "Move encrypted values to the current keys (rewrap by default; --full re-encrypts)", `reencrypt moves the values of configured columns to the current primary KEK.
 
@@ -92,12 +95,21 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 			case full:
 				mode = reencrypt.Full
 			}
-			if workers < 1 || batch < 1 || rateLimit < 0 {
-				return usageErrorf("--workers and --batch-size must be at least 1, --rate-limit at least 0")
+			switch {
+			case workers < 1 || workers > 64:
+				return usageErrorf("--workers %d: want 1 to 64", workers)
+			case batch < 1 || batch > reencrypt.MaxBatchSize:
+				return usageErrorf("--batch-size %d: want 1 to %d", batch, reencrypt.MaxBatchSize)
+			case chunk < 0:
+				return usageErrorf("--chunk-size %d: want a positive number of rows (0: the default)", chunk)
+			case rateLimit < 0:
+				return usageErrorf("--rate-limit %g: want at least 0 (0: unlimited)", rateLimit)
+			case lease < time.Second: // a lease renewed across hosts and networks
+				return usageErrorf("--lease %s: want at least 1s", lease)
 			}
 			progs := map[string]*progress{}
 			opts := ops.ReencryptOptions{
-				Options: reencrypt.Options{Mode: mode, Workers: workers, BatchSize: batch, ChunkSize: chunk, RateLimit: rateLimit, DryRun: dryRun, JobID: jobID},
+				Options: reencrypt.Options{Mode: mode, Workers: workers, BatchSize: batch, ChunkSize: chunk, RateLimit: rateLimit, DryRun: dryRun, JobID: jobID, LeaseTTL: lease},
 				ColumnProgress: func(col config.Column, p reencrypt.Progress) {
 					prog := progs[col.Name()]
 					if prog == nil {
@@ -112,7 +124,14 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 						prog = a.newProgress(a.progressMode(true), label, total, false)
 						progs[col.Name()] = prog
 					}
-					prog.Set(p.Done, map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed, "conflicts": p.Conflicts, "rows_per_s": round2(p.Rate)})
+					extra := map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed, "conflicts": p.Conflicts, "rows_per_s": round2(p.Rate)}
+					if w := p.WaitingFor(); w != "" {
+						extra["waiting"] = w
+						prog.Describe(col.Name() + ": " + w)
+					} else {
+						prog.Describe(col.Name())
+					}
+					prog.Set(p.Done, extra)
 					if p.Final {
 						prog.Finish(map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed})
 					}
@@ -142,7 +161,11 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 	f.IntVar(&batch, "batch-size", 500, "rows read and swapped per statement (at most 5000)")
 	f.IntVar(&chunk, "chunk-size", 0, "rows per leased chunk, fixed when a job is planned (default 10000)")
 	f.Float64Var(&rateLimit, "rate-limit", 0, "rows per second for this process (0: unlimited)")
-	f.StringVar(&jobID, "job-id", "", "job id: processes with the same id share the work; a rerun resumes it (default MODE:TABLE.COLUMN)")
+	f.StringVar(&jobID, "job-id", "", "job id: processes with the same id share the work; a rerun resumes it (default MODE:TABLE.COLUMN); names one job: give exactly one --column with it")
+	f.DurationVar(&lease, "lease", reencrypt.DefaultLeaseTTL, "how long a worker holds a chunk without a heartbeat (heartbeats renew it every third of it): a stopped worker's chunks are taken over after it")
+	if !existing {
+		cmd.AddCommand(a.reencryptStatusCmd(), a.reencryptPruneCmd())
+	}
 	return cmd
 }
 
@@ -175,4 +198,120 @@ func printReencrypt(w io.Writer, res *ops.ReencryptResult) {
 			fmt.Fprintln(w, "  job not finished: run the same command again to resume")
 		}
 	}
+}
+
+// openDB opens the configured database alone (no keyring, no KMS).
+func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
+	cfg, err := a.config(false)
+	if err != nil {
+		return nil, err
+	}
+	d, err := cfg.DSN()
+	if err != nil {
+		return nil, err
+	}
+	db, err := config.OpenDB(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { config.CloseDB(db) })
+	return db, nil
+}
+
+func (a *app) reencryptStatusCmd() *cobra.Command {
+	var job string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show re-encryption jobs: chunks done, leased and pending, workers and their heartbeats, rows/s, ETA",
+		Long: `status reads the job tables: every job (or --job ID), its table and column,
+its chunks done, leased (by a worker whose lease runs) and pending, the
+workers holding chunks with their last heartbeat (a worker that stopped
+heartbeating, killed or cut off, is marked stopped: its chunks are taken
+over when its lease expires), and the job's rows/s and ETA. It needs no key.`,
+		Example: `  fieldcrypt reencrypt status
+  fieldcrypt reencrypt status --job rotate-2026-11 -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			jobs, err := reencrypt.Status(cmd.Context(), db, job)
+			if err != nil {
+				return err
+			}
+			if jobs == nil {
+				jobs = []reencrypt.JobStatus{}
+			}
+			return a.emit(jobs, func(w io.Writer) { printJobs(w, jobs) })
+		},
+	}
+	cmd.Flags().StringVar(&job, "job", "", "only this job")
+	return cmd
+}
+
+func printJobs(w io.Writer, jobs []reencrypt.JobStatus) {
+	if len(jobs) == 0 {
+		fmt.Fprintln(w, "no re-encryption jobs")
+	}
+	for _, j := range jobs {
+		state := "running"
+		if j.Finished != nil {
+			state = "finished " + j.Finished.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s  %s.%s  %s  %s\n", j.JobID, j.Table, j.Column, j.Mode, state)
+		fmt.Fprintf(w, "  rows %d/%d (%d changed, %d failed)  chunks %d done, %d leased, %d pending of %d  %.1f rows/s",
+			j.RowsDone, j.TotalRows, j.Changed, j.Failed, j.ChunksDone, j.ChunksLeased, j.ChunksPending, j.Chunks, j.RowsPerS)
+		if j.ETAS > 0 {
+			fmt.Fprintf(w, "  ETA %s", time.Duration(j.ETAS*float64(time.Second)).Round(time.Second))
+		}
+		fmt.Fprintln(w)
+		for _, wk := range j.Workers {
+			stopped := ""
+			if wk.Stopped {
+				stopped = fmt.Sprintf("  STOPPED: its chunks are taken over at %s", wk.LeaseUntil.Format(time.RFC3339))
+			}
+			fmt.Fprintf(w, "  worker %s: %d chunks, last heartbeat %s%s\n", wk.Owner, wk.Chunks, wk.LastHeartbeat.Format(time.RFC3339), stopped)
+		}
+	}
+}
+
+func (a *app) reencryptPruneCmd() *cobra.Command {
+	var job string
+	var olderThan time.Duration
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Delete finished re-encryption jobs from the job tables",
+		Long: `prune deletes the rows of finished jobs (their job and chunk rows) that
+finished more than --older-than ago (default 7 days; 0: all finished
+jobs), or of the one job --job names, finished or not (its workers then
+stop with a lost lease). Job rows hold key values of the processed
+tables, never column values: pruning loses only the history.`,
+		Example: `  fieldcrypt reencrypt prune
+  fieldcrypt reencrypt prune --older-than 0s
+  fieldcrypt reencrypt prune --job rotate-2026-11`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if olderThan < 0 {
+				return usageErrorf("--older-than %s: want 0 or more", olderThan)
+			}
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ids, err := reencrypt.Prune(cmd.Context(), db, olderThan, job)
+			if err != nil {
+				return err
+			}
+			if ids == nil {
+				ids = []string{}
+			}
+			return a.emit(map[string][]string{"pruned": ids}, func(w io.Writer) {
+				fmt.Fprintf(w, "pruned %d jobs %s\n", len(ids), strings.Join(ids, " "))
+			})
+		},
+	}
+	cmd.Flags().StringVar(&job, "job", "", "prune this job (finished or not)")
+	cmd.Flags().DurationVar(&olderThan, "older-than", 7*24*time.Hour, "prune jobs finished longer ago than this")
+	return cmd
 }

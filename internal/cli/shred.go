@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -40,10 +41,11 @@ scripts). Stop the tenant's traffic first.`,
 				reportPath = config.ResolvePath(a.io.Dir, reportPath)
 			}
 			out, err := op.Shred(ctx, tenant, ops.ShredOptions{ReportPath: reportPath, Confirm: a.confirm(yes)})
-			if err != nil {
+			if out == nil {
 				return err
 			}
-			return a.emit(out, func(w io.Writer) {
+			// The keys are gone: print the report even if writing it failed.
+			return errors.Join(err, a.emit(out, func(w io.Writer) {
 				fmt.Fprintf(w, "SHRED REPORT  tenant %q  keyring %q  database %s\n", out.Tenant, out.Keyring, out.Database)
 				fmt.Fprintf(w, "at %s by %s on %s\n", out.At.Format(time.RFC3339), out.Actor, out.Host)
 				for _, d := range out.Destroyed {
@@ -56,7 +58,7 @@ scripts). Stop the tenant's traffic first.`,
 				if out.ReportFile != "" {
 					fmt.Fprintf(w, "report written to %s\n", out.ReportFile)
 				}
-			})
+			}))
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (scripts)")

@@ -13,8 +13,26 @@
 // Wrap calls Encrypt and Unwrap calls Decrypt, both with KeyId set to the
 // ARN and the encryption context passed as KMS's native
 // EncryptionContext, so KMS authenticates it, logs it in CloudTrail, and
-// key policies can condition on it (kms:EncryptionContext:classification).
-// Decrypt also checks that KMS answered with the expected key.
+// key policies can condition on it. Decrypt also checks that KMS answered
+// with the expected key.
+//
+// The context keys fieldcrypt sends all start with "fieldcrypt:" (see
+// docs/operations.md, "KMS key policies", for every wrap):
+//
+//   - a KEK: fieldcrypt:class (the class name, lower case: "critical"),
+//     fieldcrypt:kek-version (decimal: "3"), fieldcrypt:keyring (the
+//     keyring id), and fieldcrypt:tenant for a tenant's KEK;
+//   - a class key: fieldcrypt:class, fieldcrypt:keyring and
+//     fieldcrypt:purpose = "class-key";
+//   - a backup's file key: fieldcrypt:purpose = "backup",
+//     fieldcrypt:backup-version, fieldcrypt:class, fieldcrypt:export-id,
+//     fieldcrypt:created-at and, when named, fieldcrypt:export-name.
+//
+// So a key policy condition reads, for example,
+//
+//	"Condition": {"StringEquals": {
+//	    "kms:EncryptionContext:fieldcrypt:keyring": "billing",
+//	    "kms:EncryptionContext:fieldcrypt:class": "critical"}}
 //
 // Every call runs under the caller's ctx: give it a deadline, as the SDK
 // retries transient failures (3 attempts by default) with backoff.
