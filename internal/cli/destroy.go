@@ -40,11 +40,7 @@ The primary and live search keys are never destroyed.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			op, err := a.operator(ctx, false)
-			if err != nil {
-				return err
-			}
-			ref, err := a.ref(op, r)
+			op, ref, err := a.ref(ctx, r)
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -279,16 +280,22 @@ func (r *refFlags) add(cmd *cobra.Command) {
 	cmd.Flags().Uint32Var(&r.version, "version", 0, "KEK version (required)")
 }
 
-func (a *app) ref(op *ops.Operator, r refFlags) (envelope.KEKRef, error) {
+// ref opens the operator and returns the KEK version the flags name (in
+// the configured tenant's scope for a tenant-scoped class).
+func (a *app) ref(ctx context.Context, r refFlags) (*ops.Operator, envelope.KEKRef, error) {
+	op, err := a.operator(ctx, false)
+	if err != nil {
+		return nil, envelope.KEKRef{}, err
+	}
 	if r.class == "" || r.version == 0 {
-		return envelope.KEKRef{}, usageErrorf("--class and --version are required")
+		return nil, envelope.KEKRef{}, usageErrorf("--class and --version are required")
 	}
 	c, err := parseEncryptedClass(r.class)
 	if err != nil {
-		return envelope.KEKRef{}, err
+		return nil, envelope.KEKRef{}, err
 	}
 	s := op.Scope(c)
-	return envelope.KEKRef{Class: c, Tenant: s.Tenant, Version: r.version}, nil
+	return op, envelope.KEKRef{Class: c, Tenant: s.Tenant, Version: r.version}, nil
 }
 
 func (a *app) keysRetireCmd() *cobra.Command {
@@ -311,11 +318,7 @@ the version is reactivated.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			op, err := a.operator(ctx, false)
-			if err != nil {
-				return err
-			}
-			ref, err := a.ref(op, r)
+			op, ref, err := a.ref(ctx, r)
 			if err != nil {
 				return err
 			}
