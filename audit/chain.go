@@ -11,14 +11,16 @@ import (
 	"time"
 
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
+
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // ErrLogInUse means another process (or another Chain) writes the log.
 // A log has one writer: give each process a log of its own.
-var ErrLogInUse = errors.New("audit: the log is being written by another process")
+var ErrLogInUse = fielderr.New(fielderr.Refused, "audit: the log is being written by another process")
 
 // ErrClosed is the Err of a Chain after Close.
-var ErrClosed = errors.New("audit: the log is closed")
+var ErrClosed = fielderr.New(fielderr.Unknown, "audit: the log is closed")
 
 // SyncPolicy says when the chained log asks the operating system to put
 // its records on disk (fsync).

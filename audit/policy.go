@@ -7,12 +7,14 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // ErrPurposeRequired means a read needs a stated purpose (WithPurpose, the
 // console's --reason) and had none. Nothing was decrypted; the refusal is
 // itself an audit event (decrypt.refused).
-var ErrPurposeRequired = errors.New("audit: a purpose is required to read this data")
+var ErrPurposeRequired = fielderr.New(fielderr.Refused, "audit: a purpose is required to read this data")
 
 // Recording says which decrypts of a class are recorded as decrypt.access
 // events. Failures (decrypt.failed) and refusals (decrypt.refused) are

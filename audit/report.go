@@ -2,13 +2,14 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // ReportOptions select the events a report covers. Zero fields select
@@ -399,10 +400,10 @@ func (r *Report) actorFindings() []Finding {
 }
 
 // ErrNothingToReview means a review selected no access.
-var ErrNothingToReview = errors.New("audit: no access in the selection to review")
+var ErrNothingToReview = fielderr.New(fielderr.NotFound, "audit: no access in the selection to review")
 
 // ErrInvalidReview means a review lacks its reviewer (a person) or note.
-var ErrInvalidReview = errors.New("audit: invalid review")
+var ErrInvalidReview = fielderr.New(fielderr.InvalidInput, "audit: invalid review")
 
 // MarkReviewed records in sink that reviewer looked at the report's
 // accesses: one audit.reviewed event per log, naming the log (job), the

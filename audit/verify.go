@@ -16,13 +16,15 @@ import (
 	"time"
 
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
+
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // ErrTampered means a chained log, or its checkpoints, is not what the
 // writer wrote: a record was changed, removed, inserted or reordered, a
 // file was replaced, or the newest records were cut off (ErrTruncated).
 // The error names the first bad record.
-var ErrTampered = errors.New("audit: the log has been tampered with")
+var ErrTampered = fielderr.New(fielderr.Tampered, "audit: the log has been tampered with")
 
 // ErrTruncated means a checkpoint vouches for records the log no longer
 // holds: the newest records were removed. It wraps ErrTampered.

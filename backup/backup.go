@@ -15,6 +15,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
@@ -56,6 +57,9 @@ type EncryptOptions struct {
 	Workers int
 	// Progress, if set, is called after each segment is written.
 	Progress func(Progress)
+	// Audit, if set, records a backup.encrypted event (class, master key,
+	// export id, bytes; the error on failure).
+	Audit audit.Sink
 
 	rand io.Reader        // tests: deterministic vectors
 	now  func() time.Time // tests: deterministic vectors
@@ -78,6 +82,9 @@ type DecryptOptions struct {
 	// Progress, if set, is called after each segment is authenticated (and,
 	// for Decrypt, written).
 	Progress func(Progress)
+	// Audit, if set, records a backup.decrypted or backup.verified event
+	// (class, master key, export id, bytes; the error on failure).
+	Audit audit.Sink
 }
 
 func defaultWorkers(n int) int {
@@ -102,6 +109,16 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 //
 // On error, what was written to dst is not a valid backup.
 func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey, opts EncryptOptions) (*Result, error) {
+	res, err := encryptStream(ctx, dst, src, mk, opts)
+	uri := ""
+	if mk != nil {
+		uri = mk.URI()
+	}
+	record(ctx, opts.Audit, audit.BackupEncrypted, opts.Class, uri, res, err)
+	return res, err
+}
+
+func encryptStream(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey, opts EncryptOptions) (*Result, error) {
 	if mk == nil || dst == nil || src == nil {
 		return nil, fmt.Errorf("%w: nil master key, destination or source", ErrInvalidInput)
 	}
@@ -229,17 +246,43 @@ func Inspect(src io.Reader) (*Header, error) {
 // returns nil, treat everything written to dst as invalid (decrypt to a
 // temporary file and rename it on success, or run Verify first).
 func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opener, opts DecryptOptions) (*Result, error) {
-	if dst == nil {
-		return nil, fmt.Errorf("%w: nil destination", ErrInvalidInput)
+	var res *Result
+	err := fmt.Errorf("%w: nil destination", ErrInvalidInput)
+	if dst != nil {
+		res, err = decrypt(ctx, dst, src, opener, opts)
 	}
-	return decrypt(ctx, dst, src, opener, opts)
+	record(ctx, opts.Audit, audit.BackupDecrypted, opts.Class, "", res, err)
+	return res, err
 }
 
 // Verify authenticates a backup end to end (header, file key, every
 // segment, and the final-segment marker) without writing any plaintext.
 // It needs the same KMS access as Decrypt.
 func Verify(ctx context.Context, src io.Reader, opener kms.Opener, opts DecryptOptions) (*Result, error) {
-	return decrypt(ctx, nil, src, opener, opts)
+	res, err := decrypt(ctx, nil, src, opener, opts)
+	record(ctx, opts.Audit, audit.BackupVerified, opts.Class, "", res, err)
+	return res, err
+}
+
+// record sends the event of an operation to sink (if any): the header's
+// class, master key and export id when it got that far, the byte counts,
+// the error.
+func record(ctx context.Context, sink audit.Sink, typ audit.Type, class envelope.Class, uri string, res *Result, err error) {
+	if sink == nil {
+		return
+	}
+	e := audit.Event{Type: typ, MasterKeyURI: uri, Outcome: audit.OK}
+	if class.Valid() {
+		e.Class = class.String()
+	}
+	if res != nil && res.Header != nil {
+		e.Class, e.MasterKeyURI, e.Job = res.Header.Class.String(), res.Header.MasterKeyURI, res.Header.ExportID.String()
+		e.Counts = map[string]int64{"plaintext_bytes": res.PlaintextBytes, "ciphertext_bytes": res.CiphertextBytes}
+	}
+	if err != nil {
+		e.Outcome, e.Error = audit.Error, err.Error()
+	}
+	sink.Record(context.WithoutCancel(ctx), e)
 }
 
 // openHeader parses and authenticates the header, returning the payload

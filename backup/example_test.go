@@ -33,6 +33,8 @@ func newMemKey(uri string) *memKey {
 
 func (k *memKey) URI() string { return k.uri }
 
+func (k *memKey) Close() error { return nil }
+
 func (k *memKey) Wrap(_ context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {
 	nonce := make([]byte, 12)
 	rand.Read(nonce)

@@ -72,6 +72,8 @@ func vectorMasterKey(t testing.TB, rnd io.Reader) *testMasterKey {
 
 func (k *testMasterKey) URI() string { return k.uri }
 
+func (k *testMasterKey) Close() error { return nil }
+
 func (k *testMasterKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &kms.Error{Op: "wrap", URI: k.uri, Err: fmt.Errorf("%w: %w", kms.ErrUnavailable, err)}

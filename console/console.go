@@ -33,7 +33,6 @@ package console
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -43,21 +42,23 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/gormcrypt"
+
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // Errors. Test with errors.Is.
 var (
 	// ErrNotSearchable: a condition names an encrypted column that is
 	// neither deterministic nor blind-indexed.
-	ErrNotSearchable = errors.New("console: column is not searchable")
+	ErrNotSearchable = fielderr.New(fielderr.InvalidInput, "console: column is not searchable")
 	// ErrNotEncrypted: Reveal names a column that is not a configured
 	// encrypted column of the table.
-	ErrNotEncrypted = errors.New("console: not an encrypted column")
+	ErrNotEncrypted = fielderr.New(fielderr.InvalidInput, "console: not an encrypted column")
 	// ErrAuditUnavailable: a reveal cannot be recorded (no audit sink, or
 	// one reporting a failure): nothing is decrypted.
-	ErrAuditUnavailable = errors.New("console: reveals must be recorded and the audit log is unavailable")
+	ErrAuditUnavailable = fielderr.New(fielderr.Refused, "console: reveals must be recorded and the audit log is unavailable")
 	// ErrInvalidQuery: a bad table or column name, limit or condition.
-	ErrInvalidQuery = errors.New("console: invalid query")
+	ErrInvalidQuery = fielderr.New(fielderr.InvalidInput, "console: invalid query")
 )
 
 // Column describes one encrypted column.

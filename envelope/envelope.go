@@ -77,7 +77,8 @@ func (e *Error) Error() string {
 	return s + ": " + trimPrefix(e.Err.Error())
 }
 
-func (e *Error) Unwrap() error { return e.Err }
+// Unwrap returns the cause.
+func (e *Error) Unwrap() []error { return []error{e.Err} }
 
 func trimPrefix(s string) string {
 	const p = "fieldcrypt: "

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -193,6 +194,38 @@ func Inspect(ciphertext []byte) (Header, error) {
 		return h, fmt.Errorf("%w: truncated after header (%d bytes)", ErrMalformed, len(raw))
 	}
 	return h, nil
+}
+
+// maxHeaderText is the longest text encoding of a header: a header is at
+// most fixedHeaderSize + 5 varint bytes = 10 bytes, within the 12 that 16
+// base64 characters hold.
+const maxHeaderText = 16
+
+// InspectHeader parses only the header of a binary or text-encoded
+// ciphertext, decoding no more of a text one than the header needs (16
+// characters), so it costs the same whatever the value's size. Like
+// Inspect it authenticates nothing: use it to route (is this value bound
+// to its row, which class, which key version), never to trust. Unlike
+// Inspect it does not check what follows the header.
+func InspectHeader(ciphertext []byte) (Header, error) {
+	raw := ciphertext
+	if len(ciphertext) >= len(TextPrefix) && string(ciphertext[:len(TextPrefix)]) == TextPrefix {
+		enc := ciphertext[len(TextPrefix):]
+		if len(enc) > maxHeaderText {
+			enc = enc[:maxHeaderText] // whole 4-character groups: no trailing bits
+		}
+		if bytes.ContainsAny(enc, "\r\n") {
+			return Header{}, fmt.Errorf("%w: text encoding is not canonical base64", ErrMalformed)
+		}
+		var buf [maxHeaderText / 4 * 3]byte
+		n, err := base64.RawStdEncoding.Strict().Decode(buf[:], enc)
+		if err != nil {
+			return Header{}, fmt.Errorf("%w: bad base64 in text encoding", ErrMalformed)
+		}
+		raw = buf[:n]
+	}
+	h, _, err := parseHeader(raw)
+	return h, err
 }
 
 // IsCiphertext reports whether b starts like a format-1 ciphertext, binary

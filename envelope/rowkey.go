@@ -83,6 +83,25 @@ func RowKey(pk any) string {
 	return fmt.Sprint(pk)
 }
 
+// RowKeys renders a primary key of one or more columns as the Binding.Row
+// string: one column is RowKey of its value; several are each rendered by
+// RowKey, quoted (strconv.Quote) and joined by commas, so that no two
+// different keys render alike. gormcrypt and reencrypt both bind rows with
+// it.
+func RowKeys(parts ...any) string {
+	if len(parts) == 1 {
+		return RowKey(parts[0])
+	}
+	var b []byte
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, RowKey(p))
+	}
+	return string(b)
+}
+
 func formatUUID(u [16]byte) string {
 	var buf [36]byte
 	hex.Encode(buf[0:8], u[0:4])

@@ -8,6 +8,8 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // Accountable access: who read what, and why.
@@ -32,12 +34,12 @@ import (
 // ErrPurposeRequired means a read needed a stated purpose (audit.WithPurpose)
 // and had none: nothing of the class was decrypted. The error also wraps
 // audit.ErrPurposeRequired.
-var ErrPurposeRequired = errors.New("gormcrypt: purpose required")
+var ErrPurposeRequired = fielderr.New(fielderr.Refused, "gormcrypt: purpose required")
 
 // ErrAuditUnavailable means the class's policy records every decrypt and
 // the audit sink reports that it cannot record (audit.SinkErr): the read
 // is refused rather than left unrecorded.
-var ErrAuditUnavailable = errors.New("gormcrypt: audit log unavailable")
+var ErrAuditUnavailable = fielderr.New(fielderr.Refused, "gormcrypt: audit log unavailable")
 
 // WithAudit sends the plugin's read-path audit events to sink:
 //
@@ -49,28 +51,43 @@ var ErrAuditUnavailable = errors.New("gormcrypt: audit log unavailable")
 //   - decrypt.refused for each read refused for want of a purpose.
 //
 // Events carry the actor and purpose of the read's context and never
-// contain values. It returns p for chaining:
+// contain values:
 //
-//	db.Use(gormcrypt.New(kr).WithAudit(chain))
+//	db.Use(gormcrypt.New(kr, gormcrypt.WithAudit(chain)))
 //
 // Wrapping sink in audit.Sampled still works but samples every class
-// alike; prefer a sampled policy for the classes that allow it.
+// alike; prefer a sampled policy (WithAccessPolicy) for the classes that
+// allow it.
+func WithAudit(sink audit.Sink) Option { return func(p *Plugin) { p.audit = sink } }
+
+// WithAudit sets the audit sink and returns p.
+//
+// Deprecated: use New(keys, WithAudit(sink)), the options style of the
+// other constructors; kept for one release.
 func (p *Plugin) WithAudit(sink audit.Sink) *Plugin {
-	p.audit = sink
+	WithAudit(sink)(p)
 	return p
 }
 
 // WithAccessPolicy sets the access policy of the classes ps lists (the
-// others keep audit.DefaultPolicy). An invalid policy makes db.Use fail.
-// It returns p for chaining:
+// others keep audit.DefaultPolicy). An invalid policy makes db.Use fail:
 //
-//	gormcrypt.New(kr).WithAudit(chain).WithAccessPolicy(audit.Policies{
+//	gormcrypt.New(kr, gormcrypt.WithAudit(chain), gormcrypt.WithAccessPolicy(audit.Policies{
 //		"high": {Record: audit.RecordSampled, SampleRate: 0.01},
 //		"low":  {Record: audit.RecordNone},
-//	})
+//	}))
+func WithAccessPolicy(ps audit.Policies) Option {
+	return func(p *Plugin) {
+		p.policyErr = ps.Validate()
+		p.setPolicies(ps)
+	}
+}
+
+// WithAccessPolicy sets the access policy and returns p.
+//
+// Deprecated: use New(keys, WithAccessPolicy(ps)); kept for one release.
 func (p *Plugin) WithAccessPolicy(ps audit.Policies) *Plugin {
-	p.policyErr = ps.Validate()
-	p.setPolicies(ps)
+	WithAccessPolicy(ps)(p)
 	return p
 }
 

@@ -28,7 +28,7 @@ func TestAuditReadPath(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := &audit.Memory{}
 			db := fresh(t, raw, nil)
-			require.NoError(t, db.Use(gormcrypt.New(envelopetest.New()).WithAudit(tc.sink(mem))))
+			require.NoError(t, db.Use(gormcrypt.New(envelopetest.New(), gormcrypt.WithAudit(tc.sink(mem)))))
 			require.NoError(t, db.Migrator().DropTable(&Doctor{}, &Patient{}, &Record{}))
 			require.NoError(t, gormcrypt.AutoMigrate(db, &Doctor{}, &Patient{}, &Record{}))
 			p := samplePatient("a")

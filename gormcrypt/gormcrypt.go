@@ -14,6 +14,7 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // Sentinel errors. Every error gormcrypt returns wraps one of them (and,
@@ -24,24 +25,24 @@ var (
 	// ErrDecrypt means a stored value could not be decrypted: it failed
 	// authentication (tampered, or copied from another row, column, class or
 	// tenant), its key is unknown or destroyed, or it is malformed.
-	ErrDecrypt = errors.New("gormcrypt: cannot decrypt value")
+	ErrDecrypt = fielderr.New(fielderr.Unknown, "gormcrypt: cannot decrypt value")
 	// ErrEncrypt means a value could not be encrypted (key unavailable,
 	// unsupported Go type, SQL expression given for an encrypted column).
-	ErrEncrypt = errors.New("gormcrypt: cannot encrypt value")
+	ErrEncrypt = fielderr.New(fielderr.Unknown, "gormcrypt: cannot encrypt value")
 	// ErrNotCiphertext means an encrypted column holds a value without the
 	// "fc1:" prefix and the field does not opt in to migration. It is
 	// reported together with ErrDecrypt.
-	ErrNotCiphertext = errors.New("gormcrypt: plaintext found in an encrypted column")
+	ErrNotCiphertext = fielderr.New(fielderr.Malformed, "gormcrypt: plaintext found in an encrypted column")
 	// ErrUnsupportedPath means the statement would move an encrypted column
 	// through a path gormcrypt cannot protect (a plaintext in raw SQL, a
 	// ciphertext scanned into a map without a model, Pluck, ...). The
 	// statement is not executed (for reads: the result is not returned).
-	ErrUnsupportedPath = errors.New("gormcrypt: unsupported path for an encrypted column")
+	ErrUnsupportedPath = fielderr.New(fielderr.Unsupported, "gormcrypt: unsupported path for an encrypted column")
 	// ErrNotSearchable means an equality condition names a randomized
 	// encrypted column: add `deterministic` or `blindindex` to its tag.
-	ErrNotSearchable = errors.New("gormcrypt: column is not searchable")
+	ErrNotSearchable = fielderr.New(fielderr.InvalidInput, "gormcrypt: column is not searchable")
 	// ErrTag means a fieldcrypt struct tag is invalid.
-	ErrTag = errors.New("gormcrypt: invalid fieldcrypt tag")
+	ErrTag = fielderr.New(fielderr.InvalidInput, "gormcrypt: invalid fieldcrypt tag")
 )
 
 // Error describes a failure on one value: which model, field, column and
@@ -132,13 +133,20 @@ type Plugin struct {
 // ErrNoKeySource is returned by db.Use(gormcrypt.New(keys)) when keys is
 // nil (or a nil pointer, such as the *keyring.Keyring of an ignored
 // error): the plugin refuses to start rather than fail on the first write.
-var ErrNoKeySource = errors.New("gormcrypt: no key source (gormcrypt.New was given a nil key source)")
+var ErrNoKeySource = fielderr.New(fielderr.InvalidInput, "gormcrypt: no key source (gormcrypt.New was given a nil key source)")
+
+// Option configures the plugin.
+type Option func(*Plugin)
 
 // New returns the plugin, taking keys from keys (a *keyring.Keyring in an
 // application, envelopetest.New() in tests). Register it with db.Use,
 // which fails with ErrNoKeySource when keys is nil.
-func New(keys envelope.KeySource) *Plugin {
-	return &Plugin{env: envelope.New(keys), keys: keys, fake: sql.OpenDB(fakeConnector{})}
+func New(keys envelope.KeySource, opts ...Option) *Plugin {
+	p := &Plugin{env: envelope.New(keys), keys: keys, fake: sql.OpenDB(fakeConnector{})}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // Name implements gorm.Plugin.

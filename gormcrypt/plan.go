@@ -2,7 +2,6 @@ package gormcrypt
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -18,19 +17,25 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
 
-// Mode is how a field is encrypted.
-type Mode string
+// Encryption is how a field is encrypted.
+type Encryption string
 
-// The encryption modes.
+// Mode is the former name of Encryption (reencrypt.Mode is what a
+// re-encryption does, an unrelated thing).
+//
+// Deprecated: use Encryption; kept for one release.
+type Mode = Encryption
+
+// The encryptions.
 const (
 	// Randomized: AES-256-GCM under a fresh data key per value (the
 	// default). Equal plaintexts give different ciphertexts; not searchable
 	// unless the field also has a blind index.
-	Randomized Mode = "randomized"
+	Randomized Encryption = "randomized"
 	// Deterministic: AES-SIV under a search key. Equal plaintexts (in the
 	// same table, column and tenant) give equal ciphertexts, so equality
 	// queries work on the column itself. Never row-bound.
-	Deterministic Mode = "deterministic"
+	Deterministic Encryption = "deterministic"
 )
 
 // Field describes one encrypted field of a model, as the CLI and tools need
@@ -41,7 +46,7 @@ type Field struct {
 	Table      string         // table name, e.g. "patients"
 	Column     string         // column name, e.g. "ssn"
 	Class      envelope.Class // classification (key scope)
-	Mode       Mode           // Randomized or Deterministic
+	Mode       Encryption     // Randomized or Deterministic
 	BlindIndex string         // blind index column (e.g. "ssn_bidx"), "" if none
 	// BlindIndexSpec is the blind index configuration (zero if none).
 	BlindIndexSpec envelope.BlindIndex
@@ -432,15 +437,15 @@ func (pl *plan) rowOf(ctx context.Context, rv reflect.Value) string {
 		}
 		return keyString(v)
 	}
-	parts := make([]string, len(pl.pks))
+	parts := make([]any, len(pl.pks))
 	for i, pk := range pl.pks {
 		v, zero := pk.ValueOf(ctx, rv)
 		if zero {
 			return ""
 		}
-		parts[i] = strconv.Quote(keyString(v))
+		parts[i] = v
 	}
-	return strings.Join(parts, ",")
+	return envelope.RowKeys(parts...)
 }
 
 // keyString is the canonical text of a primary key value: envelope.RowKey,
@@ -455,18 +460,11 @@ func isZeroValue(v interface{}) bool {
 	return rv.IsZero() || rv.Kind() == reflect.Ptr && rv.Elem().IsZero()
 }
 
-// rowBound reports whether a text ciphertext's header has the row-bound
-// flag, decoding only the 3 bytes that hold it.
+// rowBound reports whether a ciphertext's header has the row-bound flag
+// (false for a malformed one, which fails to open anyway).
 func rowBound(ct []byte) bool {
-	const p = len(envelope.TextPrefix)
-	if len(ct) < p+12 {
-		return false
-	}
-	var b [3]byte
-	if _, err := base64.RawStdEncoding.Decode(b[:], ct[p+4:p+8]); err != nil {
-		return false
-	}
-	return b[0]&0x01 != 0
+	h, err := envelope.InspectHeader(ct)
+	return err == nil && h.RowBound
 }
 
 // rawValue is what an encrypted column scans into.

@@ -3,11 +3,13 @@ package gormcrypt
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 // RebuildResult says what RebuildBlindIndexes did to one blind-index
@@ -37,14 +39,14 @@ type trustedKey struct{}
 // (--finish-search): until then, queries match every live search key, so
 // nothing becomes unfindable while it runs.
 //
-// It reads rows in primary-key order, batchSize at a time (0: 500), opens
-// each value, computes its index and writes it with a compare-and-swap on
-// the stored ciphertext, so a concurrent application write is never
-// overwritten; it can run online and be rerun (already-current rows are
-// only read). The tenant comes from ctx (WithTenant), as for every other
-// statement, and so do the actor and purpose: the class's access policy
-// applies as to any read (ErrPurposeRequired), and each decrypt is
-// recorded as it says. The model needs a single-column primary key.
+// It reads rows in primary-key order (a key of one column or several),
+// batchSize at a time (0: 500), opens each value, computes its index and
+// writes it with a compare-and-swap on the stored ciphertext, so a
+// concurrent application write is never overwritten; it can run online
+// and be rerun (already-current rows are only read). The tenant comes from
+// ctx (WithTenant), as for every other statement, and so do the actor and
+// purpose: the class's access policy applies as to any read
+// (ErrPurposeRequired), and each decrypt is recorded as it says.
 func RebuildBlindIndexes(ctx context.Context, db *gorm.DB, model any, batchSize int) ([]RebuildResult, error) {
 	p, err := pluginOf(db)
 	if err != nil {
@@ -54,8 +56,8 @@ func RebuildBlindIndexes(ctx context.Context, db *gorm.DB, model any, batchSize 
 	if err != nil {
 		return nil, err
 	}
-	if len(pl.pks) != 1 {
-		return nil, fmt.Errorf("%w: RebuildBlindIndexes needs a single-column primary key (%s has %d)", ErrUnsupportedPath, pl.s.Name, len(pl.pks))
+	if len(pl.pks) == 0 {
+		return nil, fmt.Errorf("%w: RebuildBlindIndexes needs a primary key (%s has none)", ErrUnsupportedPath, pl.s.Name)
 	}
 	if batchSize <= 0 {
 		batchSize = 500
@@ -74,72 +76,67 @@ func RebuildBlindIndexes(ctx context.Context, db *gorm.DB, model any, batchSize 
 	return out, nil
 }
 
+// trustedQuerier runs the rebuild's own statements through GORM, marked
+// trusted: the stored ciphertexts are read as they are (guarded, not
+// decrypted), and the compare-and-swap may name the encrypted column with
+// a ciphertext parameter.
+type trustedQuerier struct{ db *gorm.DB }
+
+func (q trustedQuerier) with(ctx context.Context) *gorm.DB {
+	return q.db.WithContext(context.WithValue(ctx, trustedKey{}, true))
+}
+
+func (q trustedQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return q.with(ctx).Raw(query, args...).Rows()
+}
+
+func (q trustedQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	r := q.with(ctx).Exec(query, args...)
+	return affected(r.RowsAffected), r.Error
+}
+
+type affected int64
+
+func (a affected) LastInsertId() (int64, error) { return 0, errors.New("not supported") }
+func (a affected) RowsAffected() (int64, error) { return int64(a), nil }
+
 func (p *Plugin) rebuildField(ctx context.Context, db *gorm.DB, pl *plan, cf *cfield, batchSize int) (RebuildResult, error) {
 	res := RebuildResult{Field: cf.Name, Column: cf.BlindIndex}
-	st := &gorm.Statement{DB: db}
-	qt, qpk, qc, qb := st.Quote(cf.Table), st.Quote(pl.pks[0].DBName), st.Quote(cf.Column), st.Quote(cf.BlindIndex)
-	first := fmt.Sprintf("SELECT %s, %s, %s FROM %s ORDER BY %s LIMIT %d", qpk, qc, qb, qt, qpk, batchSize)
-	next := fmt.Sprintf("SELECT %s, %s, %s FROM %s WHERE %s > ? ORDER BY %s LIMIT %d", qpk, qc, qb, qt, qpk, qpk, batchSize)
-	cas := fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ? AND %s = ?", qt, qb, qpk, qc)
-	if db.Dialector.Name() == "mysql" { // compare bytes, not collation units
-		cas = fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ? AND CAST(%s AS BINARY) = CAST(? AS BINARY)", qt, qb, qpk, qc)
+	d, err := dbsql.Of(db)
+	if err != nil {
+		return res, cf.fail("rebuild-index", "", ErrUnsupportedPath, err)
 	}
 	// The rebuild decrypts every value: the class's access policy applies
 	// (a purpose where required) and each decrypt is recorded as it says.
 	if err := p.admit(ctx, []*cfield{cf}); err != nil {
 		return res, err
 	}
-	trusted := db.WithContext(context.WithValue(ctx, trustedKey{}, true))
-	var last any
-	for {
-		var rows *sql.Rows
-		var err error
-		if last == nil { // trusted: the stored ciphertexts, not decrypted rows
-			rows, err = trusted.Raw(first).Rows()
-		} else {
-			rows, err = trusted.Raw(next, last).Rows()
-		}
-		if err != nil {
-			return res, cf.fail("rebuild-index", "", ErrDecrypt, err)
-		}
-		type item struct {
-			pk        any
-			ct, index sql.NullString
-		}
-		var batch []item
-		for rows.Next() {
-			var it item
-			if err := rows.Scan(&it.pk, &it.ct, &it.index); err != nil {
-				rows.Close()
-				return res, cf.fail("rebuild-index", "", ErrDecrypt, err)
-			}
-			if b, ok := it.pk.([]byte); ok { // drivers reuse scan buffers
-				it.pk = append([]byte(nil), b...)
-			}
-			batch = append(batch, it)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return res, cf.fail("rebuild-index", "", ErrDecrypt, err)
-		}
-		if len(batch) == 0 {
-			return res, nil
-		}
-		for _, it := range batch {
+	keys := make([]string, len(pl.pks))
+	for i, pk := range pl.pks {
+		keys[i] = pk.DBName
+	}
+	t := dbsql.NewTable(d, cf.Table, keys)
+	t.QMarks = true
+	q := trustedQuerier{db: db}
+	if err := t.Introspect(ctx, q); err != nil {
+		return res, cf.fail("rebuild-index", "", ErrDecrypt, err)
+	}
+	cas := dbsql.CAS{Set: cf.BlindIndex, Cond: cf.Column}
+	err = t.Walk(ctx, q, []string{cf.Column, cf.BlindIndex}, batchSize, func(batch []dbsql.Row) error {
+		for _, rw := range batch {
 			res.Rows++
-			last = it.pk
-			if !it.ct.Valid || !envelope.IsText(it.ct.String) {
+			ct, index := nullString(rw.Vals[0]), nullString(rw.Vals[1])
+			if !ct.Valid || !envelope.IsText(ct.String) {
 				res.Skipped++
 				continue
 			}
-			key := keyString(it.pk)
+			key := t.RowKey(rw.Key)
 			row := ""
-			if rowBound([]byte(it.ct.String)) {
+			if rowBound([]byte(ct.String)) {
 				row = key
 			}
-			pt, err := p.env.Open(ctx, cf.binding(ctx, row), []byte(it.ct.String))
-			p.opened(ctx, cf.binding(ctx, key), []byte(it.ct.String), err)
+			pt, err := p.env.Open(ctx, cf.binding(ctx, row), []byte(ct.String))
+			p.opened(ctx, cf.binding(ctx, key), []byte(ct.String), err)
 			if err != nil {
 				res.Failed++
 				if len(res.FailedRows) < 100 {
@@ -150,22 +147,33 @@ func (p *Plugin) rebuildField(ctx context.Context, db *gorm.DB, pl *plan, cf *cf
 			idx, err := p.env.ComputeBlindIndex(ctx, cf.binding(ctx, ""), cf.BlindIndexSpec, pt)
 			clear(pt)
 			if err != nil {
-				return res, cf.fail("rebuild-index", key, ErrEncrypt, err)
+				return cf.fail("rebuild-index", key, ErrEncrypt, err)
 			}
 			h := hexString(idx)
-			if it.index.Valid && it.index.String == h {
+			if index.Valid && index.String == h {
 				res.Current++
 				continue
 			}
-			r := trusted.Exec(cas, h, it.pk, it.ct.String)
-			if r.Error != nil {
-				return res, cf.fail("rebuild-index", key, ErrEncrypt, r.Error)
+			ok, err := t.SwapOne(ctx, q, cas, dbsql.Swap{Key: rw.Key, Old: ct.String, New: h})
+			if err != nil {
+				return cf.fail("rebuild-index", key, ErrEncrypt, err)
 			}
-			if r.RowsAffected == 1 {
+			if ok {
 				res.Updated++
 			} else {
 				res.Skipped++
 			}
 		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrEncrypt) {
+		err = cf.fail("rebuild-index", "", ErrDecrypt, err)
 	}
+	return res, err
+}
+
+// nullString reads a scanned text value.
+func nullString(v any) sql.NullString {
+	s, ok := dbsql.String(v)
+	return sql.NullString{String: s, Valid: ok}
 }

@@ -75,3 +75,36 @@ func TestRebuildBlindIndexes(t *testing.T) {
 		assert.Equal(t, ps[3].Name, got.Name)
 	})
 }
+
+// Badge has a composite primary key and a row-bound, indexed field.
+type Badge struct {
+	Site   string `gorm:"size:16;primaryKey"`
+	Number int64  `gorm:"primaryKey;autoIncrement:false"`
+	Holder string `fieldcrypt:"high,blindindex"`
+}
+
+// TestRebuildBlindIndexesCompositeKey: a model keyed by two columns is
+// rebuilt like any other; its values are bound to envelope.RowKeys of the
+// key, which reencrypt uses too.
+func TestRebuildBlindIndexesCompositeKey(t *testing.T) {
+	testsvc.Each(t, func(t *testing.T, raw *gorm.DB) {
+		ctx := context.Background()
+		db, keys := open(t, raw)
+		require.NoError(t, gormcrypt.AutoMigrate(db, &Badge{}))
+		for i := range 5 {
+			require.NoError(t, db.Create(&Badge{Site: []string{"lon", "par"}[i%2], Number: int64(i), Holder: fmt.Sprintf("holder-%d", i)}).Error)
+		}
+		scope := envelope.Scope{Class: envelope.High}
+		keys.Rotate(scope)
+		keys.RotateSearch(scope)
+		res, err := gormcrypt.RebuildBlindIndexes(ctx, db, &Badge{}, 2)
+		require.NoError(t, err)
+		require.Len(t, res, 1)
+		assert.Equal(t, int64(5), res[0].Rows)
+		assert.Equal(t, int64(5), res[0].Updated)
+		assert.Zero(t, res[0].Failed)
+		var got Badge
+		require.NoError(t, db.Where(&Badge{Holder: "holder-3"}).First(&got).Error)
+		assert.Equal(t, Badge{Site: "par", Number: 3, Holder: "holder-3"}, got)
+	})
+}

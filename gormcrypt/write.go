@@ -3,12 +3,13 @@ package gormcrypt
 import (
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
 	"gorm.io/gorm/clause"
+
+	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
 
 // planOf prepares the statement's schema (and related schemas) and returns
@@ -215,17 +216,14 @@ func rowKeyOf(row []interface{}, pkPos []int) string {
 		}
 		return keyString(row[pkPos[0]])
 	}
-	parts := ""
+	parts := make([]any, len(pkPos))
 	for i, j := range pkPos {
 		if j < 0 || isZeroValue(row[j]) {
 			return ""
 		}
-		if i > 0 {
-			parts += ","
-		}
-		parts += strconv.Quote(keyString(row[j]))
+		parts[i] = row[j]
 	}
-	return parts
+	return envelope.RowKeys(parts...)
 }
 
 // encryptOnConflict encrypts explicit values in ON CONFLICT DO UPDATE SET

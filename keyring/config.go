@@ -5,11 +5,11 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
 // Defaults for Config.
@@ -88,7 +88,7 @@ type ClassConfig struct {
 	// MasterKey is the URI of the class's master key: aws-kms://arn:...,
 	// gcp-kms://projects/.../cryptoKeys/..., local:///path. Empty only for
 	// the public class. New KEKs are wrapped under it.
-	MasterKey string `json:"master_key,omitempty"`
+	MasterKey string `json:"master_key,omitempty" yaml:"master_key"`
 	// PreviousMasterKeys lists the other master keys this class's KEKs may
 	// be stored under: the previous ones after a master-key rotation
 	// (RewrapAll moves the old MasterKey here), and the next one while a
@@ -96,60 +96,45 @@ type ClassConfig struct {
 	// MasterKey or one of these: the master key URI a stored record names
 	// only selects among them, it is never authority. Validated like
 	// MasterKey; never another class's key.
-	PreviousMasterKeys []string `json:"previous_master_keys,omitempty"`
+	PreviousMasterKeys []string `json:"previous_master_keys,omitempty" yaml:"previous_master_keys,omitempty"`
 	// TenantScoped gives every tenant its own line of KEKs in this class
 	// (created on first use), so one tenant can be crypto-shredded alone;
 	// tenant "" remains available for data of no tenant. When false, only
 	// tenant "" is allowed: lookups with a tenant fail with
 	// envelope.ErrInvalidInput (bind such values with Tenant "").
-	TenantScoped bool `json:"tenant_scoped,omitempty"`
+	TenantScoped bool `json:"tenant_scoped,omitempty" yaml:"tenant_scoped,omitempty"`
 }
 
-var (
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-	// arn:PARTITION:kms:REGION:ACCOUNT:key/ID or alias/NAME
-	awsARN = regexp.MustCompile(`^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)$`)
-	gcpKey = regexp.MustCompile(`^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$`)
-)
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// CheckMasterKeyURI checks the shape of a master key URI: the scheme must be
-// aws-kms (followed by a KMS key or alias ARN), gcp-kms (followed by
-// projects/P/locations/L/keyRings/R/cryptoKeys/K) or local (followed by a
-// non-empty path). It does not contact the KMS.
+// CheckMasterKeyURI checks a master key URI without contacting the KMS: its
+// scheme must be registered in kms.DefaultRegistry (aws-kms, gcp-kms, local
+// once their packages are imported, or a scheme of your own), and that
+// backend must accept it. Errors wrap ErrInvalidConfig.
 func CheckMasterKeyURI(uri string) error {
-	if p := uriProblem(uri); p != "" {
+	if p := uriProblem(kms.DefaultRegistry, uri); p != "" {
 		return configErr("master key URI %q: %s", uri, p)
 	}
 	return nil
 }
 
-func uriProblem(uri string) string {
-	scheme, rest, ok := strings.Cut(uri, "://")
-	if !ok || scheme == "" {
-		return "no scheme (want aws-kms://, gcp-kms:// or local://)"
-	}
-	switch scheme {
-	case "aws-kms":
-		if !awsARN.MatchString(rest) {
-			return "want aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID (or alias/NAME)"
-		}
-	case "gcp-kms":
-		if !gcpKey.MatchString(rest) {
-			return "want gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K"
-		}
-	case "local":
-		if strings.TrimSpace(rest) == "" || strings.ContainsRune(rest, 0) {
-			return "want local://PATH with a non-empty path"
-		}
-	default:
-		return "unknown scheme " + strconv.Quote(scheme) + " (want aws-kms, gcp-kms or local)"
+// uriProblem asks the backend of uri's scheme whether it is valid; it
+// returns why not, or "".
+func uriProblem(v kms.URIValidator, uri string) string {
+	if err := v.ValidateURI(uri); err != nil {
+		return strings.TrimPrefix(err.Error(), kms.ErrInvalidURI.Error()+": ")
 	}
 	return ""
 }
 
 // Validate checks the whole configuration and returns every problem found
-// (joined), each wrapping ErrInvalidConfig and naming the entry.
-func (c Config) Validate() error {
+// (joined), each wrapping ErrInvalidConfig and naming the entry. Master key
+// URIs are checked by their backends in kms.DefaultRegistry (New checks
+// them with the keyring's opener when it is a kms.URIValidator, such as a
+// kms.Registry).
+func (c Config) Validate() error { return c.validate(kms.DefaultRegistry) }
+
+func (c Config) validate(uris kms.URIValidator) error {
 	var errs []error
 	if !nameRE.MatchString(c.Name) {
 		errs = append(errs, configErr("name %q: want 1-64 letters, digits, '.', '_' or '-'", c.Name))
@@ -202,7 +187,7 @@ func (c Config) Validate() error {
 			errs = append(errs, configErr("class %q: master_key is required", n))
 			continue
 		}
-		if p := uriProblem(cc.MasterKey); p != "" {
+		if p := uriProblem(uris, cc.MasterKey); p != "" {
 			errs = append(errs, configErr("class %q: master key URI %q: %s", n, cc.MasterKey, p))
 			continue
 		}
@@ -225,7 +210,7 @@ func (c Config) Validate() error {
 			continue
 		}
 		for _, uri := range cc.PreviousMasterKeys {
-			if p := uriProblem(uri); p != "" {
+			if p := uriProblem(uris, uri); p != "" {
 				errs = append(errs, configErr("class %q: previous master key URI %q: %s", n, uri, p))
 				continue
 			}

@@ -1,11 +1,11 @@
 package keyring
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // Sentinel errors of this package. Lookups also return the envelope
@@ -14,42 +14,43 @@ import (
 var (
 	// ErrInvalidConfig means a Config (or a master key URI passed to an
 	// operation) is invalid. The message names the entry and the reason.
-	ErrInvalidConfig = errors.New("keyring: invalid configuration")
+	ErrInvalidConfig = fielderr.New(fielderr.InvalidInput, "keyring: invalid configuration")
 	// ErrRefused means an operation was refused because it would break an
 	// invariant: destroying or retiring the primary or a live search key,
 	// a destroy check that found data still using the version, a version
 	// demoted too recently (ErrTooSoon), an illegal state transition.
-	ErrRefused = errors.New("keyring: operation refused")
+	ErrRefused = fielderr.New(fielderr.Refused, "keyring: operation refused")
 	// ErrKeyRetired means the version is retired: it exists but may not be
 	// used. It comes with envelope.ErrKeyUnavailable.
-	ErrKeyRetired = errors.New("keyring: key retired")
+	ErrKeyRetired = fielderr.New(fielderr.KeyRetired, "keyring: key retired")
 	// ErrStore means the store failed or holds inconsistent data.
-	ErrStore = errors.New("keyring: store error")
+	ErrStore = fielderr.New(fielderr.Unknown, "keyring: store error")
 	// ErrClosed means the keyring was closed.
-	ErrClosed = errors.New("keyring: closed")
+	ErrClosed = fielderr.New(fielderr.Unknown, "keyring: closed")
 	// ErrTampered means the store holds key metadata the keyring did not
 	// write: a MAC that does not verify, a broken invariant, an epoch
 	// older than one this process saw, a missing or foreign class key. It
 	// comes with envelope.ErrKeyUnavailable, and with an audit event
 	// (keyring.tamper). Nothing is sealed or opened under such a state.
-	ErrTampered = errors.New("keyring: key store tampered with")
+	ErrTampered = fielderr.New(fielderr.Tampered, "keyring: key store tampered with")
 	// ErrUntrustedKey means a stored record names a master key that the
 	// configuration does not list for its class (ClassConfig.MasterKey or
 	// PreviousMasterKeys): the keyring does not unwrap under it. A store
 	// writer may have added it, or the configuration dropped a master key
 	// still in use. It comes with envelope.ErrKeyUnavailable and an audit
-	// event (keyring.tamper).
-	ErrUntrustedKey = errors.New("keyring: master key not trusted for this class")
+	// event (keyring.tamper). It is fielderr.ErrUntrustedKey (the value
+	// backup uses for a backup under a key the caller does not trust).
+	ErrUntrustedKey = fielderr.ErrUntrustedKey
 	// ErrUnsealed means the store predates integrity protection (no class
 	// key, no MACs): run Keyring.Upgrade (fieldcrypt keys upgrade) once,
 	// or set Config.AllowUnsealedStore for the migration. It comes with
 	// envelope.ErrKeyUnavailable.
-	ErrUnsealed = errors.New("keyring: key store not sealed (run 'fieldcrypt keys upgrade')")
+	ErrUnsealed = fielderr.New(fielderr.KeyUnavailable, "keyring: key store not sealed (run 'fieldcrypt keys upgrade')")
 	// ErrTooSoon means Destroy or Retire was refused because a running
 	// process may still seal new values under the version (it stopped
 	// being the primary less than MaxStateAge + DemotionSlack ago). The
 	// message says until when. It comes with ErrRefused.
-	ErrTooSoon = errors.New("keyring: version may still be in use as a primary")
+	ErrTooSoon = fielderr.New(fielderr.Refused, "keyring: version may still be in use as a primary")
 )
 
 // KeyError is the error returned for a failed key operation. It names the

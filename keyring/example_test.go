@@ -38,6 +38,8 @@ func newDemoKey(uri string) *demoKey {
 
 func (d *demoKey) URI() string { return d.uri }
 
+func (d *demoKey) Close() error { return nil }
+
 func (d *demoKey) Wrap(_ context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {
 	nonce := make([]byte, d.aead.NonceSize())
 	_, _ = rand.Read(nonce)

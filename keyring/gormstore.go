@@ -11,12 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 // Table names used by GormStore.
@@ -559,33 +558,10 @@ func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 }
 
 // retryable reports whether err is a transient conflict: a deadlock, a
-// serialization failure, a lock wait timeout, SQLite busy, or a unique
-// violation (another writer won a race the lock should have prevented).
-func retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pg *pgconn.PgError
-	if errors.As(err, &pg) {
-		switch pg.Code {
-		case "40001", "40P01", "23505", "55P03":
-			return true
-		}
-		return false
-	}
-	var my *mysql.MySQLError
-	if errors.As(err, &my) {
-		switch my.Number {
-		case 1213, 1205, 1062:
-			return true
-		}
-		return false
-	}
-	msg := strings.ToLower(err.Error())
-	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "sqlite_busy") ||
-		strings.Contains(msg, "unique constraint failed") ||
-		strings.Contains(msg, "deadlock")
-}
+// serialization failure, a lock wait timeout, SQLite busy (dbsql.Retryable),
+// or a unique violation (another writer won a race the lock should have
+// prevented).
+func retryable(err error) bool { return dbsql.Retryable(err) || dbsql.UniqueViolation(err) }
 
 func backoff(ctx context.Context, attempt int) error {
 	d := time.Duration(1<<min(attempt, 6)) * time.Millisecond

@@ -63,6 +63,9 @@ func memKeyFrom(t testing.TB, uri string, raw []byte) *memKey {
 
 func (m *memKey) URI() string { return m.uri }
 
+// Close does nothing: the key lives in memory.
+func (m *memKey) Close() error { return nil }
+
 func (m *memKey) fail(op string) error {
 	switch m.mode.Load() {
 	case modeDown:

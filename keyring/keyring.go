@@ -17,7 +17,18 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
-// Encryption context keys bound to every wrapped KEK.
+// Encryption context keys bound to every wrapped KEK, with the exact form
+// of their values (the KMS sees them: AWS key policies condition on
+// "kms:EncryptionContext:" + key). A KEK's context is
+//
+//	fieldcrypt:class        the class name, lower case: "critical"
+//	fieldcrypt:kek-version  the version in decimal, no leading zero: "3"
+//	fieldcrypt:keyring      the keyring id (Config.Name): "billing"
+//	fieldcrypt:tenant       the tenant, only for a tenant's KEK: "acme"
+//
+// A class key's is fieldcrypt:class, fieldcrypt:keyring and ECPurpose =
+// "class-key". docs/operations.md ("KMS key policies") gives policy
+// examples, and the backup file key's context.
 const (
 	ECClass      = "fieldcrypt:class"
 	ECTenant     = "fieldcrypt:tenant" // only when the scope has a tenant
@@ -32,6 +43,7 @@ const (
 type Keyring struct {
 	store         Store
 	opener        kms.Opener
+	uris          kms.URIValidator // checks master key URIs (the opener, or kms.DefaultRegistry)
 	now           func() time.Time
 	ttl           time.Duration
 	maxAge        time.Duration
@@ -140,8 +152,10 @@ type grave struct {
 // Option configures a Keyring.
 type Option func(*Keyring)
 
-// WithOpener makes the keyring open master keys through o instead of the
-// kms registry (kms.Open). Tests and embedders use it.
+// WithOpener makes the keyring open master keys through o instead of
+// kms.DefaultRegistry: typically a kms.Registry with explicitly configured
+// openers. When o is a kms.URIValidator (a Registry is), master key URIs
+// are validated by it too.
 func WithOpener(o kms.Opener) Option { return func(k *Keyring) { k.opener = o } }
 
 // WithMasterKeys makes the keyring use the given master keys, by URI,
@@ -192,15 +206,9 @@ func WithoutAutoCreate() Option { return func(k *Keyring) { k.auto = false } }
 // the KMS nor the store: master keys are opened and KEKs unwrapped on
 // first use.
 func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if store == nil {
-		return nil, configErr("nil store")
-	}
 	k := &Keyring{
 		store:           store,
-		opener:          kms.OpenerFunc(kms.Open),
+		opener:          kms.DefaultRegistry,
 		now:             time.Now,
 		ttl:             cfg.ttl(),
 		maxAge:          cfg.maxAge(),
@@ -233,6 +241,16 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 	}
 	for _, o := range opts {
 		o(k)
+	}
+	var ok bool
+	if k.uris, ok = k.opener.(kms.URIValidator); !ok {
+		k.uris = kms.DefaultRegistry
+	}
+	if err := cfg.validate(k.uris); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, configErr("nil store")
 	}
 	return k, nil
 }

@@ -223,7 +223,7 @@ func (k *Keyring) Retire(ctx context.Context, ref envelope.KEKRef, opts ...Destr
 			return k.refuse("retire", ref, r)
 		}
 		if rank := st.searchRank(r.Version); rank > 0 {
-			return keyErr("retire", ref, r.MasterKeyURI, "it is a live search key (FinishSearchRotation first)", ErrRefused)
+			return keyErr("retire", ref, r.MasterKeyURI, "it is a live search key (end the search-key rotation first: fieldcrypt keys rotate --finish-search)", ErrRefused)
 		}
 		if !o.force {
 			if err := k.tooSoon("retire", ref, r); err != nil {
@@ -254,7 +254,7 @@ func (k *Keyring) Reactivate(ctx context.Context, ref envelope.KEKRef) (KEKInfo,
 func (k *Keyring) refuse(op string, ref envelope.KEKRef, r *Record) error {
 	switch r.State {
 	case StateActive:
-		return keyErr(op, ref, r.MasterKeyURI, "it is the primary (Rotate first)", ErrRefused)
+		return keyErr(op, ref, r.MasterKeyURI, "it is the primary (rotate first: fieldcrypt keys rotate)", ErrRefused)
 	case StateDestroyed:
 		return keyErr(op, ref, r.MasterKeyURI, "it was destroyed", ErrRefused, envelope.ErrKeyDestroyed)
 	}
@@ -306,6 +306,7 @@ type DestroyOption func(*destroyOptions)
 type destroyOptions struct {
 	checks []func(context.Context, envelope.KEKRef) error
 	force  bool
+	counts func() map[string]int64
 }
 
 func destroyOpts(opts []DestroyOption) destroyOptions {
@@ -327,6 +328,12 @@ func WithDestroyCheck(check func(ctx context.Context, ref envelope.KEKRef) error
 	return func(o *destroyOptions) { o.checks = append(o.checks, check) }
 }
 
+// WithAuditCounts adds the counts counts returns (called once, after the
+// destroy) to Destroy's kek.destroyed event: what the caller's checks found.
+func WithAuditCounts(counts func() map[string]int64) DestroyOption {
+	return func(o *destroyOptions) { o.counts = counts }
+}
+
 // Force makes Destroy and Retire skip the wait for every process to stop
 // using the version as its primary (ErrTooSoon). A process that still
 // seals under it until its next state read (at most MaxStateAge) writes
@@ -345,11 +352,22 @@ func Force() DestroyOption { return func(o *destroyOptions) { o.force = true } }
 // Force is given, a version that stopped being the primary less than
 // MaxStateAge + DemotionSlack ago (ErrTooSoon, naming the time left): a
 // process may still be sealing new values under it, which would be lost.
-// Destroying a destroyed version is a no-op. Decrypt-only and retired
-// versions can be destroyed; retiring first is the prudent path.
+// Destroying a destroyed version is a no-op (and records no event).
+// Decrypt-only and retired versions can be destroyed; retiring first is
+// the prudent path.
 func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...DestroyOption) (info KEKInfo, err error) {
-	defer func() { k.emit(ctx, audit.KEKDestroyed, ref, info.MasterKeyURI, err, nil) }()
 	o := destroyOpts(opts)
+	already := false // destroying a destroyed version records nothing new
+	defer func() {
+		if already && err == nil {
+			return
+		}
+		var counts map[string]int64
+		if o.counts != nil {
+			counts = o.counts()
+		}
+		k.emit(ctx, audit.KEKDestroyed, ref, info.MasterKeyURI, err, counts)
+	}()
 	s, err := k.scope("destroy", ref.Scope())
 	if err != nil {
 		return KEKInfo{}, err
@@ -366,7 +384,7 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 			return nil, k.refuse("destroy", ref, r)
 		}
 		if st.searchRank(r.Version) > 0 {
-			return nil, keyErr("destroy", ref, r.MasterKeyURI, "it is a live search key (RotateSearch and FinishSearchRotation first)", ErrRefused)
+			return nil, keyErr("destroy", ref, r.MasterKeyURI, "it is a live search key (rotate search keys first: fieldcrypt keys rotate --search, re-encrypt or rebuild, then fieldcrypt keys rotate --finish-search)", ErrRefused)
 		}
 		if !o.force {
 			if err := k.tooSoon("destroy", ref, r); err != nil {
@@ -386,6 +404,7 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 		return KEKInfo{}, err
 	}
 	if r.State == StateDestroyed {
+		already = true
 		return infoOf(st, r), nil
 	}
 	for _, c := range o.checks {
@@ -568,7 +587,7 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 	if err != nil {
 		return rep, err
 	}
-	if p := uriProblem(newURI); p != "" {
+	if p := uriProblem(k.uris, newURI); p != "" {
 		return rep, scopeErr("rewrap", s, newURI, "", configErr("class %q: master key URI %q: %s", class.String(), newURI, p))
 	}
 	if owner := k.uriOwner(newURI); owner != 0 && owner != class {

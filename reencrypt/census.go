@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 // KeyCount counts the values of one (tenant, class, suite, KEK version).
@@ -66,13 +67,8 @@ func Census(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column
 			res.Failures = append(res.Failures, RowFailure{Row: rw.key, Err: err})
 		}
 	}
-	var after *string
-	for {
-		rows, err := r.readBatch(ctx, r.db, after, nil, opts.BatchSize)
-		if err != nil {
-			return res, err
-		}
-		for _, rw := range rows {
+	err = r.t.Walk(ctx, r.db, r.cols(), opts.BatchSize, func(batch []dbsql.Row) error {
+		for _, rw := range r.rows(batch) {
 			res.Rows++
 			switch {
 			case rw.val == nil:
@@ -100,17 +96,16 @@ func Census(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column
 			clear(pt)
 			if err != nil {
 				if errors.Is(err, envelope.ErrKeyUnavailable) {
-					return res, err
+					return err
 				}
 				res.Undecryptable++
 				fail(rw, err)
 			}
 		}
-		if len(rows) < opts.BatchSize {
-			break
-		}
-		k := pkText(rows[len(rows)-1].pk)
-		after = &k
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("reencrypt: census of %s.%s: %w", col.Table, col.Column, err)
 	}
 	for k, n := range counts {
 		k.Count = n

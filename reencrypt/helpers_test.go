@@ -50,7 +50,7 @@ func testColumn(name string, text bool) Column {
 }
 
 func binding(col Column, id int64) envelope.Binding {
-	return envelope.Binding{Class: col.Class, Tenant: col.Tenant, Table: col.Table, Column: col.Column, Row: RowKey(id)}
+	return envelope.Binding{Class: col.Class, Tenant: col.Tenant, Table: col.Table, Column: col.Column, Row: envelope.RowKey(id)}
 }
 
 func plain(id int64) string { return fmt.Sprintf("secret-value-%06d", id) }
@@ -110,8 +110,7 @@ func values(t testing.TB, db *gorm.DB, col Column) map[int64][]byte {
 		var id int64
 		var v any
 		require.NoError(t, rows.Scan(&id, &v))
-		b, _ := valBytes(v)
-		out[id] = b
+		out[id] = append([]byte(nil), valBytes(v)...)
 	}
 	require.NoError(t, rows.Err())
 	return out
@@ -174,4 +173,18 @@ func mysqlDSN(u string) string {
 func openDB(t testing.TB, d testsvc.Dialect) (*gorm.DB, string) {
 	t.Helper()
 	return testsvc.OpenDSN(t, d)
+}
+
+// planJob plans opts.JobID for col as Run would (schema, job and chunks)
+// and returns the runner, so a test can tamper with the chunks first.
+func planJob(t *testing.T, db *gorm.DB, env *envelope.Envelope, col Column, opts Options) *runner {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, opts.defaults(col))
+	r, err := newRunner(ctx, db, env, col, opts)
+	require.NoError(t, err)
+	require.NoError(t, ensureSchema(ctx, r.db, r.d))
+	_, err = r.plan(ctx, true)
+	require.NoError(t, err)
+	return r
 }

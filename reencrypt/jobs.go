@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 // Names of the tables that hold job state.
@@ -18,7 +20,7 @@ const (
 	ChunksTable = "fieldcrypt_reencrypt_chunks"
 )
 
-func schemaSQL(d dialect) []string {
+func schemaSQL(d dbsql.Dialect) []string {
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + JobsTable + ` (
 	job_id VARCHAR(191) NOT NULL PRIMARY KEY,
@@ -51,12 +53,14 @@ func schemaSQL(d dialect) []string {
 	}
 }
 
-// EnsureSchema creates the job tables if they do not exist. Run calls it;
-// it is exported for deployments that create tables ahead of time.
-func EnsureSchema(ctx context.Context, db *gorm.DB) error {
-	d, err := dialectOf(db)
+// CreateTables creates the job tables if they do not exist. Run calls it;
+// it is exported for deployments that create tables ahead of time
+// (fieldcrypt init does, so that reencrypt runs no DDL on a live
+// database).
+func CreateTables(ctx context.Context, db *gorm.DB) error {
+	d, err := dbsql.Of(db)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	sqlDB, err := db.DB()
 	if err != nil {
@@ -65,7 +69,12 @@ func EnsureSchema(ctx context.Context, db *gorm.DB) error {
 	return ensureSchema(ctx, sqlDB, d)
 }
 
-func ensureSchema(ctx context.Context, db *sql.DB, d dialect) error {
+// EnsureSchema creates the job tables if they do not exist.
+//
+// Deprecated: use CreateTables (the same function); kept for one release.
+func EnsureSchema(ctx context.Context, db *gorm.DB) error { return CreateTables(ctx, db) }
+
+func ensureSchema(ctx context.Context, db *sql.DB, d dbsql.Dialect) error {
 	for _, stmt := range schemaSQL(d) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			// Two processes creating the table at once on PostgreSQL: the
@@ -80,7 +89,7 @@ func ensureSchema(ctx context.Context, db *sql.DB, d dialect) error {
 }
 
 func isDuplicate(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "23505") || strings.Contains(err.Error(), "already exists"))
+	return dbsql.UniqueViolation(err) || (err != nil && strings.Contains(err.Error(), "already exists"))
 }
 
 type jobRow struct {
@@ -91,9 +100,9 @@ type jobRow struct {
 }
 
 func (r *runner) loadJob(ctx context.Context, q querier) (jobRow, bool, error) {
-	s := &sqlBuf{d: r.d}
-	s.w("SELECT table_name, column_name, mode, total_rows, chunks, finished_ms FROM ", JobsTable, " WHERE job_id = ").p(r.opts.JobID)
-	rows, err := q.QueryContext(ctx, s.String(), s.args...)
+	s := &dbsql.Buf{D: r.d}
+	s.W("SELECT table_name, column_name, mode, total_rows, chunks, finished_ms FROM ", JobsTable, " WHERE job_id = ").P(r.opts.JobID)
+	rows, err := q.QueryContext(ctx, s.String(), s.Args...)
 	if err != nil {
 		return jobRow{}, false, fmt.Errorf("reencrypt: loading job: %w", err)
 	}
@@ -117,7 +126,7 @@ func (r *runner) loadJob(ctx context.Context, q querier) (jobRow, bool, error) {
 func (r *runner) plan(ctx context.Context, explicitID bool) (jobRow, error) {
 	for attempt := 0; ; attempt++ {
 		j, err := r.planOnce(ctx, explicitID)
-		if err != nil && isRetryable(err) && attempt < 5 {
+		if err != nil && dbsql.Retryable(err) && attempt < 5 {
 			time.Sleep(time.Duration(50*(attempt+1)) * time.Millisecond)
 			continue
 		}
@@ -141,32 +150,32 @@ func (r *runner) planOnce(ctx context.Context, explicitID bool) (jobRow, error) 
 	}
 	defer func() { _ = tx.Rollback() }()
 	if !explicitID {
-		s := &sqlBuf{d: r.d}
-		s.w("DELETE FROM ", JobsTable, " WHERE job_id = ").p(r.opts.JobID).w(" AND finished_ms IS NOT NULL")
-		res, err := tx.ExecContext(ctx, s.String(), s.args...)
+		s := &dbsql.Buf{D: r.d}
+		s.W("DELETE FROM ", JobsTable, " WHERE job_id = ").P(r.opts.JobID).W(" AND finished_ms IS NOT NULL")
+		res, err := tx.ExecContext(ctx, s.String(), s.Args...)
 		if err != nil {
 			return jobRow{}, fmt.Errorf("reencrypt: replacing finished job: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n > 0 {
-			s := &sqlBuf{d: r.d}
-			s.w("DELETE FROM ", ChunksTable, " WHERE job_id = ").p(r.opts.JobID)
-			if _, err := tx.ExecContext(ctx, s.String(), s.args...); err != nil {
+			s := &dbsql.Buf{D: r.d}
+			s.W("DELETE FROM ", ChunksTable, " WHERE job_id = ").P(r.opts.JobID)
+			if _, err := tx.ExecContext(ctx, s.String(), s.Args...); err != nil {
 				return jobRow{}, err
 			}
 		}
 	}
-	s := &sqlBuf{d: r.d}
-	if r.d == dMySQL {
-		s.w("INSERT IGNORE INTO ")
+	s := &dbsql.Buf{D: r.d}
+	if r.d == dbsql.MySQL {
+		s.W("INSERT IGNORE INTO ")
 	} else {
-		s.w("INSERT INTO ")
+		s.W("INSERT INTO ")
 	}
-	s.w(JobsTable, " (job_id, table_name, column_name, mode, created_ms) VALUES (").
-		p(r.opts.JobID).w(",").p(r.col.Table).w(",").p(r.col.Column).w(",").p(r.opts.Mode.String()).w(",").p(r.nowMS()).w(")")
-	if r.d != dMySQL {
-		s.w(" ON CONFLICT (job_id) DO NOTHING")
+	s.W(JobsTable, " (job_id, table_name, column_name, mode, created_ms) VALUES (").
+		P(r.opts.JobID).W(",").P(r.col.Table).W(",").P(r.col.Column).W(",").P(r.opts.Mode.String()).W(",").P(r.nowMS()).W(")")
+	if r.d != dbsql.MySQL {
+		s.W(" ON CONFLICT (job_id) DO NOTHING")
 	}
-	res, err := tx.ExecContext(ctx, s.String(), s.args...)
+	res, err := tx.ExecContext(ctx, s.String(), s.Args...)
 	if err != nil {
 		return jobRow{}, fmt.Errorf("reencrypt: creating job: %w", err)
 	}
@@ -188,15 +197,15 @@ func (r *runner) planOnce(ctx context.Context, explicitID bool) (jobRow, error) 
 		if len(batch) == 0 {
 			return nil
 		}
-		s := &sqlBuf{d: r.d}
-		s.w("INSERT INTO ", ChunksTable, " (job_id, chunk_no, lo_pk, hi_pk) VALUES ")
+		s := &dbsql.Buf{D: r.d}
+		s.W("INSERT INTO ", ChunksTable, " (job_id, chunk_no, lo_pk, hi_pk) VALUES ")
 		for i, b := range batch {
 			if i > 0 {
-				s.w(",")
+				s.W(",")
 			}
-			s.w("(").p(r.opts.JobID).w(",").p(first + i).w(",").p(nullStr(b[0])).w(",").p(nullStr(b[1])).w(")")
+			s.W("(").P(r.opts.JobID).W(",").P(first + i).W(",").P(nullStr(b[0])).W(",").P(nullStr(b[1])).W(")")
 		}
-		_, err := tx.ExecContext(ctx, s.String(), s.args...)
+		_, err := tx.ExecContext(ctx, s.String(), s.Args...)
 		return err
 	}
 	var batch [][2]*string
@@ -221,9 +230,9 @@ func (r *runner) planOnce(ctx context.Context, explicitID bool) (jobRow, error) 
 	if err := insert(batch, first); err != nil {
 		return jobRow{}, fmt.Errorf("reencrypt: planning chunks: %w", err)
 	}
-	s = &sqlBuf{d: r.d}
-	s.w("UPDATE ", JobsTable, " SET total_rows = ").p(total).w(", chunks = ").p(chunkNo).w(" WHERE job_id = ").p(r.opts.JobID)
-	if _, err := tx.ExecContext(ctx, s.String(), s.args...); err != nil {
+	s = &dbsql.Buf{D: r.d}
+	s.W("UPDATE ", JobsTable, " SET total_rows = ").P(total).W(", chunks = ").P(chunkNo).W(" WHERE job_id = ").P(r.opts.JobID)
+	if _, err := tx.ExecContext(ctx, s.String(), s.Args...); err != nil {
 		return jobRow{}, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -244,30 +253,21 @@ func nullStr(s *string) any {
 // chunk is open-ended, so rows inserted past the end are covered) and the
 // row count.
 func (r *runner) boundaries(ctx context.Context, q querier) ([]string, int64, error) {
-	rows, err := q.QueryContext(ctx, "SELECT "+r.qpk+" FROM "+r.qt+" ORDER BY "+r.qpk)
-	if err != nil {
-		return nil, 0, fmt.Errorf("reencrypt: planning %s: %w", r.col.Table, err)
-	}
-	defer rows.Close()
 	var (
 		out   []string
 		n     int64
 		since int
 	)
-	for rows.Next() {
-		var pk any
-		if err := rows.Scan(&pk); err != nil {
-			return nil, 0, err
-		}
+	err := r.t.EachKey(ctx, q, func(key []any) {
 		n++
 		since++
 		if since == r.opts.ChunkSize {
-			out = append(out, pkText(r.pkNorm(pk)))
+			out = append(out, r.t.Text(key))
 			since = 0
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("reencrypt: planning: %w", err)
 	}
 	// A boundary that is the last row leaves an empty open chunk after it:
 	// harmless, and it catches rows inserted meanwhile.
@@ -317,28 +317,28 @@ func scanChunk(rows *sql.Rows) (*chunk, sql.NullString, int64, error) {
 func (r *runner) claim(ctx context.Context) (*chunk, error) {
 	now := r.nowMS()
 	until := now + r.opts.LeaseTTL.Milliseconds()
-	sel := func(limit int, lock bool) *sqlBuf {
-		s := &sqlBuf{d: r.d}
-		s.w("SELECT chunk_no, lo_pk, hi_pk, last_pk, owner, lease_until, lease_gen FROM ", ChunksTable,
-			" WHERE job_id = ").p(r.opts.JobID).w(" AND done = 0 AND lease_until < ").p(now).
-			w(" ORDER BY chunk_no LIMIT ", strconv.Itoa(limit))
+	sel := func(limit int, lock bool) *dbsql.Buf {
+		s := &dbsql.Buf{D: r.d}
+		s.W("SELECT chunk_no, lo_pk, hi_pk, last_pk, owner, lease_until, lease_gen FROM ", ChunksTable,
+			" WHERE job_id = ").P(r.opts.JobID).W(" AND done = 0 AND lease_until < ").P(now).
+			W(" ORDER BY chunk_no LIMIT ", strconv.Itoa(limit))
 		if lock {
-			s.w(" FOR UPDATE SKIP LOCKED")
+			s.W(" FOR UPDATE SKIP LOCKED")
 		}
 		return s
 	}
 	take := func(q querier, c *chunk, optimistic bool) (bool, error) {
-		s := &sqlBuf{d: r.d}
-		s.w("UPDATE ", ChunksTable, " SET owner = ").p(r.opts.Owner).w(", lease_until = ").p(until).
-			w(", lease_gen = lease_gen + 1, seq = seq + 1, updated_ms = ").p(now)
+		s := &dbsql.Buf{D: r.d}
+		s.W("UPDATE ", ChunksTable, " SET owner = ").P(r.opts.Owner).W(", lease_until = ").P(until).
+			W(", lease_gen = lease_gen + 1, seq = seq + 1, updated_ms = ").P(now)
 		if c.takeover {
-			s.w(", takeovers = takeovers + 1")
+			s.W(", takeovers = takeovers + 1")
 		}
-		s.w(" WHERE job_id = ").p(r.opts.JobID).w(" AND chunk_no = ").p(c.no)
+		s.W(" WHERE job_id = ").P(r.opts.JobID).W(" AND chunk_no = ").P(c.no)
 		if optimistic {
-			s.w(" AND lease_gen = ").p(c.gen).w(" AND done = 0")
+			s.W(" AND lease_gen = ").P(c.gen).W(" AND done = 0")
 		}
-		res, err := q.ExecContext(ctx, s.String(), s.args...)
+		res, err := q.ExecContext(ctx, s.String(), s.Args...)
 		if err != nil {
 			return false, err
 		}
@@ -350,11 +350,11 @@ func (r *runner) claim(ctx context.Context) (*chunk, error) {
 		return n == 1, nil
 	}
 
-	if r.d == dSQLite {
+	if r.d == dbsql.SQLite {
 		// Optimistic claim: the update wins only if nobody bumped
 		// lease_gen since we read it. (SQLite is single-host anyway.)
 		s := sel(r.opts.Workers+1, false)
-		rows, err := r.db.QueryContext(ctx, s.String(), s.args...)
+		rows, err := r.db.QueryContext(ctx, s.String(), s.Args...)
 		if err != nil {
 			return nil, fmt.Errorf("reencrypt: claiming a chunk: %w", err)
 		}
@@ -372,7 +372,7 @@ func (r *runner) claim(ctx context.Context) (*chunk, error) {
 		for _, c := range cands {
 			ok, err := take(r.db, c, true)
 			if err != nil {
-				if isRetryable(err) {
+				if dbsql.Retryable(err) {
 					continue
 				}
 				return nil, fmt.Errorf("reencrypt: claiming a chunk: %w", err)
@@ -390,7 +390,7 @@ func (r *runner) claim(ctx context.Context) (*chunk, error) {
 	}
 	defer func() { _ = tx.Rollback() }()
 	s := sel(1, true)
-	rows, err := tx.QueryContext(ctx, s.String(), s.args...)
+	rows, err := tx.QueryContext(ctx, s.String(), s.Args...)
 	if err != nil {
 		return nil, fmt.Errorf("reencrypt: claiming a chunk: %w", err)
 	}
@@ -423,11 +423,11 @@ func (r *runner) claim(ctx context.Context) (*chunk, error) {
 // heartbeat extends the lease; false means it is no longer ours.
 func (r *runner) heartbeat(ctx context.Context, c *chunk) (bool, error) {
 	now := r.nowMS()
-	s := &sqlBuf{d: r.d}
-	s.w("UPDATE ", ChunksTable, " SET lease_until = ").p(now + r.opts.LeaseTTL.Milliseconds()).w(", seq = seq + 1, updated_ms = ").p(now).
-		w(" WHERE job_id = ").p(r.opts.JobID).w(" AND chunk_no = ").p(c.no).w(" AND owner = ").p(r.opts.Owner).
-		w(" AND lease_gen = ").p(c.gen).w(" AND done = 0")
-	res, err := r.db.ExecContext(ctx, s.String(), s.args...)
+	s := &dbsql.Buf{D: r.d}
+	s.W("UPDATE ", ChunksTable, " SET lease_until = ").P(now + r.opts.LeaseTTL.Milliseconds()).W(", seq = seq + 1, updated_ms = ").P(now).
+		W(" WHERE job_id = ").P(r.opts.JobID).W(" AND chunk_no = ").P(c.no).W(" AND owner = ").P(r.opts.Owner).
+		W(" AND lease_gen = ").P(c.gen).W(" AND done = 0")
+	res, err := r.db.ExecContext(ctx, s.String(), s.Args...)
 	if err != nil {
 		return true, err
 	}
@@ -443,15 +443,15 @@ func (r *runner) checkpoint(ctx context.Context, tx querier, c *chunk, last *str
 	if done {
 		doneInt = 1
 	}
-	s := &sqlBuf{d: r.d}
-	s.w("UPDATE ", ChunksTable, " SET last_pk = ").p(nullStr(last)).w(", done = ").p(doneInt).
-		w(", lease_until = ").p(now + r.opts.LeaseTTL.Milliseconds()).
-		w(", seq = seq + 1, rows_done = rows_done + ").p(d.scanned).
-		w(", changed = changed + ").p(d.changed).w(", failed = failed + ").p(d.failed).
-		w(", updated_ms = ").p(now).
-		w(" WHERE job_id = ").p(r.opts.JobID).w(" AND chunk_no = ").p(c.no).w(" AND owner = ").p(r.opts.Owner).
-		w(" AND lease_gen = ").p(c.gen).w(" AND done = 0")
-	res, err := tx.ExecContext(ctx, s.String(), s.args...)
+	s := &dbsql.Buf{D: r.d}
+	s.W("UPDATE ", ChunksTable, " SET last_pk = ").P(nullStr(last)).W(", done = ").P(doneInt).
+		W(", lease_until = ").P(now + r.opts.LeaseTTL.Milliseconds()).
+		W(", seq = seq + 1, rows_done = rows_done + ").P(d.scanned).
+		W(", changed = changed + ").P(d.changed).W(", failed = failed + ").P(d.failed).
+		W(", updated_ms = ").P(now).
+		W(" WHERE job_id = ").P(r.opts.JobID).W(" AND chunk_no = ").P(c.no).W(" AND owner = ").P(r.opts.Owner).
+		W(" AND lease_gen = ").P(c.gen).W(" AND done = 0")
+	res, err := tx.ExecContext(ctx, s.String(), s.Args...)
 	if err != nil {
 		return fmt.Errorf("reencrypt: checkpointing chunk %d: %w", c.no, err)
 	}
@@ -464,10 +464,10 @@ func (r *runner) checkpoint(ctx context.Context, tx querier, c *chunk, last *str
 // release gives a chunk back so another process need not wait for the
 // lease to expire.
 func (r *runner) release(ctx context.Context, c *chunk) {
-	s := &sqlBuf{d: r.d}
-	s.w("UPDATE ", ChunksTable, " SET owner = NULL, lease_until = 0, seq = seq + 1 WHERE job_id = ").p(r.opts.JobID).
-		w(" AND chunk_no = ").p(c.no).w(" AND owner = ").p(r.opts.Owner).w(" AND lease_gen = ").p(c.gen).w(" AND done = 0")
-	if _, err := r.db.ExecContext(ctx, s.String(), s.args...); err != nil {
+	s := &dbsql.Buf{D: r.d}
+	s.W("UPDATE ", ChunksTable, " SET owner = NULL, lease_until = 0, seq = seq + 1 WHERE job_id = ").P(r.opts.JobID).
+		W(" AND chunk_no = ").P(c.no).W(" AND owner = ").P(r.opts.Owner).W(" AND lease_gen = ").P(c.gen).W(" AND done = 0")
+	if _, err := r.db.ExecContext(ctx, s.String(), s.Args...); err != nil {
 		r.opts.Logger.WarnContext(ctx, "reencrypt: releasing chunk lease failed", "job", r.opts.JobID, "chunk", c.no, "err", err)
 	}
 }
@@ -476,27 +476,64 @@ func (r *runner) release(ctx context.Context, c *chunk) {
 // process (those, its own workers finish), and the earliest lease expiry
 // among them.
 func (r *runner) pending(ctx context.Context) (int64, int64, error) {
-	s := &sqlBuf{d: r.d}
-	s.w("SELECT COUNT(*), COALESCE(MIN(lease_until), 0) FROM ", ChunksTable, " WHERE job_id = ").p(r.opts.JobID).
-		w(" AND done = 0 AND (owner IS NULL OR owner <> ").p(r.opts.Owner).w(" OR lease_until < ").p(r.nowMS()).w(")")
+	s := &dbsql.Buf{D: r.d}
+	s.W("SELECT COUNT(*), COALESCE(MIN(lease_until), 0) FROM ", ChunksTable, " WHERE job_id = ").P(r.opts.JobID).
+		W(" AND done = 0 AND (owner IS NULL OR owner <> ").P(r.opts.Owner).W(" OR lease_until < ").P(r.nowMS()).W(")")
 	var n, minUntil int64
-	if err := r.db.QueryRowContext(ctx, s.String(), s.args...).Scan(&n, &minUntil); err != nil {
+	if err := r.db.QueryRowContext(ctx, s.String(), s.Args...).Scan(&n, &minUntil); err != nil {
 		return 0, 0, fmt.Errorf("reencrypt: reading job state: %w", err)
 	}
 	return n, minUntil, nil
 }
 
+// waitState is what a process with nothing to claim waits for: chunks
+// leased by other workers, of which stalled have a holder that stopped
+// renewing its lease, the first expiring at takeoverAt (database ms).
+type waitState struct {
+	chunks, stalled int
+	takeoverAt      int64
+}
+
+// waitingFor reads the leases this process waits on.
+func (r *runner) waitingFor(ctx context.Context) (waitState, error) {
+	now := r.nowMS()
+	s := &dbsql.Buf{D: r.d}
+	s.W("SELECT owner, lease_until, updated_ms FROM ", ChunksTable, " WHERE job_id = ").P(r.opts.JobID).
+		W(" AND done = 0 AND owner IS NOT NULL AND owner <> ").P(r.opts.Owner).W(" AND lease_until >= ").P(now)
+	rows, err := r.db.QueryContext(ctx, s.String(), s.Args...)
+	if err != nil {
+		return waitState{}, err
+	}
+	defer rows.Close()
+	var w waitState
+	for rows.Next() {
+		var owner string
+		var until, updated int64
+		if err := rows.Scan(&owner, &until, &updated); err != nil {
+			return waitState{}, err
+		}
+		w.chunks++
+		if stalled(now, updated, until) {
+			w.stalled++
+			if w.takeoverAt == 0 || until < w.takeoverAt {
+				w.takeoverAt = until
+			}
+		}
+	}
+	return w, rows.Err()
+}
+
 func (r *runner) doneRows(ctx context.Context) int64 {
-	s := &sqlBuf{d: r.d}
-	s.w("SELECT COALESCE(SUM(rows_done), 0) FROM ", ChunksTable, " WHERE job_id = ").p(r.opts.JobID)
+	s := &dbsql.Buf{D: r.d}
+	s.W("SELECT COALESCE(SUM(rows_done), 0) FROM ", ChunksTable, " WHERE job_id = ").P(r.opts.JobID)
 	var n int64
-	_ = r.db.QueryRowContext(ctx, s.String(), s.args...).Scan(&n)
+	_ = r.db.QueryRowContext(ctx, s.String(), s.Args...).Scan(&n)
 	return n
 }
 
 func (r *runner) finishJob(ctx context.Context) error {
-	s := &sqlBuf{d: r.d}
-	s.w("UPDATE ", JobsTable, " SET finished_ms = ").p(r.nowMS()).w(" WHERE job_id = ").p(r.opts.JobID).w(" AND finished_ms IS NULL")
-	_, err := r.db.ExecContext(ctx, s.String(), s.args...)
+	s := &dbsql.Buf{D: r.d}
+	s.W("UPDATE ", JobsTable, " SET finished_ms = ").P(r.nowMS()).W(" WHERE job_id = ").P(r.opts.JobID).W(" AND finished_ms IS NULL")
+	_, err := r.db.ExecContext(ctx, s.String(), s.Args...)
 	return err
 }

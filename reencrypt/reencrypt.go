@@ -10,30 +10,34 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them (or an
 // envelope sentinel, or a database error).
 var (
 	// ErrInvalidOptions means a Column or Options field is invalid.
-	ErrInvalidOptions = errors.New("reencrypt: invalid column or options")
+	ErrInvalidOptions = fielderr.New(fielderr.InvalidInput, "reencrypt: invalid column or options")
 	// ErrJobMismatch means a job with this id exists for another table,
 	// column or mode.
-	ErrJobMismatch = errors.New("reencrypt: job id belongs to another table, column or mode")
+	ErrJobMismatch = fielderr.New(fielderr.InvalidInput, "reencrypt: job id belongs to another table, column or mode")
 	// ErrRowsFailed means some rows could not be processed (they are listed
 	// in Summary.Failures); every other row was.
-	ErrRowsFailed = errors.New("reencrypt: some rows failed")
+	ErrRowsFailed = fielderr.New(fielderr.Unknown, "reencrypt: some rows failed")
 	// ErrConflict means a row kept changing under the compare-and-swap
 	// beyond Options.MaxRetries.
-	ErrConflict = errors.New("reencrypt: row changed concurrently too often")
+	ErrConflict = fielderr.New(fielderr.Conflict, "reencrypt: row changed concurrently too often")
 	// ErrMalformedValue means a value starts like a ciphertext but is not a
 	// well-formed one.
-	ErrMalformedValue = errors.New("reencrypt: malformed ciphertext in column")
+	ErrMalformedValue = fielderr.New(fielderr.Malformed, "reencrypt: malformed ciphertext in column")
 	// errLeaseLost means another process took over the chunk.
 	errLeaseLost = errors.New("reencrypt: chunk lease lost")
 )
@@ -78,7 +82,7 @@ func ParseMode(s string) (Mode, error) {
 	return 0, fmt.Errorf("%w: unknown mode %q (want rewrap, full or encrypt-existing)", ErrInvalidOptions, s)
 }
 
-// MarshalText implements encoding.TextMarshaler (JSON output of Summary).
+// MarshalText implements encoding.TextMarshaler: the mode's name.
 func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
@@ -93,8 +97,11 @@ func (m *Mode) UnmarshalText(b []byte) error {
 
 // Column names the column to process and how its values are bound.
 type Column struct {
-	Table  string // table name (may be schema-qualified: schema.table)
-	PK     string // single-column primary key (integer, text or UUID)
+	Table string // table name (may be schema-qualified: schema.table)
+	// PK names the primary key: one column ("id"), or several separated by
+	// commas ("tenant_id, id") for a composite key. Values are bound to
+	// their row as envelope.RowKeys renders the key, as gormcrypt does.
+	PK     string
 	Column string // the encrypted (or, for EncryptExisting, plaintext) column
 
 	Class  envelope.Class
@@ -114,9 +121,17 @@ type Column struct {
 	Text bool
 
 	// RowKey, when set, renders a primary key as the Binding.Row string
-	// instead of the package's RowKey.
+	// instead of envelope.RowKeys: the key's value for one column, its
+	// values as an []any for a composite key.
 	RowKey func(pk any) string
 }
+
+// Limits and defaults of Options.
+const (
+	MaxBatchSize    = 5000                   // rows per statement
+	DefaultLeaseTTL = 30 * time.Second       // a chunk's lease without a heartbeat
+	MinLeaseTTL     = 100 * time.Millisecond // heartbeats every LeaseTTL/3 need some room
+)
 
 // Options tune a Run. The zero value is usable: Rewrap, one worker.
 type Options struct {
@@ -136,7 +151,9 @@ type Options struct {
 	// Owner names this process in leases (default hostname:pid:random).
 	Owner string
 	// LeaseTTL is how long a chunk lease lasts without a heartbeat
-	// (default 30s). A killed worker's chunks are taken over after it.
+	// (default DefaultLeaseTTL, at least MinLeaseTTL). A worker renews its
+	// lease every LeaseTTL/3 while it works, so a short lease is safe; a
+	// killed worker's chunks are taken over once it expires.
 	LeaseTTL   time.Duration
 	MaxRetries int // compare-and-swap retries per row (default 5)
 	// MaxFailures caps Summary.Failures (default 1000); Summary.Failed
@@ -147,6 +164,10 @@ type Options struct {
 	Progress      func(Progress)
 	ProgressEvery time.Duration // default 1s
 	Logger        *slog.Logger  // default: discard
+	// Audit, if set, records the run: reencrypt.started, .progress (every
+	// minute), .finished, and decrypt.failed for rows whose values failed
+	// authentication or are malformed (up to 100 a run).
+	Audit audit.Sink
 
 	// transform replaces the crypto step (benchmark baseline only).
 	transform func(v []byte) []byte
@@ -167,6 +188,36 @@ type Progress struct {
 	ETA         time.Duration // 0 when unknown
 	Elapsed     time.Duration
 	Final       bool
+	// Waiting counts the chunks this process waits for, with nothing left
+	// to claim: leased by other workers. Stalled counts those whose worker
+	// stopped renewing its lease (killed, cut off); TakeoverIn is how long
+	// until the first of them expires and is taken over.
+	Waiting    int
+	Stalled    int
+	TakeoverIn time.Duration
+}
+
+// WaitingFor says what the process waits for, or "" when it is not
+// waiting: "waiting for 2 chunks leased by a stopped worker, taken over
+// in 24 s".
+func (p Progress) WaitingFor() string {
+	if p.Waiting == 0 {
+		return ""
+	}
+	chunks := func(n int) string {
+		if n == 1 {
+			return "1 chunk"
+		}
+		return fmt.Sprintf("%d chunks", n)
+	}
+	if p.Stalled == 0 {
+		return fmt.Sprintf("waiting for %s leased by other workers to finish", chunks(p.Waiting))
+	}
+	s := fmt.Sprintf("waiting for %s leased by a stopped worker, taken over in %d s", chunks(p.Stalled), int((p.TakeoverIn+time.Second-1)/time.Second))
+	if p.Waiting > p.Stalled {
+		s += fmt.Sprintf(" (and %s leased by other workers)", chunks(p.Waiting-p.Stalled))
+	}
+	return s
 }
 
 // RowFailure is a row that could not be processed. Err says why, naming the
@@ -179,9 +230,10 @@ type RowFailure struct {
 func (f RowFailure) Error() string { return "row " + f.Row + ": " + f.Err.Error() }
 
 // Unwrap returns the reason.
-func (f RowFailure) Unwrap() error { return f.Err }
+func (f RowFailure) Unwrap() []error { return []error{f.Err} }
 
-// MarshalJSON renders {"row": ..., "error": ...} for the CLI's JSON output.
+// MarshalJSON renders {"row": ..., "error": ...}: a failure in a JSON
+// report (an error value marshals to {} otherwise).
 func (f RowFailure) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		Row   string `json:"row"`
@@ -235,9 +287,14 @@ type Summary struct {
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
 
 func (c Column) validate() error {
-	for _, f := range []struct{ name, v string }{{"Table", c.Table}, {"PK", c.PK}, {"Column", c.Column}} {
+	for _, f := range []struct{ name, v string }{{"Table", c.Table}, {"Column", c.Column}} {
 		if !identRE.MatchString(f.v) {
 			return fmt.Errorf("%w: %s %q is not a plain identifier", ErrInvalidOptions, f.name, f.v)
+		}
+	}
+	for _, k := range pkColumns(c.PK) {
+		if !identRE.MatchString(k) || strings.Contains(k, ".") {
+			return fmt.Errorf("%w: PK %q is not a plain identifier (or a comma-separated list of them)", ErrInvalidOptions, c.PK)
 		}
 	}
 	if c.TenantColumn != "" && !identRE.MatchString(c.TenantColumn) {
@@ -249,11 +306,17 @@ func (c Column) validate() error {
 	return nil
 }
 
-func (c Column) rowKey(pk any) string {
+// rowKey renders a row's key as Binding.Row: envelope.RowKeys (or
+// Column.RowKey, given the key's value for one column, its values as an
+// []any for several).
+func (c Column) rowKey(t *dbsql.Table, pk []any) string {
 	if c.RowKey != nil {
+		if len(pk) == 1 {
+			return c.RowKey(pk[0])
+		}
 		return c.RowKey(pk)
 	}
-	return RowKey(pk)
+	return t.RowKey(pk)
 }
 
 func (o *Options) defaults(col Column) error {
@@ -269,14 +332,17 @@ func (o *Options) defaults(col Column) error {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
-	if o.BatchSize > 5000 {
-		return fmt.Errorf("%w: BatchSize %d above 5000", ErrInvalidOptions, o.BatchSize)
+	if o.BatchSize > MaxBatchSize {
+		return fmt.Errorf("%w: BatchSize %d above %d", ErrInvalidOptions, o.BatchSize, MaxBatchSize)
 	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = 10000
 	}
 	if o.LeaseTTL <= 0 {
-		o.LeaseTTL = 30 * time.Second
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.LeaseTTL < MinLeaseTTL {
+		return fmt.Errorf("%w: LeaseTTL %s below %s", ErrInvalidOptions, o.LeaseTTL, MinLeaseTTL)
 	}
 	if o.MaxRetries <= 0 {
 		o.MaxRetries = 5
@@ -305,9 +371,21 @@ func (o *Options) defaults(col Column) error {
 	return nil
 }
 
+// CheckOptions validates opts as Run would, without touching a database:
+// an invalid option is reported before any work starts.
+func CheckOptions(opts Options) error { return opts.defaults(Column{}) }
+
 func defaultJobID(col Column, m Mode) string {
 	return m.String() + ":" + col.Table + "." + col.Column
 }
+
+// PoolSize is how many idle connections a pool should keep for a Run with
+// that many workers: each uses two connections (reading the next batch
+// while the current one commits), plus heartbeats. database/sql keeps two
+// idle connections by default and would close and reopen the rest after
+// every statement. Run leaves the caller's pool alone; set
+// db.SetMaxIdleConns(reencrypt.PoolSize(workers)) on a pool of your own.
+func PoolSize(workers int) int { return 2*max(workers, 1) + 2 }
 
 // Run processes every row of col according to opts.Mode and returns what
 // this process did. Several processes (on any hosts) running Run with the
@@ -329,12 +407,18 @@ func Run(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column, o
 		return Summary{}, fmt.Errorf("%w: nil envelope", ErrInvalidOptions)
 	}
 	explicitID := opts.JobID != ""
+	rec := &recorder{sink: opts.Audit, col: col, opts: opts}
+	rec.started(ctx, opts.JobID)
 	if !explicitID {
 		opts.JobID = defaultJobID(col, opts.Mode)
 	}
+	opts.Progress = rec.progress(ctx, opts.Progress)
 	r, err := newRunner(ctx, db, env, col, opts)
 	if err != nil {
-		return Summary{}, err
+		rec.finished(ctx, Summary{JobID: opts.JobID, Mode: opts.Mode, DryRun: opts.DryRun}, err)
+		return Summary{JobID: opts.JobID, Mode: opts.Mode, DryRun: opts.DryRun}, err
 	}
-	return r.run(ctx, explicitID)
+	sum, err := r.run(ctx, explicitID)
+	rec.finished(ctx, sum, err)
+	return sum, err
 }

@@ -498,12 +498,7 @@ func TestExpiredLeaseTakenOver(t *testing.T) {
 		seed(t, db, env, col, 400, func(int64) string { return "ct" })
 		v2 := keys.Rotate(scope)
 		opts := Options{JobID: "takeover", BatchSize: 25, ChunkSize: 100, LeaseTTL: 1500 * time.Millisecond}
-		require.NoError(t, opts.defaults(col))
-		r, err := newRunner(ctx, db, env, col, opts)
-		require.NoError(t, err)
-		require.NoError(t, ensureSchema(ctx, r.db, r.d))
-		_, err = r.plan(ctx, true)
-		require.NoError(t, err)
+		r := planJob(t, db, env, col, opts)
 		// A dead process holds chunk 1 (ids 101..200): it had done up to
 		// id 150 (checkpointed) and its lease runs another second.
 		require.NoError(t, db.Exec("UPDATE "+ChunksTable+" SET owner = 'dead-host', lease_gen = 1, last_pk = '150', lease_until = ? WHERE job_id = 'takeover' AND chunk_no = 1",

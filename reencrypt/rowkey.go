@@ -2,8 +2,9 @@ package reencrypt
 
 import "github.com/fieldcrypt/fieldcrypt/envelope"
 
-// RowKey renders a primary key as the row key of envelope.Binding.Row. It
-// is envelope.RowKey, the rendering package gormcrypt uses too: integers in
-// decimal, strings as they are, UUIDs (uuid.UUID or a driver's [16]byte) in
-// canonical lowercase 8-4-4-4-12 form.
+// RowKey renders a primary key as the row key of envelope.Binding.Row.
+//
+// Deprecated: it is envelope.RowKey (envelope.RowKeys for a composite
+// key), which gormcrypt and this package bind rows with; kept for one
+// release.
 func RowKey(pk any) string { return envelope.RowKey(pk) }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,21 +15,21 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
 )
 
 type runner struct {
-	db    *sql.DB
-	d     dialect
-	env   *envelope.Envelope
-	col   Column
-	opts  Options
-	intPK bool
-
-	qt, qpk, qc, qten string
-	pkType, colType   string // PostgreSQL casts
+	db      *sql.DB
+	d       dbsql.Dialect
+	t       *dbsql.Table
+	env     *envelope.Envelope
+	col     Column
+	opts    Options
+	colType string // PostgreSQL cast of the column
 
 	clockOffset time.Duration // database clock minus local clock
 	limiter     *rate.Limiter
+	wait        waitState // what the workers wait for (under mu)
 
 	mu       sync.Mutex
 	sum      Summary
@@ -40,25 +41,20 @@ type runner struct {
 }
 
 func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Column, opts Options) (*runner, error) {
-	d, err := dialectOf(gdb)
+	d, err := dbsql.Of(gdb)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	sqlDB, err := gdb.DB()
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{db: sqlDB, d: d, env: env, col: col, opts: opts,
-		qt: d.quote(col.Table), qpk: d.quote(col.PK), qc: d.quote(col.Column)}
-	if col.TenantColumn != "" {
-		r.qten = d.quote(col.TenantColumn)
+	if err := checkColumns(ctx, gdb, col); err != nil {
+		return nil, err
 	}
-	// Each worker uses two connections (reading the next batch while the
-	// current one commits) plus heartbeats. database/sql keeps only two
-	// idle connections by default and would close and reopen the rest
-	// after every statement, re-preparing the large swap statement each
-	// time.
-	sqlDB.SetMaxIdleConns(2*opts.Workers + 2)
+	// The caller's pool is used as it is (see PoolSize): library code
+	// never changes a caller's connection pool.
+	r := &runner{db: sqlDB, d: d, t: dbsql.NewTable(d, col.Table, pkColumns(col.PK)), env: env, col: col, opts: opts}
 	if opts.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(opts.RateLimit), opts.BatchSize)
 	}
@@ -68,48 +64,39 @@ func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Co
 	return r, nil
 }
 
-// introspect learns the key type, the PostgreSQL column types and the
+// checkColumns makes sure the table and the columns named exist, so that
+// a typo in a configuration reads as one, not as a driver error.
+func checkColumns(ctx context.Context, gdb *gorm.DB, col Column) error {
+	if strings.Contains(col.Table, ".") {
+		return nil // schema-qualified: the queries will tell
+	}
+	m := gdb.WithContext(ctx).Migrator()
+	if !m.HasTable(col.Table) {
+		return fmt.Errorf("%w: table %s does not exist", ErrInvalidOptions, col.Table)
+	}
+	names := append(pkColumns(col.PK), col.Column)
+	if col.TenantColumn != "" {
+		names = append(names, col.TenantColumn)
+	}
+	for _, c := range names {
+		if !m.HasColumn(col.Table, c) {
+			return fmt.Errorf("%w: column %s.%s does not exist", ErrInvalidOptions, col.Table, c)
+		}
+	}
+	return nil
+}
+
+// introspect learns the key's types, the PostgreSQL column type and the
 // database clock.
 func (r *runner) introspect(ctx context.Context) error {
-	// An argument forces MySQL's binary protocol, which returns integers
-	// as int64 rather than as text.
-	s := &sqlBuf{d: r.d}
-	s.w("SELECT ", r.qpk, " FROM ", r.qt, " WHERE 1 = ").p(1).w(" ORDER BY ", r.qpk, " LIMIT 1")
-	var pk any
-	switch err := r.db.QueryRowContext(ctx, s.String(), s.args...).Scan(&pk); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("reencrypt: reading %s.%s: %w", r.col.Table, r.col.PK, err)
+	if err := r.t.Introspect(ctx, r.db); err != nil {
+		return fmt.Errorf("reencrypt: %s.%s: %w", r.col.Table, r.col.PK, err)
 	}
-	switch pk.(type) {
-	case int64, int32, int, uint64:
-		r.intPK = true
+	var err error
+	if r.colType, err = dbsql.ColumnType(ctx, r.db, r.d, r.col.Table, r.col.Column); err != nil {
+		return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.Column, err)
 	}
-	switch r.d {
-	case dPostgres:
-		const q = `SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`
-		if err := r.db.QueryRowContext(ctx, q, r.qt, r.col.PK).Scan(&r.pkType); err != nil {
-			return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.PK, err)
-		}
-		if err := r.db.QueryRowContext(ctx, q, r.qt, r.col.Column).Scan(&r.colType); err != nil {
-			return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.Column, err)
-		}
-		if !r.intPK {
-			switch r.pkType {
-			case "bigint", "integer", "smallint":
-				r.intPK = true
-			}
-		}
-		var ms int64
-		if err := r.db.QueryRowContext(ctx, `SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint`).Scan(&ms); err == nil {
-			r.clockOffset = time.Until(time.UnixMilli(ms))
-		}
-	case dMySQL:
-		var ms int64
-		if err := r.db.QueryRowContext(ctx, `SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)`).Scan(&ms); err == nil {
-			r.clockOffset = time.Until(time.UnixMilli(ms))
-		}
-	}
+	r.clockOffset = clockOffset(ctx, r.db, r.d)
 	return nil
 }
 
@@ -304,7 +291,7 @@ func (r *runner) worker(ctx context.Context) error {
 		}
 		c, err := r.claim(ctx)
 		if err != nil {
-			if isRetryable(err) || errors.Is(err, errLeaseLost) {
+			if dbsql.Retryable(err) || errors.Is(err, errLeaseLost) {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
@@ -317,6 +304,11 @@ func (r *runner) worker(ctx context.Context) error {
 			}
 			if n == 0 {
 				return nil
+			}
+			if w, err := r.waitingFor(ctx); err == nil {
+				r.mu.Lock()
+				r.wait = w
+				r.mu.Unlock()
 			}
 			// Chunks are leased by others: wait for them to finish or for a
 			// lease to expire, then try again.
@@ -334,6 +326,9 @@ func (r *runner) worker(ctx context.Context) error {
 			}
 			continue
 		}
+		r.mu.Lock()
+		r.wait = waitState{}
+		r.mu.Unlock()
 		if c.takeover {
 			r.opts.Logger.InfoContext(ctx, "reencrypt: took over chunk with an expired lease", "job", r.opts.JobID, "chunk", c.no)
 			r.mu.Lock()
@@ -416,7 +411,7 @@ func (r *runner) processChunk(ctx context.Context, c *chunk) error {
 		}
 		for attempt := 0; err == nil; attempt++ {
 			err = r.commitBatch(cctx, c, b)
-			if err == nil || !isRetryable(err) || attempt >= 5 || cctx.Err() != nil {
+			if err == nil || !dbsql.Retryable(err) || attempt >= 5 || cctx.Err() != nil {
 				break
 			}
 			// Deadlock or serialization failure: read the batch again.
@@ -464,7 +459,7 @@ func (r *runner) readPrepare(ctx context.Context, c *chunk, after *string) *batc
 	b.d = &counts{scanned: int64(len(rows))}
 	b.done = len(rows) < r.opts.BatchSize
 	if len(rows) > 0 {
-		k := pkText(rows[len(rows)-1].pk)
+		k := r.t.Text(rows[len(rows)-1].pk)
 		b.last = &k
 		if r.limiter != nil {
 			if err := r.limiter.WaitN(ctx, len(rows)); err != nil {
@@ -532,9 +527,9 @@ func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) 
 		if err != nil {
 			return err
 		}
-		var missed []any
+		var missed [][]any
 		for _, u := range ups {
-			if !applied[pkText(u.pk)] {
+			if !applied[r.t.Text(u.pk)] {
 				missed = append(missed, u.pk)
 			}
 		}
@@ -545,7 +540,7 @@ func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) 
 		d.conflicts += int64(len(missed))
 		if attempt >= r.opts.MaxRetries {
 			for _, pk := range missed {
-				k := r.col.rowKey(pk)
+				k := r.col.rowKey(r.t, pk)
 				d.failed++
 				d.failures = append(d.failures, RowFailure{Row: k, Err: fmt.Errorf("%w: %s.%s row %s after %d retries", ErrConflict, r.col.Table, r.col.Column, k, attempt)})
 			}
@@ -586,12 +581,8 @@ func (r *runner) account(d *counts) {
 
 // runDry walks the table once and counts; it writes nothing.
 func (r *runner) runDry(ctx context.Context) error {
-	var after *string
-	for {
-		rows, err := r.readBatch(ctx, r.db, after, nil, r.opts.BatchSize)
-		if err != nil {
-			return err
-		}
+	return r.t.Walk(ctx, r.db, r.cols(), r.opts.BatchSize, func(batch []dbsql.Row) error {
+		rows := r.rows(batch)
 		if len(rows) > 0 && r.limiter != nil {
 			if err := r.limiter.WaitN(ctx, len(rows)); err != nil {
 				return err
@@ -607,11 +598,9 @@ func (r *runner) runDry(ctx context.Context) error {
 		r.emit(false)
 		if len(rows) < r.opts.BatchSize {
 			r.sum.JobFinished = true
-			return nil
 		}
-		k := pkText(rows[len(rows)-1].pk)
-		after = &k
-	}
+		return nil
+	})
 }
 
 func (r *runner) startProgress() func() {
@@ -643,12 +632,18 @@ func (r *runner) emit(final bool) {
 	r.progMu.Lock()
 	defer r.progMu.Unlock()
 	r.mu.Lock()
-	s := r.sum
+	s, w := r.sum, r.wait
 	r.mu.Unlock()
 	el := time.Since(r.started)
 	p := Progress{JobID: s.JobID, Scanned: s.Scanned, Done: r.baseDone + s.Scanned, Total: r.total,
 		Changed: s.Changed, Conflicts: s.Conflicts, Failed: s.Failed, ChunksDone: s.ChunksDone,
 		ChunksTotal: r.chunks, Elapsed: el, Final: final}
+	if !final && w.chunks > 0 {
+		p.Waiting, p.Stalled = w.chunks, w.stalled
+		if w.stalled > 0 {
+			p.TakeoverIn = max(time.Duration(w.takeoverAt-r.nowMS())*time.Millisecond, 0)
+		}
+	}
 	if el > 0 {
 		p.Rate = float64(s.Scanned) / el.Seconds()
 	}

@@ -2,6 +2,11 @@
 // re-encryption, encrypted backups, a quickstart and a benchmark, for
 // operators working on a production database under live traffic.
 //
+// Each command is an adapter: it parses flags, calls the library (config
+// for the configuration, ops for the workflows, backup, keyring) and
+// prints what it returns, as text or with -o json as the library's own
+// result types. Exit codes come from fielderr.KindOf.
+//
 // cmd/fieldcrypt/main.go only calls Main; everything else lives here so
 // that tests run commands in-process (Run) and check their output and exit
 // code.
@@ -13,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,16 +27,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
-	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
-	"github.com/fieldcrypt/fieldcrypt/keyring"
-	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
-
-	// Master key backends register their URI schemes.
-	_ "github.com/fieldcrypt/fieldcrypt/keyring/kms/awskms"
-	_ "github.com/fieldcrypt/fieldcrypt/keyring/kms/gcpkms"
-	_ "github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
+	"github.com/fieldcrypt/fieldcrypt/config"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
 // IO is the environment a command runs in. Tests fill it with buffers.
@@ -92,7 +91,7 @@ func Run(ctx context.Context, args []string, io IO) int {
 		err = fmt.Errorf("%w: %w", context.Canceled, err)
 	}
 	if err != nil && !a.started && ExitCode(err) == ExitError {
-		err = &usageError{err}
+		err = usageError(err)
 	}
 	code := ExitCode(err)
 	if err != nil {
@@ -119,16 +118,11 @@ type app struct {
 	started    bool // command line parsed; errors before this are usage errors
 	emitted    bool // a JSON result was written to stdout
 
-	cfg      *Config
-	dsn      DSN
-	db       *gorm.DB
-	kr       *keyring.Keyring
-	sink     audit.Sink
-	closers  []func()
-	redactor []func(string) string
-	// auditExtra adds counts to the keyring's own audit events of a type
-	// (e.g. what the destroy check found).
-	auditExtra map[audit.Type]map[string]int64
+	cfg     *config.Config
+	dsn     config.DSN
+	op      *ops.Operator
+	sink    audit.Sink
+	closers []func()
 }
 
 func (a *app) close() {
@@ -140,15 +134,12 @@ func (a *app) close() {
 
 func (a *app) jsonOut() bool { return a.output == "json" }
 
-func (a *app) redact(s string) string {
-	for _, r := range a.redactor {
-		s = r(s)
-	}
-	return s
-}
-
 func (a *app) printError(err error, code int) {
-	msg := a.redact(err.Error())
+	msg := a.dsn.Redact(err.Error())
+	if code == ExitInterrupted {
+		// The work done is kept (checkpoints, idempotent steps).
+		msg = "interrupted; run the same command again to resume"
+	}
 	if a.jsonOut() && !a.emitted {
 		// One JSON document on stdout: the result, or else the error.
 		_ = json.NewEncoder(a.io.Stdout).Encode(map[string]any{"error": msg, "exit_code": code})
@@ -176,129 +167,48 @@ func (a *app) note(format string, args ...any) {
 	fmt.Fprintf(a.io.Stderr, format+"\n", args...)
 }
 
-// config loads and validates the configuration once.
-func (a *app) config(needKeys bool) (*Config, error) {
+func (a *app) overrides() config.Overrides {
+	return config.Overrides{
+		ConfigPath: a.configPath, Database: a.database, Keyring: a.keyringID, Tenant: a.tenant,
+		AuditLog: a.auditLog, Actor: a.actor, MasterKeys: a.masterKeys, Set: a.setFlags,
+	}
+}
+
+// config loads the configuration once and validates it.
+func (a *app) config(needKeys bool) (*config.Config, error) {
 	if a.cfg == nil {
-		cfg, err := LoadConfig(a.io.Dir, a.io.Getenv, a.overrides())
+		cfg, err := config.Load(a.io.Dir, a.io.Getenv, a.overrides())
 		if err != nil {
 			return nil, err
 		}
 		a.cfg = cfg
-		if d, err := ParseDSN(cfg.Database, cfg.BaseDir); err == nil {
-			a.dsn = d
-			a.redactor = append(a.redactor, d.Redact)
-		}
+		a.dsn, _ = cfg.DSN()
 	}
-	if err := a.cfg.Validate(needKeys); err != nil {
-		return nil, err
-	}
-	return a.cfg, nil
+	return a.cfg, a.cfg.Validate(needKeys)
 }
 
-// openDB opens the configured database once.
-func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
-	if a.db != nil {
-		return a.db, nil
-	}
-	if _, err := a.config(false); err != nil {
-		return nil, err
-	}
-	db, err := OpenDB(ctx, a.dsn)
-	if err != nil {
-		return nil, err
-	}
-	a.db = db
-	a.closers = append(a.closers, func() { closeDB(db) })
-	return db, nil
-}
-
-// now is the clock of this invocation (IO.Now, else time.Now).
-func (a *app) now() time.Time {
-	if a.io.Now != nil {
-		return a.io.Now()
-	}
-	return time.Now()
-}
-
-// opener opens master keys, resolving relative local:// paths against the
-// config file's directory (the working directory when there is none).
-func (a *app) opener() kms.Opener {
-	base := a.io.Dir
-	if a.cfg != nil && a.cfg.BaseDir != "" {
-		base = a.cfg.BaseDir
-	}
-	return kms.OpenerFunc(func(ctx context.Context, uri string) (kms.MasterKey, error) {
-		if p, ok := strings.CutPrefix(uri, "local://"); ok && p != "" && !strings.HasPrefix(p, "/") {
-			return kms.Open(ctx, "local://"+resolvePath(base, p))
-		}
-		return kms.Open(ctx, uri)
-	})
-}
-
-// localKeyPath returns the file a local:// URI names, resolved, or "".
-func (a *app) localKeyPath(uri string) string {
-	p, ok := strings.CutPrefix(uri, "local://")
-	if !ok || p == "" {
-		return ""
-	}
-	base := a.io.Dir
-	if a.cfg != nil && a.cfg.BaseDir != "" {
-		base = a.cfg.BaseDir
-	}
-	return resolvePath(base, p)
-}
-
-// keyring opens the keyring on the configured database. migrate creates
-// or updates the tables (init and keys upgrade only: other commands never
+// operator opens the database and the keyring once. migrate creates or
+// updates the tables (init and keys upgrade only: other commands never
 // change the schema of a production database).
-func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, error) {
-	if a.kr != nil {
-		return a.kr, nil
+func (a *app) operator(ctx context.Context, migrate bool) (*ops.Operator, error) {
+	if a.op != nil {
+		return a.op, nil
 	}
 	cfg, err := a.config(true)
 	if err != nil {
 		return nil, err
 	}
-	kc, err := cfg.KeyringConfig()
+	op, err := ops.Open(ctx, cfg, ops.Options{Migrate: migrate, Audit: a.auditSink(), Now: a.io.Now})
 	if err != nil {
 		return nil, err
 	}
-	if migrate && a.dsn.Dialect == "sqlite" {
-		// A new SQLite database holds wrapped keys: only its owner reads it.
-		if f, err := os.OpenFile(a.dsn.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
-			f.Close()
-		}
-	}
-	db, err := a.openDB(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var store *keyring.GormStore
-	if migrate {
-		if store, err = keyring.NewGormStore(ctx, db); err != nil {
-			return nil, fmt.Errorf("create keyring tables in %s: %w", a.dsn.Redacted, err)
-		}
-	} else {
-		if !db.WithContext(ctx).Migrator().HasTable(keyring.KEKTable) {
-			return nil, usageErrorf("database %s has no keyring tables (%s): run 'fieldcrypt init' first", a.dsn.Redacted, keyring.KEKTable)
-		}
-		if !db.WithContext(ctx).Migrator().HasColumn(keyring.ScopeTable, "epoch") {
-			return nil, usageErrorf("the keyring tables in %s predate sealed keyrings: run 'fieldcrypt keys upgrade' (it adds their new columns, then seals the keyring)", a.dsn.Redacted)
-		}
-		store = keyring.NewGormStoreNoMigrate(db)
-	}
-	kr, err := keyring.New(kc, store, keyring.WithOpener(a.opener()), keyring.WithAudit(a.keyringAudit()), keyring.WithClock(a.now))
-	if err != nil {
-		return nil, err
-	}
-	a.kr = kr
-	a.closers = append(a.closers, func() { _ = kr.Close() })
-	return kr, nil
+	a.op = op
+	a.closers = append(a.closers, func() { _ = op.Close() })
+	return op, nil
 }
 
 // auditSink returns the configured audit sink (audit_log / --audit-log /
-// FIELDCRYPT_AUDIT_LOG): a JSON-lines file appended to (created 0600),
-// "-" for stderr, nothing when unset.
+// FIELDCRYPT_AUDIT_LOG), events recorded whatever the context.
 func (a *app) auditSink() audit.Sink {
 	if a.sink != nil {
 		return a.sink
@@ -307,109 +217,62 @@ func (a *app) auditSink() audit.Sink {
 	cfg := a.cfg
 	if cfg == nil {
 		var err error
-		if cfg, err = LoadConfig(a.io.Dir, a.io.Getenv, Overrides{ConfigPath: a.configPath, AuditLog: a.auditLog, Actor: a.actor, Set: a.setFlags}); err != nil {
+		if cfg, err = config.Load(a.io.Dir, a.io.Getenv, a.overrides()); err != nil {
 			return a.sink
 		}
 	}
-	var sinks []audit.Sink
-	var w io.Writer
-	switch cfg.AuditLog {
-	case "":
-	case "-":
-		w = a.io.Stderr
-	default:
-		path := resolvePath(cfg.BaseDir, cfg.AuditLog)
-		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-		if err != nil {
-			a.note("warning: cannot open audit log %s: %v (audit events go to stderr)", path, err)
-			w = a.io.Stderr
-		} else {
-			a.closers = append(a.closers, func() { _ = f.Close() })
-			w = f
-		}
-	}
-	if w != nil {
-		sinks = append(sinks, audit.NewSlogSink(slog.New(slog.NewJSONHandler(w, nil))))
-	}
-	if len(sinks) == 0 && cfg.AuditChain == nil {
+	sink, closeFn, _ := cfg.AuditSink(a.io.Stderr, a.dsn.Redact)
+	a.closers = append(a.closers, func() { _ = closeFn() })
+	if cfg.AuditLog == "" && cfg.AuditChain == nil {
 		return a.sink
+	}
+	var sinks []audit.Sink
+	if cfg.AuditLog != "" {
+		sinks = append(sinks, sink)
 	}
 	a.sink = a.withChain(cfg, sinks)
 	return a.sink
 }
 
-// keyringAudit is the sink the keyring records its lifecycle events to
-// (KEK created, rotated, rewrapped, retired, destroyed, tenant shredded,
-// master key unwraps): the CLI's sink, plus the counts of auditExtra.
-func (a *app) keyringAudit() audit.Sink {
-	return audit.SinkFunc(func(ctx context.Context, e audit.Event) {
-		if extra := a.auditExtra[e.Type]; len(extra) > 0 {
-			counts := make(map[string]int64, len(e.Counts)+len(extra))
-			for k, v := range e.Counts {
-				counts[k] = v
-			}
-			for k, v := range extra {
-				counts[k] = v
-			}
-			e.Counts = counts
+// confirm returns the confirmation of a destructive operation: with yes,
+// none; without a terminal, a refusal naming --yes; else the person at the
+// terminal types the answer.
+func (a *app) confirm(yes bool) ops.Confirm {
+	return func(ctx context.Context, q ops.Question) error {
+		if yes {
+			return nil
 		}
-		a.auditSink().Record(context.WithoutCancel(ctx), e)
-	})
-}
-
-// record sends an audit event; err, if any, sets the outcome and message.
-func (a *app) record(ctx context.Context, e audit.Event, err error) {
-	if err != nil {
-		e.Outcome = audit.Error
-		e.Error = err.Error()
-	}
-	a.auditSink().Record(context.WithoutCancel(ctx), e)
-}
-
-func (a *app) actorName() string {
-	if a.cfg != nil && a.cfg.Actor != "" {
-		return a.cfg.Actor
-	}
-	return audit.DefaultActor()
-}
-
-// confirm asks the person at the terminal to type want. Without a
-// terminal it refuses unless --yes was given.
-func (a *app) confirm(ctx context.Context, yes bool, what, want string) error {
-	if yes {
-		return nil
-	}
-	if !a.io.StdinTerminal {
-		return fmt.Errorf("%w: %s needs confirmation: pass --yes (no terminal to ask on)", errRefused, what)
-	}
-	fmt.Fprintf(a.io.Stderr, "%s\nType %q to confirm: ", what, want)
-	answer := make(chan string, 1)
-	go func() {
-		var line []byte
-		buf := make([]byte, 1)
-		for {
-			n, err := a.io.Stdin.Read(buf)
-			if n == 1 && buf[0] != '\n' {
-				line = append(line, buf[0])
-				continue
-			}
-			if n == 1 || err != nil {
-				break
-			}
+		if !a.io.StdinTerminal {
+			return fielderr.Errorf(errRefused, "%s needs confirmation: pass --yes (no terminal to ask on)", q.Action)
 		}
-		answer <- string(line)
-	}()
-	var line string
-	select {
-	case line = <-answer:
-	case <-ctx.Done():
-		fmt.Fprintln(a.io.Stderr)
-		return ctx.Err()
+		fmt.Fprintf(a.io.Stderr, "%s\nType %q to confirm: ", q.Prompt, q.Answer)
+		answer := make(chan string, 1)
+		go func() {
+			var line []byte
+			buf := make([]byte, 1)
+			for {
+				n, err := a.io.Stdin.Read(buf)
+				if n == 1 && buf[0] != '\n' {
+					line = append(line, buf[0])
+					continue
+				}
+				if n == 1 || err != nil {
+					break
+				}
+			}
+			answer <- string(line)
+		}()
+		select {
+		case line := <-answer:
+			if strings.TrimSpace(line) != q.Answer {
+				return fielderr.Errorf(errRefused, "%s not confirmed (the answer was not %q)", q.Action, q.Answer)
+			}
+			return nil
+		case <-ctx.Done():
+			fmt.Fprintln(a.io.Stderr)
+			return ctx.Err()
+		}
 	}
-	if strings.TrimSpace(line) != want {
-		return fmt.Errorf("%w: %s not confirmed", errRefused, what)
-	}
-	return nil
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -447,7 +310,7 @@ Exit codes:
 			a.setFlags = map[string]bool{}
 			cmd.Flags().Visit(func(f *pflag.Flag) { a.setFlags[f.Name] = true })
 			if a.output == "" {
-				a.output = a.io.Getenv(EnvOutput)
+				a.output = a.io.Getenv(config.EnvOutput)
 			}
 			switch a.output {
 			case "", "text":
@@ -463,7 +326,7 @@ Exit codes:
 			return nil
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", "", "config file (default ./fieldcrypt.yaml; env FIELDCRYPT_CONFIG)")
 	pf.StringVar(&a.database, "database", "", "database URL: sqlite://PATH, postgres://..., mysql://... (env FIELDCRYPT_DATABASE; default sqlite://fieldcrypt.db)")
@@ -529,7 +392,7 @@ func (a *app) registerCompletions(root *cobra.Command) {
 		}
 		if c.Flags().Lookup("column") != nil {
 			_ = c.RegisterFlagCompletionFunc("column", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-				cfg, err := LoadConfig(a.io.Dir, a.io.Getenv, a.overrides())
+				cfg, err := config.Load(a.io.Dir, a.io.Getenv, a.overrides())
 				if err != nil {
 					return nil, cobra.ShellCompDirectiveNoFileComp
 				}

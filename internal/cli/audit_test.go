@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
+	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/console"
 	"github.com/fieldcrypt/fieldcrypt/gormcrypt"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
@@ -46,9 +47,9 @@ columns:
 %s`, dsn, e.dir, cols.String()))
 	require.NoError(t, os.MkdirAll(filepath.Join(e.dir, "chain"), 0o700))
 	r := e.ok("init")
-	assert.Contains(t, r.stderr, "audit chain")
+	assert.Contains(t, r.stderr, "audit.key", "init creates the audit chain's master key")
 
-	cfg, err := LoadConfig(e.dir, func(string) string { return "" }, Overrides{})
+	cfg, err := config.Load(e.dir, func(string) string { return "" }, config.Overrides{})
 	require.NoError(t, err)
 	kc, err := cfg.KeyringConfig()
 	require.NoError(t, err)

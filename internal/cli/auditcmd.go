@@ -40,7 +40,7 @@ and exits 3 on tampering. See docs/audit.md for what is and is not detected.`,
 			if err != nil {
 				return err
 			}
-			files, err := a.auditFiles(cfg, args)
+			files, err := cfg.AuditFiles(a.io.Dir, args)
 			if err != nil {
 				return err
 			}

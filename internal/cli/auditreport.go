@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
+	"github.com/fieldcrypt/fieldcrypt/config"
 )
 
 // reportFlags select what a report or a review covers.
@@ -30,13 +31,13 @@ func (f *reportFlags) options(a *app) (audit.ReportOptions, error) {
 }
 
 // report verifies the files and builds the report.
-func (a *app) report(cmd *cobra.Command, args []string, f *reportFlags) (*audit.Report, *Config, error) {
+func (a *app) report(cmd *cobra.Command, args []string, f *reportFlags) (*audit.Report, *config.Config, error) {
 	ctx := cmd.Context()
 	cfg, err := a.config(false)
 	if err != nil {
 		return nil, nil, err
 	}
-	files, err := a.auditFiles(cfg, args)
+	files, err := cfg.AuditFiles(a.io.Dir, args)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 func (a *app) auditReviewCmd() *cobra.Command {
@@ -31,7 +32,7 @@ can be shown from the log itself.`,
 			if cfg.AuditChain == nil {
 				return usageErrorf("audit review records into the chained log: configure audit_chain")
 			}
-			who := actorOf(cfg)
+			who := cfg.ActorValue()
 			if reviewer != "" {
 				who = audit.Person(reviewer)
 			}
@@ -40,10 +41,10 @@ can be shown from the log itself.`,
 			case errors.Is(err, audit.ErrInvalidReview), errors.Is(err, audit.ErrNothingToReview):
 				return usageErrorf("%w", err)
 			case err != nil:
-				return fmt.Errorf("%w: %w", errRefused, err)
+				return fielderr.Errorf(errRefused, "%w", err)
 			}
 			if err := audit.FlushSink(a.auditSink()); err != nil {
-				return fmt.Errorf("%w: the review could not be written: %w", errRefused, err)
+				return fielderr.Errorf(errRefused, "the review could not be written: %w", err)
 			}
 			return a.emit(evs, func(w io.Writer) {
 				for _, e := range evs {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/backup"
+	"github.com/fieldcrypt/fieldcrypt/config"
 )
 
 type backupResult struct {
@@ -72,7 +72,7 @@ func (a *app) openIn(path string) (io.Reader, int64, func(), error) {
 		}
 		return a.io.Stdin, -1, func() {}, nil
 	}
-	f, err := os.Open(resolvePath(a.io.Dir, path))
+	f, err := os.Open(config.ResolvePath(a.io.Dir, path))
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -116,7 +116,7 @@ func (a *app) backupEncryptCmd() *cobra.Command {
 		Example: `  pg_dump mydb | fieldcrypt backup encrypt --class critical > mydb.dump.fcb
   fieldcrypt backup encrypt --class high --name "orders 2026-11-23" --in orders.sql --out orders.sql.fcb`,
 		Args: s.fileArg,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			cfg, err := a.config(true)
 			if err != nil {
@@ -136,10 +136,11 @@ func (a *app) backupEncryptCmd() *cobra.Command {
 			if s.out == "" && a.io.StderrTerminal && isTerminalWriter(a.io.Stdout) {
 				return usageErrorf("refusing to write binary backup data to a terminal: redirect stdout or use --out FILE")
 			}
-			mk, err := a.opener().OpenMasterKey(ctx, cc.MasterKey)
+			mk, err := cfg.Registry().OpenMasterKey(ctx, cc.MasterKey)
 			if err != nil {
 				return err
 			}
+			defer mk.Close()
 			// A relative local:// key is recorded in the header by its
 			// absolute path: a backup travels, its key must stay findable.
 			in, size, closeIn, err := a.openIn(s.in)
@@ -147,44 +148,19 @@ func (a *app) backupEncryptCmd() *cobra.Command {
 				return err
 			}
 			defer closeIn()
-			var out io.Writer = a.io.Stdout
-			var outFile *os.File
-			if s.out != "" && s.out != "-" {
-				path := resolvePath(a.io.Dir, s.out)
-				outFile, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-				if err != nil {
-					return fmt.Errorf("backup: %w", err)
-				}
-				defer func() {
-					if cerr := outFile.Close(); err == nil && cerr != nil {
-						err = cerr
-					}
-					if err != nil {
-						os.Remove(path)
-					}
-				}()
-				out = outFile
-			}
 			p := a.newProgress(a.progressMode(false), "encrypt", size, true)
 			start := time.Now()
-			res, err := backup.Encrypt(ctx, out, in, mk, backup.EncryptOptions{
-				Class: c, Name: name, SegmentSize: segment, Workers: s.workers,
-				Progress: func(pr backup.Progress) { p.Set(pr.PlaintextBytes, nil) },
-			})
-			p.Finish(nil)
-			ev := audit.Event{Type: audit.BackupEncrypted, Class: c.String(), MasterKeyURI: cc.MasterKey}
-			if res != nil {
-				ev.Job = res.Header.ExportID.String()
-				ev.Counts = map[string]int64{"plaintext_bytes": res.PlaintextBytes, "ciphertext_bytes": res.CiphertextBytes}
+			opts := backup.EncryptOptions{Class: c, Name: name, SegmentSize: segment, Workers: s.workers, Audit: a.auditSink(),
+				Progress: func(pr backup.Progress) { p.Set(pr.PlaintextBytes, nil) }}
+			var res *backup.Result
+			if toStdout := s.out == "" || s.out == "-"; toStdout {
+				res, err = backup.Encrypt(ctx, a.io.Stdout, in, mk, opts) // records backup.encrypted
+			} else {
+				res, err = backup.EncryptFile(ctx, config.ResolvePath(a.io.Dir, s.out), in, mk, opts)
 			}
-			a.record(ctx, ev, err)
+			p.Finish(nil)
 			if err != nil {
 				return err
-			}
-			if outFile != nil {
-				if err := outFile.Sync(); err != nil {
-					return fmt.Errorf("backup: %w", err)
-				}
 			}
 			return a.emitResult(s.out == "" || s.out == "-", resultOf("encrypt", res.Header, res.Progress, time.Since(start), true))
 		},
@@ -239,18 +215,18 @@ midway (exit 3) discard what was written. With --out FILE the file is
 written atomically and only appears when everything authenticated.`}[op == "decrypt"],
 		Example: example,
 		Args:    s.fileArg,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			cfg, err := a.config(false)
 			if err != nil {
 				return err
 			}
-			opts := backup.DecryptOptions{Workers: s.workers, KeyURIs: slices.Clone(keys)}
+			opts := backup.DecryptOptions{Workers: s.workers, KeyURIs: slices.Clone(keys), Audit: a.auditSink()}
 			for _, c := range cfg.EncryptedClasses() {
 				opts.KeyURIs = append(opts.KeyURIs, cfg.Classes[c.String()].MasterKey)
 			}
 			for _, u := range slices.Clone(opts.KeyURIs) {
-				if p := a.localKeyPath(u); p != "" && "local://"+p != u {
+				if p := cfg.LocalKeyPath(u); p != "" && "local://"+p != u {
 					opts.KeyURIs = append(opts.KeyURIs, "local://"+p) // the same file, named absolutely
 				}
 			}
@@ -266,7 +242,7 @@ written atomically and only appears when everything authenticated.`}[op == "decr
 				return usageErrorf("refusing to write decrypted data to a terminal: redirect stdout or use --out FILE")
 			}
 			if op == "decrypt" && s.out != "" && s.out != "-" {
-				if _, err := os.Lstat(resolvePath(a.io.Dir, s.out)); err == nil {
+				if _, err := os.Lstat(config.ResolvePath(a.io.Dir, s.out)); err == nil {
 					return fmt.Errorf("backup: %s exists: refusing to overwrite it", s.out)
 				}
 			}
@@ -279,25 +255,15 @@ written atomically and only appears when everything authenticated.`}[op == "decr
 			opts.Progress = func(pr backup.Progress) { p.Set(pr.CiphertextBytes, nil) }
 			start := time.Now()
 			var res *backup.Result
-			switch {
+			switch reg := cfg.Registry(); { // each records backup.decrypted or .verified
 			case op == "verify":
-				res, err = backup.Verify(ctx, in, a.opener(), opts)
+				res, err = backup.Verify(ctx, in, reg, opts)
 			case s.out != "" && s.out != "-":
-				res, err = backup.DecryptFile(ctx, resolvePath(a.io.Dir, s.out), in, a.opener(), opts)
+				res, err = backup.DecryptFile(ctx, config.ResolvePath(a.io.Dir, s.out), in, reg, opts)
 			default:
-				res, err = backup.Decrypt(ctx, a.io.Stdout, in, a.opener(), opts)
+				res, err = backup.Decrypt(ctx, a.io.Stdout, in, reg, opts)
 			}
 			p.Finish(nil)
-			typ := audit.BackupDecrypted
-			if op == "verify" {
-				typ = audit.BackupVerified
-			}
-			ev := audit.Event{Type: typ}
-			if res != nil && res.Header != nil {
-				ev.Class, ev.MasterKeyURI, ev.Job = res.Header.Class.String(), res.Header.MasterKeyURI, res.Header.ExportID.String()
-				ev.Counts = map[string]int64{"plaintext_bytes": res.PlaintextBytes, "ciphertext_bytes": res.CiphertextBytes}
-			}
-			a.record(ctx, ev, err)
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fieldcrypt/fieldcrypt/config"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
 func (a *app) keysCensusCmd() *cobra.Command {
@@ -32,31 +35,27 @@ row is also an audit event decrypt.failed, up to 100 per run).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kr, err := a.keyring(ctx, false)
+			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
 			}
-			opt := censusOptions{Verify: !headersOnly, BatchSize: batch, Columns: columns}
+			opt := ops.CensusOptions{Verify: !headersOnly, BatchSize: batch, Columns: columns}
 			if class != "" {
 				if opt.Class, err = parseEncryptedClass(class); err != nil {
 					return err
 				}
 			}
-			if len(a.cfg.Columns) == 0 {
-				return usageErrorf("no columns configured: list the encrypted columns under 'columns:' in %s", orDefault(a.cfg.Path, DefaultConfigFile))
+			if len(op.Config.Columns) == 0 {
+				return usageErrorf("no columns configured: list the encrypted columns under 'columns:' in %s", orDefault(op.Config.Path, config.DefaultFile))
 			}
-			db, err := a.openDB(ctx)
-			if err != nil {
-				return err
-			}
-			res, err := a.census(ctx, db, kr, a.cfg, opt)
+			res, err := op.Census(ctx, opt)
 			if err != nil {
 				return err
 			}
 			if err := a.emit(res, func(w io.Writer) { printCensus(w, res) }); err != nil {
 				return err
 			}
-			if n := res.integrityFailures(); n > 0 {
+			if n := res.IntegrityFailures(); n > 0 {
 				return fmt.Errorf("%w: %d values failed authentication or are malformed", errIntegrity, n)
 			}
 			return nil
@@ -76,16 +75,16 @@ func orDefault(s, d string) string {
 	return s
 }
 
-func printCensus(w io.Writer, res *censusResult) {
+func printCensus(w io.Writer, res *ops.CensusResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "COLUMN\tCLASS\tROWS\tPLAINTEXT\tNULL\tKEK VERSIONS\tFAILED")
 	for _, c := range res.Columns {
 		var vs []string
 		for _, v := range c.Versions {
-			vs = append(vs, fmt.Sprintf("%s=%d", verName(v), v.Count))
+			vs = append(vs, fmt.Sprintf("%s=%d", v.Name(), v.Count))
 		}
 		var fs []string
-		for _, r := range []string{failAuthentication, failMalformed, failKeyDestroyed, failKeyRetired, failKeyUnknown, failOther} {
+		for _, r := range ops.FailureReasons {
 			if n := c.Failed[r]; n > 0 {
 				fs = append(fs, fmt.Sprintf("%s=%d", r, n))
 			}
@@ -94,20 +93,20 @@ func printCensus(w io.Writer, res *censusResult) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nTotal: %d encrypted, %d plaintext", res.Encrypted, res.Plaintext)
-	if n := sumFailed(res.Failed); n > 0 {
+	if n := res.TotalFailed(); n > 0 {
 		fmt.Fprintf(w, ", %d failed to open", n)
 	}
 	fmt.Fprintln(w)
 	for _, v := range res.Versions {
-		fmt.Fprintf(w, "  %-28s %d values\n", verName(v), v.Count)
+		name := v.Name()
+		if v.Suite == "deterministic" { // under a search key: tell it from the randomized values of the same version
+			name += " (deterministic)"
+		}
+		fmt.Fprintf(w, "  %-40s %d values\n", name, v.Count)
 	}
 	if !res.Verified {
 		fmt.Fprintln(w, "(headers only: values were not opened)")
 	}
-}
-
-func verName(v versionCount) string {
-	return scopeName(v.Class, v.Tenant) + "/v" + fmt.Sprint(v.Version)
 }
 
 func dash(s string) string {
@@ -115,12 +114,4 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func sumFailed(m map[string]int64) int64 {
-	var n int64
-	for _, v := range m {
-		n += v
-	}
-	return n
 }

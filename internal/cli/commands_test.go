@@ -275,14 +275,7 @@ func TestMasterKeyUnavailable(t *testing.T) {
 }
 
 func TestShredTenant(t *testing.T) {
-	e := newEnv(t)
-	e.write("fieldcrypt.yaml", `classes:
-  critical: {master_key: "local://k/critical.key", tenant_scoped: true}
-  low: {master_key: "local://k/low.key"}
-audit_log: audit.jsonl
-`)
-	e.ok("init", "--tenant", "acme")
-	e.ok("init", "--tenant", "globex")
+	e := tenantEnv(t)
 	e.code(ExitUsage, "keys", "shred")
 	e.code(ExitRefused, "keys", "shred", "--tenant", "acme")
 	r := e.ok("keys", "shred", "--tenant", "acme", "--yes", "--report", "acme-shred.json")

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
 func TestBackupRoundTrip(t *testing.T) {
@@ -177,7 +178,7 @@ func runFlow(t *testing.T, e *env, db *gorm.DB, secrets map[int]string) {
 	assert.Zero(t, c.Plaintext)
 	assert.Empty(t, c.Failed)
 	require.Len(t, c.Versions, 1)
-	assert.Equal(t, versionCount{Class: "critical", Version: 2, Suite: "randomized", Count: int64(len(secrets))}, c.Versions[0])
+	assert.Equal(t, ops.VersionCount{Class: "critical", Version: 2, Suite: "randomized", Count: int64(len(secrets))}, c.Versions[0])
 
 	// v1 is the search key: rotate search keys, then v1 can be destroyed
 	e.ok("keys", "rotate", "--class", "critical", "--search")

@@ -1,16 +1,9 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 
-	"github.com/fieldcrypt/fieldcrypt/audit"
-	"github.com/fieldcrypt/fieldcrypt/backup"
-	"github.com/fieldcrypt/fieldcrypt/console"
-	"github.com/fieldcrypt/fieldcrypt/envelope"
-	"github.com/fieldcrypt/fieldcrypt/keyring"
-	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // Exit codes of the fieldcrypt command. They are part of its interface:
@@ -40,51 +33,36 @@ var ExitCodes = []struct {
 }
 
 // usageError marks a command-line or configuration problem (exit 2).
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
+func usageError(err error) error { return fielderr.Mark(err, fielderr.InvalidInput) }
 
 func usageErrorf(format string, args ...any) error {
-	return &usageError{fmt.Errorf(format, args...)}
+	return usageError(fmt.Errorf(format, args...))
 }
 
-// errRefused marks an operation the CLI refused (exit 5).
-var errRefused = errors.New("refused")
+// errRefused marks an operation the CLI refused (exit 5); wrap it with
+// fielderr.Errorf, whose message does not repeat it.
+var errRefused = fielderr.New(fielderr.Refused, "refused")
 
 // errIntegrity marks an integrity failure found by the CLI itself, such as
 // a census that saw values failing authentication (exit 3).
-var errIntegrity = errors.New("integrity check failed")
+var errIntegrity = fielderr.New(fielderr.Authentication, "integrity check failed")
 
-// ExitCode maps an error to the process exit code. The order matters: an
-// interruption wins over whatever it caused, a refusal over the check
-// failure inside it.
+// ExitCode maps an error to the process exit code through its kind
+// (fielderr.KindOf), so every library error has a code without this
+// package listing them.
 func ExitCode(err error) int {
-	var ue *usageError
-	switch {
-	case err == nil:
+	switch fielderr.KindOf(err) {
+	case fielderr.OK:
 		return ExitOK
-	case errors.Is(err, context.Canceled):
+	case fielderr.Canceled:
 		return ExitInterrupted
-	case errors.Is(err, errRefused), errors.Is(err, keyring.ErrRefused),
-		errors.Is(err, audit.ErrPurposeRequired), errors.Is(err, console.ErrAuditUnavailable), errors.Is(err, audit.ErrLogInUse):
+	case fielderr.Refused:
 		return ExitRefused
-	case errors.As(err, &ue), errors.Is(err, keyring.ErrInvalidConfig),
-		errors.Is(err, kms.ErrInvalidURI), errors.Is(err, backup.ErrInvalidInput),
-		errors.Is(err, console.ErrInvalidQuery), errors.Is(err, console.ErrNotSearchable), errors.Is(err, console.ErrNotEncrypted):
+	case fielderr.InvalidInput:
 		return ExitUsage
-	case errors.Is(err, errIntegrity), errors.Is(err, audit.ErrTampered),
-		errors.Is(err, envelope.ErrAuthentication), errors.Is(err, envelope.ErrMalformed),
-		errors.Is(err, envelope.ErrUnsupportedVersion),
-		errors.Is(err, backup.ErrAuthentication), errors.Is(err, backup.ErrTruncated),
-		errors.Is(err, backup.ErrMalformedHeader), errors.Is(err, backup.ErrUnsupportedVersion),
-		errors.Is(err, kms.ErrAuthentication), errors.Is(err, keyring.ErrTampered):
+	case fielderr.Tampered, fielderr.Authentication, fielderr.Malformed, fielderr.Unsupported:
 		return ExitIntegrity
-	case errors.Is(err, envelope.ErrKeyUnavailable), errors.Is(err, envelope.ErrUnknownKey),
-		errors.Is(err, envelope.ErrKeyDestroyed), errors.Is(err, keyring.ErrKeyRetired),
-		errors.Is(err, backup.ErrUntrustedKey),
-		errors.Is(err, kms.ErrUnavailable), errors.Is(err, kms.ErrAccessDenied),
-		errors.Is(err, kms.ErrKeyDisabled), errors.Is(err, kms.ErrKeyNotFound):
+	case fielderr.KeyDestroyed, fielderr.KeyRetired, fielderr.NotFound, fielderr.AccessDenied, fielderr.KeyUnavailable:
 		return ExitKey
 	}
 	return ExitError

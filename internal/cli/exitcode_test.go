@@ -99,6 +99,8 @@ func TestInterruptedExits130(t *testing.T) {
 	cancel()
 	r := e.runCtx(ctx, "", "keys", "list")
 	require.Equal(t, ExitInterrupted, r.code, r.all())
+	// issue 12 §7: it says how to resume, not "context canceled"
+	require.Equal(t, "fieldcrypt: interrupted; run the same command again to resume\n", r.stderr)
 }
 
 func TestJSONErrors(t *testing.T) {

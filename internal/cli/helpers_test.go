@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fieldcrypt/fieldcrypt/keyring"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
 // result is what one in-process run of the command produced.
@@ -102,3 +103,43 @@ func (e *env) write(name, content string) string {
 	require.NoError(e.t, os.WriteFile(p, []byte(content), 0o600))
 	return p
 }
+
+// Test-side shapes of the JSON the commands print (the library types
+// marshal to these).
+type (
+	kekJSON struct {
+		Class        string     `json:"class"`
+		Tenant       string     `json:"tenant,omitempty"`
+		Version      uint32     `json:"version"`
+		State        string     `json:"state"`
+		Primary      bool       `json:"primary"`
+		SearchRank   int        `json:"search_rank,omitempty"`
+		MasterKeyURI string     `json:"master_key_uri"`
+		CreatedAt    time.Time  `json:"created_at"`
+		DemotedAt    *time.Time `json:"demoted_at,omitempty"`
+		InUseUntil   *time.Time `json:"in_use_until,omitempty"`
+		DestroyedAt  *time.Time `json:"destroyed_at,omitempty"`
+	}
+	destroyResult struct {
+		KEK         kekJSON `json:"kek"`
+		ValuesFound int64   `json:"values_found"`
+	}
+	shredReport struct {
+		Tenant    string    `json:"tenant"`
+		Actor     string    `json:"actor"`
+		Destroyed []kekJSON `json:"destroyed"`
+	}
+	initResult struct {
+		Created  []kekJSON `json:"created"`
+		Existing []kekJSON `json:"existing"`
+	}
+	censusResult    = ops.CensusResult
+	rewrapResult    = ops.RewrapResult
+	benchResult     = ops.BenchResult
+	reencryptResult = ops.ReencryptResult
+)
+
+const (
+	failKeyDestroyed = "key_destroyed"
+	failKeyRetired   = "key_retired"
+)

@@ -5,103 +5,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/fieldcrypt/fieldcrypt/envelope"
-	"github.com/fieldcrypt/fieldcrypt/keyring"
-	"github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
-	"github.com/fieldcrypt/fieldcrypt/reencrypt"
+	"github.com/fieldcrypt/fieldcrypt/config"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
-
-// kekJSON is the JSON shape of one KEK version (never key material).
-type kekJSON struct {
-	Class        string     `json:"class"`
-	Tenant       string     `json:"tenant,omitempty"`
-	Version      uint32     `json:"version"`
-	State        string     `json:"state"`
-	Primary      bool       `json:"primary"`
-	SearchRank   int        `json:"search_rank,omitempty"`
-	MasterKeyURI string     `json:"master_key_uri"`
-	CreatedAt    time.Time  `json:"created_at"`
-	UpdatedAt    time.Time  `json:"updated_at"`
-	DemotedAt    *time.Time `json:"demoted_at,omitempty"`   // when it stopped being the primary
-	InUseUntil   *time.Time `json:"in_use_until,omitempty"` // until then retire/destroy refuse (exit 5) without --force
-	DestroyedAt  *time.Time `json:"destroyed_at,omitempty"`
-}
-
-func kekOf(i keyring.KEKInfo) kekJSON {
-	k := kekJSON{
-		Class: i.Ref.Class.String(), Tenant: i.Ref.Tenant, Version: i.Ref.Version, State: string(i.State),
-		Primary: i.Primary, SearchRank: i.SearchRank, MasterKeyURI: i.MasterKeyURI,
-		CreatedAt: i.CreatedAt.UTC(), UpdatedAt: i.UpdatedAt.UTC(),
-	}
-	k.DemotedAt, k.InUseUntil, k.DestroyedAt = utcOrNil(i.DemotedAt), utcOrNil(i.InUseUntil()), utcOrNil(i.DestroyedAt)
-	return k
-}
-
-func utcOrNil(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
-// starterHeader starts the config file init writes.
-const starterHeader = `# fieldcrypt configuration (docs/cli.md). Precedence: flags > FIELDCRYPT_* env > this file.
-# Relative paths resolve against this file's directory.
-# The local:// master keys below are for development: in production use
-# aws-kms://arn:... or gcp-kms://projects/... and rotate with 'fieldcrypt keys rewrap'.
-`
-
-// bootstrap creates, in dir, a local master key per encrypted class under
-// .fieldcrypt/, and a starter config file at cfgPath naming them and a
-// SQLite database. It returns the files it created.
-func bootstrap(dir, cfgPath, database string) ([]string, error) {
-	keyDir := filepath.Join(dir, ".fieldcrypt")
-	if err := os.MkdirAll(keyDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", keyDir, err)
-	}
-	cfg := &Config{
-		Keyring:  DefaultKeyring,
-		Database: database,
-		AuditLog: filepath.Join(".fieldcrypt", "audit.jsonl"),
-		Classes:  map[string]ClassConfig{},
-	}
-	var created []string
-	for _, c := range envelope.Classes() {
-		if !c.Encrypted() {
-			continue
-		}
-		rel := filepath.Join(".fieldcrypt", "master-"+c.String()+".key")
-		path := filepath.Join(dir, rel)
-		if _, err := localkms.Create(path); err != nil {
-			if !errors.Is(err, fs.ErrExist) {
-				return created, err
-			}
-		} else {
-			created = append(created, path)
-		}
-		cfg.Classes[c.String()] = ClassConfig{MasterKey: "local://" + rel}
-	}
-	if err := WriteConfigFile(cfgPath, cfg, starterHeader); err != nil {
-		return created, err
-	}
-	return append(created, cfgPath), nil
-}
-
-type initResult struct {
-	ConfigFile   string    `json:"config_file,omitempty"`
-	CreatedFiles []string  `json:"created_files"`
-	Database     string    `json:"database"`
-	Keyring      string    `json:"keyring"`
-	Created      []kekJSON `json:"created"`
-	Existing     []kekJSON `json:"existing"`
-}
 
 func (a *app) initCmd() *cobra.Command {
 	var noBootstrap bool
@@ -128,41 +37,22 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			res := initResult{CreatedFiles: []string{}, Created: []kekJSON{}, Existing: []kekJSON{}}
-			cfg, err := LoadConfig(a.io.Dir, a.io.Getenv, a.overrides())
-			if err != nil && !noBootstrap {
-				// An explicit --config that does not exist yet is where the
-				// starter config goes.
-				target := a.configPath
-				if target == "" {
-					target = a.io.Getenv(EnvConfig)
-				}
-				if target == "" || !errors.Is(err, fs.ErrNotExist) {
-					return err
-				}
-				cfg, err = &Config{}, nil
+			var created []string
+			cfg, err := config.Load(a.io.Dir, a.io.Getenv, a.overrides())
+			target := a.configPath
+			if target == "" {
+				target = a.io.Getenv(config.EnvConfig)
 			}
-			if err != nil {
+			switch {
+			case err != nil && (noBootstrap || target == "" || !errors.Is(err, fs.ErrNotExist)):
 				return err
-			}
-			if cfg.Path == "" && len(cfg.Classes) == 0 && !noBootstrap {
-				target := a.configPath
-				if target == "" {
-					target = a.io.Getenv(EnvConfig)
-				}
-				if target == "" {
-					target = DefaultConfigFile
-				}
-				target = resolvePath(a.io.Dir, target)
-				db := a.database
-				if db == "" {
-					db = a.io.Getenv(EnvDatabase)
-				}
-				if db == "" {
-					db = DefaultDatabase
-				}
-				files, err := bootstrap(filepath.Dir(target), target, db)
-				res.CreatedFiles = append(res.CreatedFiles, files...)
+			case !noBootstrap && (err != nil || (cfg.Path == "" && len(cfg.Classes) == 0)):
+				// No configuration at all (or an explicit --config that does
+				// not exist yet): a development setup goes there.
+				target = config.ResolvePath(a.io.Dir, orDefault(target, config.DefaultFile))
+				db := orDefault(a.database, orDefault(a.io.Getenv(config.EnvDatabase), config.DefaultDatabase))
+				files, err := ops.Bootstrap(target, db)
+				created = append(created, files...)
 				if err != nil {
 					return err
 				}
@@ -173,104 +63,44 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 				}
 				a.note("Local master keys are for development only: keep .fieldcrypt/ out of version control and backups of the database.")
 			}
-			a.cfg = nil
-			cfg, err = a.config(true)
+			if cfg, err = a.config(true); err != nil {
+				return err
+			}
+			files, err := ops.CreateLocalKeys(cfg)
+			for _, f := range files {
+				a.note("created local master key %s", f)
+			}
+			if created = append(created, files...); err != nil {
+				return err
+			}
+			op, err := a.operator(ctx, true)
 			if err != nil {
 				return err
 			}
-			// Create missing local master key files the config names.
-			for _, c := range cfg.EncryptedClasses() {
-				path := a.localKeyPath(cfg.Classes[c.String()].MasterKey)
-				if path == "" {
-					continue
-				}
-				if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-					if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-						return err
-					}
-					if _, err := localkms.Create(path); err != nil {
-						return err
-					}
-					res.CreatedFiles = append(res.CreatedFiles, path)
-					a.note("created local master key %s (class %s)", path, c)
-				}
-			}
-			if path, err := createAuditKey(cfg); err != nil {
-				return err
-			} else if path != "" {
-				res.CreatedFiles = append(res.CreatedFiles, path)
-				a.note("created local master key %s (audit chain)", path)
-			}
-			kr, err := a.keyring(ctx, true)
+			res, err := op.Setup(ctx) // the keyring records kek.created
 			if err != nil {
 				return err
 			}
-			// The re-encryption job tables too, so that reencrypt runs no DDL
-			// on a live database.
-			if err := reencrypt.EnsureSchema(ctx, a.db); err != nil {
-				return fmt.Errorf("create re-encryption job tables: %s", a.redact(err.Error()))
-			}
-			before, err := kr.List(ctx)
-			if err != nil {
-				return err
-			}
-			existed := map[envelope.KEKRef]bool{}
-			for _, i := range before {
-				existed[i.Ref] = true
-			}
-			infos, err := kr.Init(ctx)
-			if err == nil && cfg.Tenant != "" {
-				for _, c := range cfg.EncryptedClasses() {
-					if !cfg.Classes[c.String()].TenantScoped {
-						continue
-					}
-					var info keyring.KEKInfo
-					if info, err = kr.EnsureScope(ctx, envelope.Scope{Class: c, Tenant: cfg.Tenant}); err != nil {
-						break
-					}
-					infos = append(infos, info)
-				}
-			}
-			for _, i := range infos {
-				if existed[i.Ref] {
-					res.Existing = append(res.Existing, kekOf(i))
-					continue
-				}
-				res.Created = append(res.Created, kekOf(i)) // the keyring records kek.created
-			}
-			if err != nil {
-				return err
-			}
-			res.ConfigFile, res.Database, res.Keyring = cfg.Path, a.dsn.Redacted, cfg.Keyring
+			res.CreatedFiles = append(res.CreatedFiles, created...)
 			return a.emit(res, func(w io.Writer) {
 				fmt.Fprintf(w, "Keyring %q in %s\n", res.Keyring, res.Database)
 				for _, k := range res.Created {
-					fmt.Fprintf(w, "  created  %s v%d under %s\n", scopeName(k.Class, k.Tenant), k.Version, k.MasterKeyURI)
+					fmt.Fprintf(w, "  created  %s v%d under %s\n", k.Ref.Scope(), k.Ref.Version, k.MasterKeyURI)
 				}
 				for _, k := range res.Existing {
-					fmt.Fprintf(w, "  exists   %s v%d (primary)\n", scopeName(k.Class, k.Tenant), k.Version)
+					fmt.Fprintf(w, "  exists   %s v%d (primary)\n", k.Ref.Scope(), k.Ref.Version)
 				}
 				if res.ConfigFile != "" {
 					fmt.Fprintf(w, "Config: %s\n", res.ConfigFile)
 				}
-				fmt.Fprintln(w, "Next: list your encrypted columns under 'columns:' in the config, then run 'fieldcrypt keys census'.")
+				if len(cfg.Columns) == 0 {
+					fmt.Fprintln(w, "Next: list your encrypted columns under 'columns:' in the config, then run 'fieldcrypt keys census'.")
+				} else {
+					fmt.Fprintf(w, "Next: 'fieldcrypt keys census' shows the %d configured columns.\n", len(cfg.Columns))
+				}
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&noBootstrap, "no-bootstrap", false, "never create local key files or a starter config")
 	return cmd
-}
-
-func scopeName(class, tenant string) string {
-	if tenant == "" {
-		return class
-	}
-	return class + "/tenant=" + tenant
-}
-
-func (a *app) overrides() Overrides {
-	return Overrides{
-		ConfigPath: a.configPath, Database: a.database, Keyring: a.keyringID, Tenant: a.tenant,
-		AuditLog: a.auditLog, Actor: a.actor, MasterKeys: a.masterKeys, Set: a.setFlags,
-	}
 }

@@ -4,16 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/fieldcrypt/fieldcrypt/audit"
+	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
-	"github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
 func (a *app) keysCmd() *cobra.Command {
@@ -61,43 +60,39 @@ func (a *app) keysListCmd() *cobra.Command {
 				}
 				only = c
 			}
-			kr, err := a.keyring(ctx, false)
+			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
 			}
-			infos, err := kr.List(ctx)
+			infos, err := op.Keyring.List(ctx)
 			if err != nil {
 				return err
 			}
-			out := []kekJSON{}
+			out := []keyring.KEKInfo{}
 			for _, i := range infos {
 				if only == 0 || i.Ref.Class == only {
-					out = append(out, kekOf(i))
+					out = append(out, i)
 				}
 			}
 			return a.emit(out, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "CLASS\tTENANT\tVERSION\tSTATE\tSEARCH\tMASTER KEY\tCREATED\tDESTROYED\tIN USE UNTIL")
-				now := a.now()
 				for _, k := range out {
-					search, destroyed, tenant, inUse := "", "", k.Tenant, ""
-					if k.InUseUntil != nil && k.InUseUntil.After(now) {
-						inUse = k.InUseUntil.Format(time.RFC3339)
+					search, destroyed, tenant, inUse := "", "", dash(k.Ref.Tenant), ""
+					if until := k.InUseUntil(); until.After(op.Now()) {
+						inUse = until.UTC().Format(time.RFC3339)
 					}
 					if k.SearchRank > 0 {
 						search = fmt.Sprintf("#%d", k.SearchRank)
 					}
-					if k.DestroyedAt != nil {
-						destroyed = k.DestroyedAt.Format(time.RFC3339)
+					if !k.DestroyedAt.IsZero() {
+						destroyed = k.DestroyedAt.UTC().Format(time.RFC3339)
 					}
-					if tenant == "" {
-						tenant = "-"
-					}
-					state := k.State
+					state := string(k.State)
 					if k.Primary {
 						state += " (primary)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Class, tenant, k.Version, state, search, k.MasterKeyURI, k.CreatedAt.Format(time.RFC3339), destroyed, inUse)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Ref.Class, tenant, k.Ref.Version, state, search, k.MasterKeyURI, k.CreatedAt.UTC().Format(time.RFC3339), destroyed, inUse)
 				}
 				tw.Flush()
 				if len(out) == 0 {
@@ -120,7 +115,7 @@ func parseEncryptedClass(s string) (envelope.Class, error) {
 
 // classesArg returns the classes a command acts on: --class, or with --all
 // every configured class.
-func (a *app) classesArg(cfg *Config, class string, all bool) ([]envelope.Class, error) {
+func (a *app) classesArg(cfg *config.Config, class string, all bool) ([]envelope.Class, error) {
 	switch {
 	case class != "" && all:
 		return nil, usageErrorf("give --class or --all, not both")
@@ -171,46 +166,21 @@ destroyed. To move them:
 			if search && finishSearch {
 				return usageErrorf("give --search or --finish-search, not both")
 			}
-			kr, err := a.keyring(ctx, false)
+			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
 			}
-			classes, err := a.classesArg(a.cfg, class, all)
+			classes, err := a.classesArg(op.Config, class, all)
 			if err != nil {
 				return err
-			}
-			type searchResult struct {
-				Class          string   `json:"class"`
-				Tenant         string   `json:"tenant,omitempty"`
-				SearchVersions []uint32 `json:"search_versions"`
 			}
 			if search || finishSearch {
-				out := []searchResult{}
-				for _, c := range classes {
-					scope := envelope.Scope{Class: c, Tenant: a.cfg.Tenant}
-					if !a.cfg.Classes[c.String()].TenantScoped {
-						scope.Tenant = ""
-					}
-					var vs []uint32
-					if search {
-						vs, err = kr.RotateSearch(ctx, scope)
-					} else {
-						if err = a.checkSearchFinished(ctx, kr, scope, force); err == nil {
-							vs, err = kr.FinishSearchRotation(ctx, scope)
-						}
-					}
-					ev := audit.Event{Type: audit.KEKRotated, Class: c.String(), Tenant: scope.Tenant, Counts: map[string]int64{"search_rotation": 1}}
-					if finishSearch {
-						ev.Counts = map[string]int64{"search_rotation_finished": 1}
-					}
-					if len(vs) > 0 {
-						ev.KEKVersion = vs[0]
-					}
-					a.record(ctx, ev, err)
-					if err != nil {
-						return err
-					}
-					out = append(out, searchResult{Class: c.String(), Tenant: scope.Tenant, SearchVersions: vs})
+				out, err := op.RotateSearch(ctx, classes, finishSearch, force)
+				if err != nil {
+					return err
+				}
+				if finishSearch {
+					a.note("note: blind index columns cannot be checked by census: make sure the application ran gormcrypt.RebuildBlindIndexes under the first search key")
 				}
 				return a.emit(out, func(w io.Writer) {
 					for _, r := range out {
@@ -218,17 +188,13 @@ destroyed. To move them:
 					}
 				})
 			}
-			out := []kekJSON{}
-			for _, c := range classes {
-				info, err := kr.Rotate(ctx, envelope.Scope{Class: c, Tenant: a.cfg.Tenant}) // records kek.rotated
-				if err != nil {
-					return err
-				}
-				out = append(out, kekOf(info))
+			out, err := op.Rotate(ctx, classes) // the keyring records kek.rotated
+			if err != nil {
+				return err
 			}
 			return a.emit(out, func(w io.Writer) {
 				for _, k := range out {
-					fmt.Fprintf(w, "rotated %s: primary is now v%d\n", scopeName(k.Class, k.Tenant), k.Version)
+					fmt.Fprintf(w, "rotated %s: primary is now v%d\n", k.Ref.Scope(), k.Ref.Version)
 				}
 				fmt.Fprintln(w, "Next: 'fieldcrypt reencrypt' moves existing values to the new version.")
 			})
@@ -240,52 +206,6 @@ destroyed. To move them:
 	cmd.Flags().BoolVar(&finishSearch, "finish-search", false, "drop the older search keys (end a search-key rotation)")
 	cmd.Flags().BoolVar(&force, "force", false, "with --finish-search: even if deterministic values still use older search keys")
 	return cmd
-}
-
-// checkSearchFinished refuses to end a search-key rotation while a census
-// (headers only) finds deterministic values of the scope under a search key
-// other than the first.
-func (a *app) checkSearchFinished(ctx context.Context, kr *keyring.Keyring, scope envelope.Scope, force bool) error {
-	infos, err := kr.List(ctx)
-	if err != nil {
-		return err
-	}
-	first := uint32(0)
-	for _, i := range infos {
-		if i.Ref.Scope() == scope && i.SearchRank == 1 {
-			first = i.Ref.Version
-		}
-	}
-	db, err := a.openDB(ctx)
-	if err != nil {
-		return err
-	}
-	res, err := a.census(ctx, db, kr, a.cfg, censusOptions{Class: scope.Class})
-	if err != nil {
-		return err
-	}
-	var stale int64
-	for _, v := range res.Versions {
-		if v.Suite == "deterministic" && v.Tenant == scope.Tenant && v.Version != first {
-			stale += v.Count
-		}
-	}
-	if stale > 0 && !force {
-		return fmt.Errorf("%w: census found %d deterministic values of %s under older search keys: run 'fieldcrypt reencrypt --full' on those columns first (or --force)", errRefused, stale, scope)
-	}
-	a.note("note: blind index columns cannot be checked by census: make sure the application ran gormcrypt.RebuildBlindIndexes under search key v%d", first)
-	return nil
-}
-
-type rewrapResult struct {
-	Class         string   `json:"class"`
-	From          []string `json:"from"`
-	To            string   `json:"to"`
-	Rewrapped     int      `json:"rewrapped"`
-	AlreadyDone   int      `json:"already_done"`
-	Destroyed     int      `json:"destroyed"`
-	ConfigUpdated string   `json:"config_updated,omitempty"` // the file whose master_key was changed
-	Action        string   `json:"action,omitempty"`         // what the operator must still do
 }
 
 func (a *app) keysRewrapCmd() *cobra.Command {
@@ -319,46 +239,17 @@ everywhere and a re-run reports 0 rewrapped.`,
 			if to == "" {
 				return usageErrorf("--to URI is required")
 			}
-			kr, err := a.keyring(ctx, false)
+			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
 			}
-			classes, err := a.classesArg(a.cfg, class, false)
+			classes, err := a.classesArg(op.Config, class, false)
 			if err != nil {
 				return err
 			}
-			c := classes[0]
-			if err := keyring.CheckMasterKeyURI(to); err != nil {
-				return err
-			}
-			if path := a.localKeyPath(to); path != "" && createKey {
-				if _, err := os.Stat(path); err != nil {
-					if _, err := localkms.Create(path); err != nil {
-						return err
-					}
-					a.note("created local master key %s", path)
-				}
-			}
-			fileURI := a.fileMasterKey(c)
-			rep, err := kr.RewrapAll(ctx, c, a.cfg.CanonicalURI(to)) // records kek.rewrapped
+			res, err := op.Rewrap(ctx, classes[0], to, ops.RewrapOptions{CreateKey: createKey, NoWriteConfig: noWrite, Note: func(m string) { a.note("%s", m) }})
 			if err != nil {
 				return err
-			}
-			res := rewrapResult{Class: c.String(), From: rep.From, To: to, Rewrapped: rep.Rewrapped, AlreadyDone: rep.AlreadyDone, Destroyed: rep.Destroyed}
-			if res.From == nil {
-				res.From = []string{}
-			}
-			current := a.cfg.Classes[c.String()].MasterKey
-			switch {
-			case current == to:
-			case noWrite || a.cfg.Path == "" || fileURI != current:
-				res.Action = fmt.Sprintf("set the master key of class %s to %s in your configuration (it is %s now) and list %s under its previous_master_keys", c, to, current, current)
-			default:
-				if err := updateConfigMasterKey(a.cfg.Path, c.String(), to); err != nil {
-					res.Action = fmt.Sprintf("could not update %s (%v): set classes.%s.master_key to %s and add %s to its previous_master_keys yourself", a.cfg.Path, err, c, to, current)
-				} else {
-					res.ConfigUpdated = a.cfg.Path
-				}
 			}
 			return a.emit(res, func(w io.Writer) {
 				fmt.Fprintf(w, "class %s: %d KEK versions rewrapped under %s (%d already there, %d destroyed)\n", res.Class, res.Rewrapped, res.To, res.AlreadyDone, res.Destroyed)
@@ -379,23 +270,6 @@ everywhere and a re-run reports 0 rewrapped.`,
 	return cmd
 }
 
-// fileMasterKey returns the master key of class as the config file says
-// (before env and flags), or "".
-func (a *app) fileMasterKey(c envelope.Class) string {
-	if a.cfg == nil || a.cfg.Path == "" {
-		return ""
-	}
-	data, err := os.ReadFile(a.cfg.Path)
-	if err != nil {
-		return ""
-	}
-	var fc Config
-	if decodeConfig(data, &fc) != nil {
-		return ""
-	}
-	return fc.Classes[c.String()].MasterKey
-}
-
 type refFlags struct {
 	class   string
 	version uint32
@@ -406,19 +280,22 @@ func (r *refFlags) add(cmd *cobra.Command) {
 	cmd.Flags().Uint32Var(&r.version, "version", 0, "KEK version (required)")
 }
 
-func (a *app) ref(r refFlags) (envelope.KEKRef, error) {
+// ref opens the operator and returns the KEK version the flags name (in
+// the configured tenant's scope for a tenant-scoped class).
+func (a *app) ref(ctx context.Context, r refFlags) (*ops.Operator, envelope.KEKRef, error) {
+	op, err := a.operator(ctx, false)
+	if err != nil {
+		return nil, envelope.KEKRef{}, err
+	}
 	if r.class == "" || r.version == 0 {
-		return envelope.KEKRef{}, usageErrorf("--class and --version are required")
+		return nil, envelope.KEKRef{}, usageErrorf("--class and --version are required")
 	}
 	c, err := parseEncryptedClass(r.class)
 	if err != nil {
-		return envelope.KEKRef{}, err
+		return nil, envelope.KEKRef{}, err
 	}
-	tenant := a.cfg.Tenant
-	if !a.cfg.Classes[c.String()].TenantScoped {
-		tenant = ""
-	}
-	return envelope.KEKRef{Class: c, Tenant: tenant, Version: r.version}, nil
+	s := op.Scope(c)
+	return op, envelope.KEKRef{Class: c, Tenant: s.Tenant, Version: r.version}, nil
 }
 
 func (a *app) keysRetireCmd() *cobra.Command {
@@ -441,38 +318,16 @@ the version is reactivated.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kr, err := a.keyring(ctx, false)
+			op, ref, err := a.ref(ctx, r)
 			if err != nil {
 				return err
 			}
-			ref, err := a.ref(r)
+			k, err := op.Retire(ctx, ref, ops.RetireOptions{Undo: undo, Force: force, Confirm: a.confirm(yes)})
 			if err != nil {
 				return err
 			}
-			var info keyring.KEKInfo
-			switch {
-			case undo:
-				// The keyring records no event for a reactivation: the CLI does.
-				info, err = kr.Reactivate(ctx, ref)
-				a.record(ctx, audit.Event{Type: audit.KEKRetired, Class: ref.Class.String(), Tenant: ref.Tenant, KEKVersion: ref.Version,
-					MasterKeyURI: info.MasterKeyURI, Counts: map[string]int64{"reactivated": 1}}, err)
-			case force:
-				what := fmt.Sprintf("Retire KEK %s?", ref)
-				if until := a.inUseUntil(ctx, kr, ref); until != "" {
-					what = fmt.Sprintf("Retire KEK %s now? A running process may still seal new values under it until %s; they will not open until you reactivate it.", ref, until)
-				}
-				if err = a.confirm(ctx, yes, what, ref.String()); err == nil {
-					info, err = kr.Retire(ctx, ref, keyring.Force()) // records kek.retired
-				}
-			default:
-				info, err = kr.Retire(ctx, ref) // records kek.retired
-			}
-			if err != nil {
-				return err
-			}
-			k := kekOf(info)
 			return a.emit(k, func(w io.Writer) {
-				fmt.Fprintf(w, "%s v%d is now %s\n", scopeName(k.Class, k.Tenant), k.Version, k.State)
+				fmt.Fprintf(w, "%s v%d is now %s\n", k.Ref.Scope(), k.Ref.Version, k.State)
 			})
 		},
 	}
@@ -483,17 +338,9 @@ the version is reactivated.`,
 	return cmd
 }
 
-// inUseUntil says until when a running process may still seal under ref
-// (for a confirmation prompt), or "" if none may.
-func (a *app) inUseUntil(ctx context.Context, kr *keyring.Keyring, ref envelope.KEKRef) string {
-	infos, err := kr.List(ctx)
-	if err != nil {
-		return "an unknown time (" + err.Error() + ")"
+func scopeName(class, tenant string) string {
+	if tenant == "" {
+		return class
 	}
-	for _, i := range infos {
-		if until := i.InUseUntil(); i.Ref == ref && until.After(a.now()) {
-			return until.UTC().Format(time.RFC3339)
-		}
-	}
-	return ""
+	return class + "/tenant=" + tenant
 }

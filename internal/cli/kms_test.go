@@ -3,7 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -13,8 +17,41 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
-	"github.com/fieldcrypt/fieldcrypt/keyring/kms/awskms"
 )
+
+// kmsEndpoint points the AWS KMS backend of the env's configuration at an
+// emulator: only the configuration file can (no environment variable).
+func (e *env) kmsEndpoint(endpoint string) {
+	e.t.Helper()
+	path := filepath.Join(e.dir, "fieldcrypt.yaml")
+	data, _ := os.ReadFile(path)
+	var kept []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l != "" && !strings.HasPrefix(l, "kms:") {
+			kept = append(kept, l)
+		}
+	}
+	kept = append(kept, fmt.Sprintf("kms: {aws: {endpoint: %q, insecure: true}}", endpoint), "")
+	require.NoError(e.t, os.WriteFile(path, []byte(strings.Join(kept, "\n")), 0o600))
+}
+
+// TestKMSEndpointOnlyFromConfiguration: the variable that used to point
+// the CLI at an emulator does nothing; an insecure endpoint needs
+// insecure: true in the file.
+func TestKMSEndpointOnlyFromConfiguration(t *testing.T) {
+	endpoint := testsvc.Moto(t)
+	awsEnv(t)
+	high := motoARN(t, endpoint)
+	f := newEnv(t)
+	f.vars["FIELDCRYPT_AWS_KMS_ENDPOINT"] = endpoint
+	t.Setenv("FIELDCRYPT_AWS_KMS_ENDPOINT", endpoint)
+	f.code(ExitKey, "init", "--no-bootstrap", "--master-key", "high="+high, "--database", "sqlite://aws.db")
+	f.write("fieldcrypt.yaml", fmt.Sprintf("kms: {aws: {endpoint: %q}}\n", endpoint))
+	r := f.code(ExitUsage, "init", "--master-key", "high="+high, "--database", "sqlite://aws.db")
+	assert.Contains(t, r.stderr, "insecure")
+	f.kmsEndpoint(endpoint)
+	f.ok("init", "--master-key", "high="+high, "--database", "sqlite://aws.db")
+}
 
 // motoARN creates a key in moto and returns its master key URI.
 func motoARN(t *testing.T, endpoint string) string {
@@ -26,8 +63,7 @@ func motoARN(t *testing.T, endpoint string) string {
 	return "aws-kms://" + aws.ToString(out.KeyMetadata.Arn)
 }
 
-func awsEnv(t *testing.T, endpoint string) {
-	t.Setenv(awskms.EndpointEnv, endpoint)
+func awsEnv(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "test")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -39,10 +75,11 @@ func awsEnv(t *testing.T, endpoint string) {
 // encrypted backup under AWS KMS, and a KMS outage (exit 4).
 func TestAWSKMSThroughTheCLI(t *testing.T) {
 	endpoint := testsvc.Moto(t)
-	awsEnv(t, endpoint)
+	awsEnv(t)
 	critical, high := motoARN(t, endpoint), motoARN(t, endpoint)
 
 	e, _ := quickstartEnv(t)
+	e.kmsEndpoint(endpoint)
 	// master key rotation: local -> AWS KMS, then the data still opens
 	r := e.ok("keys", "rewrap", "--class", "critical", "--to", critical, "-o", "json")
 	var rr rewrapResult
@@ -61,6 +98,7 @@ func TestAWSKMSThroughTheCLI(t *testing.T) {
 
 	// a fresh keyring on AWS KMS given by flags only (no config file)
 	f := newEnv(t)
+	f.kmsEndpoint(endpoint)
 	f.ok("init", "--master-key", "high="+high, "--database", "sqlite://aws.db")
 	f.ok("keys", "rotate", "--class", "high", "--master-key", "high="+high, "--database", "sqlite://aws.db")
 	r = f.runIn("payload under aws kms", "backup", "encrypt", "--class", "high", "--master-key", "high="+high)
@@ -73,7 +111,8 @@ func TestAWSKMSThroughTheCLI(t *testing.T) {
 	require.NoError(t, err)
 	dead := "http://" + l.Addr().String()
 	require.NoError(t, l.Close())
-	t.Setenv(awskms.EndpointEnv, dead)
+	e.kmsEndpoint(dead)
+	f.kmsEndpoint(dead)
 	e.code(ExitKey, "keys", "census", "--column", "patients.ssn")
 	f.code(ExitKey, "backup", "verify", "--in", "b.fcb", "--master-key", "high="+high)
 	// headers only needs no KMS

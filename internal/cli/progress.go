@@ -73,6 +73,17 @@ func (a *app) newProgress(mode progressMode, op string, total int64, bytes bool)
 	return p
 }
 
+// Describe changes the bar's description (what is being done or waited
+// for); JSON lines carry it in their own fields.
+func (p *progress) Describe(desc string) {
+	if p == nil || p.bar == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bar.Describe(desc)
+}
+
 // Set records the cumulative count done and, for JSON lines, extra fields.
 func (p *progress) Set(done int64, extra map[string]any) {
 	if p == nil {

@@ -16,9 +16,11 @@ import (
 	"github.com/spf13/cobra"
 	"gorm.io/gorm"
 
+	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/gormcrypt"
-	"github.com/fieldcrypt/fieldcrypt/reencrypt"
+	"github.com/fieldcrypt/fieldcrypt/keyring"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
 // QuickstartPatient is the sample model quickstart writes through the GORM
@@ -57,7 +59,7 @@ var quickstartPatients = []QuickstartPatient{
 	{Name: "Barbara Quickstart-Liskov", SSN: "987-65-4320", Email: "barbara.qs@example.org", Age: 86},
 }
 
-var quickstartColumns = []ColumnConfig{
+var quickstartColumns = []config.Column{
 	{Table: "patients", Column: "name", PK: "id", Class: "high", Mode: "randomized", RowBound: true, Encoding: "text"},
 	{Table: "patients", Column: "ssn", PK: "id", Class: "critical", Mode: "randomized", RowBound: true, Encoding: "text", BlindIndex: "ssn_bidx"},
 	{Table: "patients", Column: "email", PK: "id", Class: "high", Mode: "deterministic", Encoding: "text"},
@@ -65,21 +67,21 @@ var quickstartColumns = []ColumnConfig{
 }
 
 type quickstartResult struct {
-	Dir             string            `json:"dir"`
-	ConfigFile      string            `json:"config_file"`
-	Database        string            `json:"database"`
-	PatientsWritten int               `json:"patients_written"`
-	RawRow          map[string]string `json:"raw_row"` // ciphertexts as stored (truncated)
-	ReadBackOK      bool              `json:"read_back_ok"`
-	BlindIndexHit   bool              `json:"blind_index_lookup_ok"`
-	Rotated         []kekJSON         `json:"rotated"`
-	Reencrypt       reencryptResult   `json:"reencrypt"`
-	Before          []versionCount    `json:"versions_before"`
-	After           []versionCount    `json:"versions_after"`
-	AfterPlaintext  int64             `json:"plaintext_after"`
-	AfterFailed     int64             `json:"failed_after"`
-	KMS             map[string]uint64 `json:"kms"`
-	DurationS       float64           `json:"duration_s"`
+	Dir             string               `json:"dir"`
+	ConfigFile      string               `json:"config_file"`
+	Database        string               `json:"database"`
+	PatientsWritten int                  `json:"patients_written"`
+	RawRow          map[string]string    `json:"raw_row"` // ciphertexts as stored (truncated)
+	ReadBackOK      bool                 `json:"read_back_ok"`
+	BlindIndexHit   bool                 `json:"blind_index_lookup_ok"`
+	Rotated         []keyring.KEKInfo    `json:"rotated"`
+	Reencrypt       *ops.ReencryptResult `json:"reencrypt"`
+	Before          []ops.VersionCount   `json:"versions_before"`
+	After           []ops.VersionCount   `json:"versions_after"`
+	AfterPlaintext  int64                `json:"plaintext_after"`
+	AfterFailed     int64                `json:"failed_after"`
+	KMS             map[string]uint64    `json:"kms"`
+	DurationS       float64              `json:"duration_s"`
 
 	Access *quickstartAccessResult `json:"access"` // the reveal and the chained log
 }
@@ -112,12 +114,12 @@ Sample values are never printed.`,
 				}
 				dir = d
 			} else {
-				dir = resolvePath(a.io.Dir, dir)
+				dir = config.ResolvePath(a.io.Dir, dir)
 				if err := os.MkdirAll(dir, 0o700); err != nil {
 					return err
 				}
 			}
-			cfgPath := filepath.Join(dir, DefaultConfigFile)
+			cfgPath := filepath.Join(dir, config.DefaultFile)
 			if _, err := os.Stat(cfgPath); err == nil {
 				return usageErrorf("%s already holds a fieldcrypt setup (%s): pick another --dir", dir, cfgPath)
 			} else if !errors.Is(err, fs.ErrNotExist) {
@@ -141,7 +143,7 @@ func (a *app) quickstart(ctx context.Context, dir, cfgPath string, start time.Ti
 	res := quickstartResult{Dir: dir, ConfigFile: cfgPath, RawRow: map[string]string{}}
 
 	// 1. Keys, database, config.
-	if _, err := bootstrap(dir, cfgPath, "sqlite://quickstart.db"); err != nil {
+	if _, err := ops.Bootstrap(cfgPath, "sqlite://quickstart.db"); err != nil {
 		return err
 	}
 	if err := appendColumns(cfgPath, quickstartColumns); err != nil {
@@ -154,20 +156,13 @@ func (a *app) quickstart(ctx context.Context, dir, cfgPath string, start time.Ti
 	a.configPath, a.database, a.keyringID, a.tenant, a.masterKeys, a.cfg = cfgPath, "", "", "", nil, nil
 	a.io.Getenv = func(string) string { return "" }
 	a.sink = nil
-	kr, err := a.keyring(ctx, true)
+	op, err := a.operator(ctx, true)
 	if err != nil {
 		return err
 	}
-	cfg := a.cfg
-	res.Database = a.dsn.Redacted
-	if _, err := kr.Init(ctx); err != nil {
-		return err
-	}
-	db, err := a.openDB(ctx)
-	if err != nil {
-		return err
-	}
-	if err := reencrypt.EnsureSchema(ctx, db); err != nil {
+	kr, db := op.Keyring, op.DB
+	res.Database = op.DSN.Redacted
+	if _, err := op.Setup(ctx); err != nil {
 		return err
 	}
 	say("1. Created in %s:", dir)
@@ -226,7 +221,7 @@ func (a *app) quickstart(ctx context.Context, dir, cfgPath string, start time.Ti
 	}
 
 	// 5. Census before rotation.
-	before, err := a.census(ctx, db, kr, cfg, censusOptions{Verify: true})
+	before, err := op.Census(ctx, ops.CensusOptions{Verify: true})
 	if err != nil {
 		return err
 	}
@@ -234,39 +229,24 @@ func (a *app) quickstart(ctx context.Context, dir, cfgPath string, start time.Ti
 	say("5. Census: values per KEK version: %s", versionsLine(before.Versions))
 
 	// 6. Rotate the KEKs of the classes in use.
-	for _, c := range []envelope.Class{envelope.Critical, envelope.High} {
-		info, err := kr.Rotate(ctx, envelope.Scope{Class: c})
-		if err != nil {
-			return err
-		}
-		res.Rotated = append(res.Rotated, kekOf(info))
+	if res.Rotated, err = op.Rotate(ctx, []envelope.Class{envelope.Critical, envelope.High}); err != nil {
+		return err
 	}
 	say("6. Rotated: critical and high now seal new values under v2; v1 stays decrypt-only.")
 
 	// 7. Re-encrypt (rewrap): headers only, plaintext never computed.
-	env := envelope.New(kr)
-	res.Reencrypt = reencryptResult{Mode: reencrypt.Rewrap.String(), Columns: []reencryptColumnResult{}}
-	for _, col := range cfg.Columns {
-		sum, err := reencrypt.Run(ctx, db, env, col.engineColumn(""), reencrypt.Options{Mode: reencrypt.Rewrap})
-		if err != nil {
-			return fmt.Errorf("reencrypt %s: %w", col.Name(), err)
-		}
-		res.Reencrypt.Columns = append(res.Reencrypt.Columns, reencryptColumnResult{
-			Table: col.Table, Column: col.Column, Class: col.Class, JobID: sum.JobID, Mode: sum.Mode.String(),
-			Scanned: sum.Scanned, Changed: sum.Changed, Current: sum.Current, Null: sum.Nulls, Failed: sum.Failed,
-			ChunksDone: sum.ChunksDone, JobFinished: sum.JobFinished, DurationS: round2(sum.Duration.Seconds()),
-		})
-		res.Reencrypt.Changed += sum.Changed
+	if res.Reencrypt, err = op.Reencrypt(ctx, op.Config.Columns, ops.ReencryptOptions{}); err != nil {
+		return err
 	}
 	say("7. Re-encrypted (rewrap: new wrapped data key in each header, data untouched): %d values moved to v2;", res.Reencrypt.Changed)
 	say("   deterministic values (email) follow the search key, which a rotation does not change.")
 
 	// 8. Census after.
-	after, err := a.census(ctx, db, kr, cfg, censusOptions{Verify: true})
+	after, err := op.Census(ctx, ops.CensusOptions{Verify: true})
 	if err != nil {
 		return err
 	}
-	res.After, res.AfterPlaintext, res.AfterFailed = after.Versions, after.Plaintext, sumFailed(after.Failed)
+	res.After, res.AfterPlaintext, res.AfterFailed = after.Versions, after.Plaintext, after.TotalFailed()
 	say("8. Census: values per KEK version: %s; plaintext: %d; failing to open: %d.", versionsLine(after.Versions), res.AfterPlaintext, res.AfterFailed)
 
 	// 9-10. Accountable access: a reveal with a reason, recorded in the chained log.
@@ -356,13 +336,13 @@ func rawRow(ctx context.Context, db *sql.DB, id string, out map[string]string) e
 	return rows.Err()
 }
 
-func versionsLine(vs []versionCount) string {
+func versionsLine(vs []ops.VersionCount) string {
 	if len(vs) == 0 {
 		return "none"
 	}
 	parts := make([]string, 0, len(vs))
 	for _, v := range vs {
-		s := fmt.Sprintf("%s=%d", verName(v), v.Count)
+		s := fmt.Sprintf("%s=%d", v.Name(), v.Count)
 		if v.Suite == "deterministic" {
 			s += " (deterministic)"
 		}
@@ -372,7 +352,7 @@ func versionsLine(vs []versionCount) string {
 }
 
 // appendColumns adds a columns: section to a config file bootstrap wrote.
-func appendColumns(path string, cols []ColumnConfig) error {
+func appendColumns(path string, cols []config.Column) error {
 	var b strings.Builder
 	b.WriteString("# Encrypted columns: census, reencrypt and encrypt-existing work on these.\ncolumns:\n")
 	for _, c := range cols {

@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
+	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/console"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
@@ -31,7 +32,7 @@ type quickstartAccessResult struct {
 // and the SSN's blind index to a config quickstart wrote.
 func appendAuditChain(dir, cfgPath string) error {
 	keyPath := filepath.Join(dir, ".fieldcrypt", "master-audit.key")
-	if _, err := createAuditKey(&Config{BaseDir: dir, AuditChain: &AuditChainConfig{MasterKey: "local://" + keyPath}}); err != nil {
+	if _, err := (&config.Config{BaseDir: dir, AuditChain: &config.AuditChainConfig{MasterKey: "local://" + keyPath}}).CreateAuditKey(); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
@@ -55,11 +56,11 @@ func (a *app) quickstartAccess(ctx context.Context, db *gorm.DB, keys envelope.K
 	if sink == nil || sink.chain == nil {
 		return nil, fmt.Errorf("quickstart: the audit chain is not open")
 	}
-	c, err := console.NewGorm(db, console.Config{Keys: keys, Audit: sink, Columns: consoleColumns(cfg)})
+	c, err := console.NewGorm(db, console.Config{Keys: keys, Audit: sink, Columns: cfg.ConsoleColumns()})
 	if err != nil {
 		return nil, err
 	}
-	actor := actorOf(cfg)
+	actor := cfg.ActorValue()
 	res, err := c.Reveal(audit.WithActor(ctx, actor), console.Query{Table: "patients", Where: &console.Condition{Column: "id", Value: id}},
 		[]string{"ssn"}, quickstartReason)
 	if err != nil {
@@ -69,7 +70,7 @@ func (a *app) quickstartAccess(ctx context.Context, db *gorm.DB, keys envelope.K
 	if err := sink.chain.Checkpoint(); err != nil {
 		return nil, err
 	}
-	files, err := a.auditFiles(cfg, nil)
+	files, err := cfg.AuditFiles(a.io.Dir, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +90,7 @@ func (a *app) quickstartAccess(ctx context.Context, db *gorm.DB, keys envelope.K
 }
 
 // blindIndexYAML is a column's blind_index entry for a config line.
-func blindIndexYAML(c ColumnConfig) string {
+func blindIndexYAML(c config.Column) string {
 	if c.BlindIndex == "" {
 		return ""
 	}

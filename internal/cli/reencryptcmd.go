@@ -1,53 +1,19 @@
 package cli
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
-	"github.com/fieldcrypt/fieldcrypt/audit"
-	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/config"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 	"github.com/fieldcrypt/fieldcrypt/reencrypt"
 )
-
-type reencryptColumnResult struct {
-	Table           string   `json:"table"`
-	Column          string   `json:"column"`
-	Class           string   `json:"class"`
-	JobID           string   `json:"job_id"`
-	Mode            string   `json:"mode"`
-	DryRun          bool     `json:"dry_run"`
-	Scanned         int64    `json:"scanned"`
-	Changed         int64    `json:"changed"` // in a dry run: would change
-	Current         int64    `json:"current"`
-	Null            int64    `json:"null"`
-	Plaintext       int64    `json:"plaintext"`
-	Conflicts       int64    `json:"conflicts"`
-	Vanished        int64    `json:"vanished"`
-	Failed          int64    `json:"failed"`
-	FailedRows      []string `json:"failed_rows,omitempty"` // row ids, never values
-	ChunksDone      int      `json:"chunks_done"`
-	ChunksTakenOver int      `json:"chunks_taken_over"`
-	JobFinished     bool     `json:"job_finished"`
-	DurationS       float64  `json:"duration_s"`
-	Error           string   `json:"error,omitempty"`
-}
-
-type reencryptResult struct {
-	Mode    string                  `json:"mode"`
-	DryRun  bool                    `json:"dry_run"`
-	Columns []reencryptColumnResult `json:"columns"`
-	Changed int64                   `json:"changed"`
-	Failed  int64                   `json:"failed"`
-	KMS     map[string]uint64       `json:"kms,omitempty"` // keyring counters: KMS calls scale with keys, not rows
-}
-
-// auditProgressEvery is how often a long job records reencrypt.progress.
-const auditProgressEvery = time.Minute
 
 func (a *app) reencryptCmd(existing bool) *cobra.Command {
 	var (
@@ -57,6 +23,7 @@ func (a *app) reencryptCmd(existing bool) *cobra.Command {
 		chunk             int
 		rateLimit         float64
 		jobID             string
+		lease             time.Duration
 	)
 	name, short, long, example := "reencrypt", "Move encrypted values to the current keys (rewrap by default; --full re-encrypts)", `reencrypt moves the values of configured columns to the current primary KEK.
 
@@ -93,12 +60,12 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kr, err := a.keyring(ctx, false)
+			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
 			}
-			cfg := a.cfg
-			var cols []ColumnConfig
+			cfg := op.Config
+			var cols []config.Column
 			switch {
 			case all && len(columns) > 0:
 				return usageErrorf("give --column or --all, not both")
@@ -128,110 +95,55 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 			case full:
 				mode = reencrypt.Full
 			}
-			if workers < 1 || batch < 1 || rateLimit < 0 {
-				return usageErrorf("--workers and --batch-size must be at least 1, --rate-limit at least 0")
+			switch {
+			case workers < 1 || workers > 64:
+				return usageErrorf("--workers %d: want 1 to 64", workers)
+			case batch < 1 || batch > reencrypt.MaxBatchSize:
+				return usageErrorf("--batch-size %d: want 1 to %d", batch, reencrypt.MaxBatchSize)
+			case chunk < 0:
+				return usageErrorf("--chunk-size %d: want a positive number of rows (0: the default)", chunk)
+			case rateLimit < 0:
+				return usageErrorf("--rate-limit %g: want at least 0 (0: unlimited)", rateLimit)
+			case lease < time.Second: // a lease renewed across hosts and networks
+				return usageErrorf("--lease %s: want at least 1s", lease)
 			}
-			db, err := a.openDB(ctx)
-			if err != nil {
-				return err
-			}
-			env := envelope.New(kr)
-			res := reencryptResult{Mode: mode.String(), DryRun: dryRun, Columns: []reencryptColumnResult{}}
-			var firstErr, failSample error
-			failIntegrity := false
-			for _, col := range cols {
-				label := col.Name()
-				if dryRun {
-					label += " (dry run)"
-				}
-				prog := a.newProgress(a.progressMode(true), label, -1, false)
-				started := false
-				lastAudit := time.Now()
-				opts := reencrypt.Options{
-					Mode: mode, Workers: workers, BatchSize: batch, ChunkSize: chunk, RateLimit: rateLimit,
-					DryRun: dryRun, JobID: jobID,
-					Progress: func(p reencrypt.Progress) {
-						if !started && prog.bar != nil && p.Total > 0 {
-							prog.bar.ChangeMax64(p.Total)
-							prog.total = p.Total
-						} else if !started && p.Total > 0 {
-							prog.total = p.Total
+			progs := map[string]*progress{}
+			opts := ops.ReencryptOptions{
+				Options: reencrypt.Options{Mode: mode, Workers: workers, BatchSize: batch, ChunkSize: chunk, RateLimit: rateLimit, DryRun: dryRun, JobID: jobID, LeaseTTL: lease},
+				ColumnProgress: func(col config.Column, p reencrypt.Progress) {
+					prog := progs[col.Name()]
+					if prog == nil {
+						label := col.Name()
+						if dryRun {
+							label += " (dry run)"
 						}
-						started = true
-						prog.Set(p.Done, map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed, "conflicts": p.Conflicts, "rows_per_s": round2(p.Rate)})
-						if !p.Final && time.Since(lastAudit) >= auditProgressEvery {
-							lastAudit = time.Now()
-							a.record(ctx, audit.Event{Type: audit.ReencryptProgress, Class: col.Class, Table: col.Table, Column: col.Column, Job: p.JobID,
-								Counts: map[string]int64{"done": p.Done, "total": p.Total, "changed": p.Changed, "failed": p.Failed}}, nil)
+						total := p.Total
+						if total <= 0 {
+							total = -1
 						}
-					},
-				}
-				ev := audit.Event{Type: audit.ReencryptStarted, Class: col.Class, Table: col.Table, Column: col.Column, Job: jobID,
-					Counts: map[string]int64{"workers": int64(workers)}}
-				if dryRun {
-					ev.Counts["dry_run"] = 1
-				}
-				a.record(ctx, ev, nil)
-				sum, err := reencrypt.Run(ctx, db, env, col.engineColumn(cfg.Tenant), opts)
-				prog.Finish(map[string]any{"job_id": sum.JobID, "changed": sum.Changed, "failed": sum.Failed})
-				cr := reencryptColumnResult{
-					Table: col.Table, Column: col.Column, Class: col.Class, JobID: sum.JobID, Mode: mode.String(), DryRun: dryRun,
-					Scanned: sum.Scanned, Changed: sum.Changed, Current: sum.Current, Null: sum.Nulls, Plaintext: sum.Plaintext,
-					Conflicts: sum.Conflicts, Vanished: sum.Vanished, Failed: sum.Failed, ChunksDone: sum.ChunksDone,
-					ChunksTakenOver: sum.ChunksTakenOver, JobFinished: sum.JobFinished, DurationS: round2(sum.Duration.Seconds()),
-				}
-				for i, f := range sum.Failures {
-					if i == maxFailedRows {
-						break
+						prog = a.newProgress(a.progressMode(true), label, total, false)
+						progs[col.Name()] = prog
 					}
-					cr.FailedRows = append(cr.FailedRows, f.Row)
-				}
-				for i, f := range sum.Failures {
-					r := failReason(f.Err)
-					if failSample == nil {
-						failSample = f.Err
+					extra := map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed, "conflicts": p.Conflicts, "rows_per_s": round2(p.Rate)}
+					if w := p.WaitingFor(); w != "" {
+						extra["waiting"] = w
+						prog.Describe(col.Name() + ": " + w)
+					} else {
+						prog.Describe(col.Name())
 					}
-					if r == failAuthentication || r == failMalformed {
-						failIntegrity = true
+					prog.Set(p.Done, extra)
+					if p.Final {
+						prog.Finish(map[string]any{"job_id": p.JobID, "changed": p.Changed, "failed": p.Failed})
 					}
-					if i >= maxFailEvents {
-						continue
-					}
-					if r == failAuthentication || r == failMalformed {
-						a.record(ctx, audit.Event{Type: audit.DecryptFailed, Class: col.Class, Table: col.Table, Column: col.Column, Row: f.Row, Job: sum.JobID, Error: r}, nil)
-					}
-				}
-				if err != nil {
-					cr.Error = a.redact(err.Error())
-				}
-				a.record(ctx, audit.Event{Type: audit.ReencryptFinished, Class: col.Class, Table: col.Table, Column: col.Column, Job: sum.JobID,
-					Counts: map[string]int64{"scanned": sum.Scanned, "changed": sum.Changed, "failed": sum.Failed, "conflicts": sum.Conflicts, "dry_run": b2i(dryRun)}}, err)
-				res.Columns = append(res.Columns, cr)
-				res.Changed += sum.Changed
-				res.Failed += sum.Failed
-				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					// Rows that failed do not stop the other columns; anything
-					// else (interrupt, KMS down, database gone) does.
-					if !errors.Is(err, reencrypt.ErrRowsFailed) {
-						break
-					}
+				},
+			}
+			res, err := op.Reencrypt(ctx, cols, opts)
+			if res != nil {
+				if eerr := a.emit(res, func(w io.Writer) { printReencrypt(w, res) }); eerr != nil && err == nil {
+					return eerr
 				}
 			}
-			st := kr.Stats()
-			res.KMS = map[string]uint64{"wrap_calls": st.KMSWrapCalls, "unwrap_calls": st.KMSUnwrapCalls, "cache_hits": st.CacheHits, "cache_misses": st.CacheMisses}
-			if err := a.emit(res, func(w io.Writer) { printReencrypt(w, res) }); err != nil {
-				return err
-			}
-			if firstErr != nil {
-				if errors.Is(firstErr, reencrypt.ErrRowsFailed) {
-					return rowsFailedError(firstErr, res, failIntegrity, failSample)
-				}
-				return firstErr
-			}
-			return nil
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -249,28 +161,15 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 	f.IntVar(&batch, "batch-size", 500, "rows read and swapped per statement (at most 5000)")
 	f.IntVar(&chunk, "chunk-size", 0, "rows per leased chunk, fixed when a job is planned (default 10000)")
 	f.Float64Var(&rateLimit, "rate-limit", 0, "rows per second for this process (0: unlimited)")
-	f.StringVar(&jobID, "job-id", "", "job id: processes with the same id share the work; a rerun resumes it (default MODE:TABLE.COLUMN)")
+	f.StringVar(&jobID, "job-id", "", "job id: processes with the same id share the work; a rerun resumes it (default MODE:TABLE.COLUMN); names one job: give exactly one --column with it")
+	f.DurationVar(&lease, "lease", reencrypt.DefaultLeaseTTL, "how long a worker holds a chunk without a heartbeat (heartbeats renew it every third of it): a stopped worker's chunks are taken over after it")
+	if !existing {
+		cmd.AddCommand(a.reencryptStatusCmd(), a.reencryptPruneCmd())
+	}
 	return cmd
 }
 
-// rowsFailedError classifies a run whose rows failed: integrity (exit 3)
-// when values failed authentication or are malformed, else by the first
-// failure (exit 4 when their keys are destroyed, retired or unknown).
-func rowsFailedError(err error, res reencryptResult, integrity bool, sample error) error {
-	if integrity || sample == nil {
-		return fmt.Errorf("%w: %d rows failed (listed by row id): %w", errIntegrity, res.Failed, err)
-	}
-	return fmt.Errorf("%d rows failed (listed by row id): %w: %w", res.Failed, err, sample)
-}
-
-func b2i(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func printReencrypt(w io.Writer, res reencryptResult) {
+func printReencrypt(w io.Writer, res *ops.ReencryptResult) {
 	defer func() {
 		if res.KMS != nil {
 			fmt.Fprintf(w, "KMS calls: %d unwraps, %d wraps (KEK cache: %d hits, %d misses)\n", res.KMS["unwrap_calls"], res.KMS["wrap_calls"], res.KMS["cache_hits"], res.KMS["cache_misses"])
@@ -299,4 +198,120 @@ func printReencrypt(w io.Writer, res reencryptResult) {
 			fmt.Fprintln(w, "  job not finished: run the same command again to resume")
 		}
 	}
+}
+
+// openDB opens the configured database alone (no keyring, no KMS).
+func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
+	cfg, err := a.config(false)
+	if err != nil {
+		return nil, err
+	}
+	d, err := cfg.DSN()
+	if err != nil {
+		return nil, err
+	}
+	db, err := config.OpenDB(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { config.CloseDB(db) })
+	return db, nil
+}
+
+func (a *app) reencryptStatusCmd() *cobra.Command {
+	var job string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show re-encryption jobs: chunks done, leased and pending, workers and their heartbeats, rows/s, ETA",
+		Long: `status reads the job tables: every job (or --job ID), its table and column,
+its chunks done, leased (by a worker whose lease runs) and pending, the
+workers holding chunks with their last heartbeat (a worker that stopped
+heartbeating, killed or cut off, is marked stopped: its chunks are taken
+over when its lease expires), and the job's rows/s and ETA. It needs no key.`,
+		Example: `  fieldcrypt reencrypt status
+  fieldcrypt reencrypt status --job rotate-2026-11 -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			jobs, err := reencrypt.Status(cmd.Context(), db, job)
+			if err != nil {
+				return err
+			}
+			if jobs == nil {
+				jobs = []reencrypt.JobStatus{}
+			}
+			return a.emit(jobs, func(w io.Writer) { printJobs(w, jobs) })
+		},
+	}
+	cmd.Flags().StringVar(&job, "job", "", "only this job")
+	return cmd
+}
+
+func printJobs(w io.Writer, jobs []reencrypt.JobStatus) {
+	if len(jobs) == 0 {
+		fmt.Fprintln(w, "no re-encryption jobs")
+	}
+	for _, j := range jobs {
+		state := "running"
+		if j.Finished != nil {
+			state = "finished " + j.Finished.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s  %s.%s  %s  %s\n", j.JobID, j.Table, j.Column, j.Mode, state)
+		fmt.Fprintf(w, "  rows %d/%d (%d changed, %d failed)  chunks %d done, %d leased, %d pending of %d  %.1f rows/s",
+			j.RowsDone, j.TotalRows, j.Changed, j.Failed, j.ChunksDone, j.ChunksLeased, j.ChunksPending, j.Chunks, j.RowsPerS)
+		if j.ETAS > 0 {
+			fmt.Fprintf(w, "  ETA %s", time.Duration(j.ETAS*float64(time.Second)).Round(time.Second))
+		}
+		fmt.Fprintln(w)
+		for _, wk := range j.Workers {
+			stopped := ""
+			if wk.Stopped {
+				stopped = fmt.Sprintf("  STOPPED: its chunks are taken over at %s", wk.LeaseUntil.Format(time.RFC3339))
+			}
+			fmt.Fprintf(w, "  worker %s: %d chunks, last heartbeat %s%s\n", wk.Owner, wk.Chunks, wk.LastHeartbeat.Format(time.RFC3339), stopped)
+		}
+	}
+}
+
+func (a *app) reencryptPruneCmd() *cobra.Command {
+	var job string
+	var olderThan time.Duration
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Delete finished re-encryption jobs from the job tables",
+		Long: `prune deletes the rows of finished jobs (their job and chunk rows) that
+finished more than --older-than ago (default 7 days; 0: all finished
+jobs), or of the one job --job names, finished or not (its workers then
+stop with a lost lease). Job rows hold key values of the processed
+tables, never column values: pruning loses only the history.`,
+		Example: `  fieldcrypt reencrypt prune
+  fieldcrypt reencrypt prune --older-than 0s
+  fieldcrypt reencrypt prune --job rotate-2026-11`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if olderThan < 0 {
+				return usageErrorf("--older-than %s: want 0 or more", olderThan)
+			}
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ids, err := reencrypt.Prune(cmd.Context(), db, olderThan, job)
+			if err != nil {
+				return err
+			}
+			if ids == nil {
+				ids = []string{}
+			}
+			return a.emit(map[string][]string{"pruned": ids}, func(w io.Writer) {
+				fmt.Fprintf(w, "pruned %d jobs %s\n", len(ids), strings.Join(ids, " "))
+			})
+		},
+	}
+	cmd.Flags().StringVar(&job, "job", "", "prune this job (finished or not)")
+	cmd.Flags().DurationVar(&olderThan, "older-than", 7*24*time.Hour, "prune jobs finished longer ago than this")
+	return cmd
 }

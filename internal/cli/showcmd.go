@@ -51,11 +51,13 @@ docs/console.md.`,
 			if err != nil {
 				return err
 			}
-			cc := console.Config{Columns: consoleColumns(cfg)}
-			if len(reveal) > 0 || q.Where != nil && isEncrypted(cfg, q.Table, q.Where.Column) {
-				if cc.Keys, err = a.keyring(ctx, false); err != nil {
+			cc := console.Config{Columns: cfg.ConsoleColumns()}
+			if len(reveal) > 0 || q.Where != nil && cfg.IsEncrypted(q.Table, q.Where.Column) {
+				op, err := a.operator(ctx, false)
+				if err != nil {
 					return err
 				}
+				cc.Keys = op.Keyring
 			}
 			if cfg.AuditLog != "" || cfg.AuditChain != nil {
 				cc.Audit = a.auditSink()
@@ -64,7 +66,7 @@ docs/console.md.`,
 			if err != nil {
 				return err
 			}
-			ctx = audit.WithActor(ctx, actorOf(cfg))
+			ctx = audit.WithActor(ctx, cfg.ActorValue())
 			var res *console.Result
 			if len(reveal) > 0 {
 				res, err = c.Reveal(ctx, q, reveal, reason)

@@ -1,28 +1,16 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
-)
 
-type shredReport struct {
-	Report           string    `json:"report"` // "fieldcrypt tenant shred report v1"
-	Tenant           string    `json:"tenant"`
-	Keyring          string    `json:"keyring"`
-	Database         string    `json:"database"`
-	At               time.Time `json:"at"`
-	Actor            string    `json:"actor"`
-	Host             string    `json:"host"`
-	Destroyed        []kekJSON `json:"destroyed"`
-	AlreadyDestroyed []string  `json:"already_destroyed"`
-	Scopes           []string  `json:"scopes"`
-	Statement        string    `json:"statement"`
-	ReportFile       string    `json:"report_file,omitempty"`
-}
+	"github.com/fieldcrypt/fieldcrypt/config"
+	"github.com/fieldcrypt/fieldcrypt/ops"
+)
 
 func (a *app) keysShredCmd() *cobra.Command {
 	var yes bool
@@ -41,53 +29,27 @@ scripts). Stop the tenant's traffic first.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kr, err := a.keyring(ctx, false)
+			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
 			}
-			tenant := a.cfg.Tenant
+			tenant := op.Config.Tenant
 			if tenant == "" {
 				return usageErrorf("--tenant is required")
 			}
-			if err := a.confirm(ctx, yes, fmt.Sprintf("Shred tenant %q? All of its encrypted data becomes unreadable forever.", tenant), tenant); err != nil {
-				return err
-			}
-			rep, err := kr.ShredTenant(ctx, tenant) // records kek.destroyed per version and tenant.shredded
-			if err != nil {
-				return err
-			}
-			host, _ := os.Hostname()
-			out := shredReport{
-				Report: "fieldcrypt tenant shred report v1", Tenant: tenant, Keyring: a.cfg.Keyring, Database: a.dsn.Redacted,
-				At: rep.At.UTC(), Actor: a.actorName(), Host: host,
-				Destroyed: []kekJSON{}, AlreadyDestroyed: []string{}, Scopes: []string{},
-			}
-			for _, d := range rep.Destroyed {
-				out.Destroyed = append(out.Destroyed, kekOf(d))
-			}
-			for _, r := range rep.AlreadyDestroyed {
-				out.AlreadyDestroyed = append(out.AlreadyDestroyed, r.String())
-			}
-			for _, s := range rep.Scopes {
-				out.Scopes = append(out.Scopes, s.String())
-			}
-			out.Statement = fmt.Sprintf("All %d key-encryption key versions of tenant %q in keyring %q were destroyed (wrapped keys deleted) by %s at %s; data encrypted under them cannot be decrypted.",
-				len(out.Destroyed)+len(out.AlreadyDestroyed), tenant, out.Keyring, out.Actor, out.At.Format(time.RFC3339))
-			if len(out.Scopes) == 0 {
-				out.Statement = fmt.Sprintf("Tenant %q has no keys in keyring %q: nothing to destroy.", tenant, out.Keyring)
-			}
 			if reportPath != "" {
-				path := resolvePath(a.io.Dir, reportPath)
-				if err := writeJSONFile(path, out); err != nil {
-					return fmt.Errorf("tenant shredded, but writing the report failed: %w", err)
-				}
-				out.ReportFile = path
+				reportPath = config.ResolvePath(a.io.Dir, reportPath)
 			}
-			return a.emit(out, func(w io.Writer) {
+			out, err := op.Shred(ctx, tenant, ops.ShredOptions{ReportPath: reportPath, Confirm: a.confirm(yes)})
+			if out == nil {
+				return err
+			}
+			// The keys are gone: print the report even if writing it failed.
+			return errors.Join(err, a.emit(out, func(w io.Writer) {
 				fmt.Fprintf(w, "SHRED REPORT  tenant %q  keyring %q  database %s\n", out.Tenant, out.Keyring, out.Database)
 				fmt.Fprintf(w, "at %s by %s on %s\n", out.At.Format(time.RFC3339), out.Actor, out.Host)
 				for _, d := range out.Destroyed {
-					fmt.Fprintf(w, "  destroyed %s v%d (master key %s)\n", scopeName(d.Class, d.Tenant), d.Version, d.MasterKeyURI)
+					fmt.Fprintf(w, "  destroyed %s v%d (master key %s)\n", d.Ref.Scope(), d.Ref.Version, d.MasterKeyURI)
 				}
 				for _, r := range out.AlreadyDestroyed {
 					fmt.Fprintf(w, "  already destroyed %s\n", r)
@@ -96,7 +58,7 @@ scripts). Stop the tenant's traffic first.`,
 				if out.ReportFile != "" {
 					fmt.Fprintf(w, "report written to %s\n", out.ReportFile)
 				}
-			})
+			}))
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (scripts)")

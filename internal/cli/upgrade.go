@@ -6,17 +6,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/fieldcrypt/fieldcrypt/keyring"
 )
-
-type upgradeJSON struct {
-	Class           string   `json:"class"`
-	ClassKeyCreated bool     `json:"class_key_created"`
-	Sealed          []string `json:"sealed"` // scopes sealed now, as they were
-	AlreadySealed   int      `json:"already_sealed"`
-	Renamed         int      `json:"renamed"` // records moved from a relative local:// URI to the absolute one
-}
 
 func (a *app) keysUpgradeCmd() *cobra.Command {
 	var yes bool
@@ -47,28 +37,13 @@ interrupted run. It asks for confirmation; in scripts pass --yes.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kr, err := a.keyring(ctx, true) // adds the columns sealing needs
+			op, err := a.operator(ctx, true) // adds the columns sealing needs
 			if err != nil {
 				return err
 			}
-			if err := a.confirm(ctx, yes, "Seal the keyring as it is now? You vouch that nobody tampered with it.", "upgrade"); err != nil {
-				return err
-			}
-			var opts []keyring.UpgradeOption
-			for rel, abs := range a.cfg.legacyURIs() {
-				opts = append(opts, keyring.WithMasterKeyAlias(rel, abs))
-			}
-			rep, err := kr.Upgrade(ctx, opts...) // records keyring.sealed per class
+			out, err := op.Upgrade(ctx, a.confirm(yes)) // records keyring.sealed per class
 			if err != nil {
 				return err
-			}
-			out := []upgradeJSON{}
-			for _, cu := range rep.Classes {
-				u := upgradeJSON{Class: cu.Class.String(), ClassKeyCreated: cu.ClassKeyCreated, Sealed: []string{}, AlreadySealed: cu.AlreadySealed, Renamed: cu.Renamed}
-				for _, s := range cu.Sealed {
-					u.Sealed = append(u.Sealed, s.String())
-				}
-				out = append(out, u)
 			}
 			return a.emit(out, func(w io.Writer) {
 				for _, u := range out {

@@ -11,9 +11,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
+	"github.com/fieldcrypt/fieldcrypt/ops"
 )
 
 // TestRunFromAnotherDirectory: init stores canonical master key URIs, so
@@ -36,13 +38,13 @@ func TestRunFromAnotherDirectory(t *testing.T) {
 	// The application: configured in code, run from a third directory.
 	t.Chdir(t.TempDir())
 	ctx := context.Background()
-	cfg := keyring.Config{Name: DefaultKeyring, Classes: map[string]keyring.ClassConfig{}}
+	cfg := keyring.Config{Name: config.DefaultKeyring, Classes: map[string]keyring.ClassConfig{}}
 	for _, c := range []string{"critical", "high", "moderate", "low"} {
 		cfg.Classes[c] = keyring.ClassConfig{MasterKey: localkms.URI(filepath.Join(project, ".fieldcrypt", "master-"+c+".key"))}
 	}
-	db, err := OpenDB(ctx, mustDSN(t, project))
+	db, err := config.OpenDB(ctx, mustDSN(t, project))
 	require.NoError(t, err)
-	defer closeDB(db)
+	defer config.CloseDB(db)
 	kr, err := keyring.New(cfg, keyring.NewGormStoreNoMigrate(db))
 	require.NoError(t, err)
 	defer kr.Close()
@@ -74,9 +76,9 @@ func TestRunFromAnotherDirectory(t *testing.T) {
 // fieldcrypt wrote: no class keys, no MACs, relative local:// URIs.
 func legacyKeyring(t *testing.T, e *env) {
 	t.Helper()
-	db, err := OpenDB(context.Background(), mustDSN(t, e.dir))
+	db, err := config.OpenDB(context.Background(), mustDSN(t, e.dir))
 	require.NoError(t, err)
-	defer closeDB(db)
+	defer config.CloseDB(db)
 	for _, col := range []string{"epoch", "mac", "class_key_uri", "class_key_wrapped", "class_key_created_at"} {
 		require.NoError(t, db.Exec("ALTER TABLE "+keyring.ScopeTable+" DROP COLUMN "+col).Error)
 	}
@@ -118,7 +120,7 @@ func TestUpgradeLegacyKeyring(t *testing.T) {
 	r = e.code(ExitRefused, "keys", "upgrade")
 	assert.Contains(t, r.stderr, "--yes")
 	r = e.ok("keys", "upgrade", "--yes", "-o", "json")
-	var out []upgradeJSON
+	var out []ops.UpgradeResult
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
 	require.Len(t, out, 4)
 	for _, u := range out {
@@ -137,9 +139,9 @@ func TestUpgradeLegacyKeyring(t *testing.T) {
 	assert.Contains(t, e.auditLog(), `"event":"keyring.sealed"`)
 
 	// Tampering afterwards: exit 3 (integrity), not 4.
-	db, err := OpenDB(context.Background(), mustDSN(t, e.dir))
+	db, err := config.OpenDB(context.Background(), mustDSN(t, e.dir))
 	require.NoError(t, err)
-	defer closeDB(db)
+	defer config.CloseDB(db)
 	require.NoError(t, db.Exec("UPDATE "+keyring.KEKTable+" SET state = 'retired' WHERE class = 'low' AND version = 1").Error)
 	r = e.code(ExitIntegrity, "keys", "list")
 	assert.Contains(t, r.stderr, "MAC does not verify")
@@ -147,9 +149,9 @@ func TestUpgradeLegacyKeyring(t *testing.T) {
 }
 
 // mustDSN is the DSN of the SQLite database init created in dir.
-func mustDSN(t *testing.T, dir string) DSN {
+func mustDSN(t *testing.T, dir string) config.DSN {
 	t.Helper()
-	d, err := ParseDSN(DefaultDatabase, dir)
+	d, err := config.ParseDSN(config.DefaultDatabase, dir)
 	require.NoError(t, err)
 	return d
 }

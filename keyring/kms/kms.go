@@ -11,19 +11,27 @@
 //	gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K
 //	local:///var/lib/fieldcrypt/master-critical.key
 //
-// Backends register an Opener for their scheme in an init function; import
-// the backend package (for example keyring/kms/awskms) to make its scheme
-// available.
+// Backends register an Opener for their scheme in DefaultRegistry in an
+// init function; import the backend package (for example
+// keyring/kms/awskms) to make its scheme available. Each backend validates
+// its own URIs (URIValidator), so a scheme you Register works everywhere a
+// built-in one does. An application that needs other settings (an
+// emulator's endpoint, say) builds its own Registry, registers explicitly
+// configured openers (awskms.Opener, gcpkms.Opener, localkms.Opener) and
+// passes it to the keyring (keyring.WithOpener). No backend reads the
+// environment to change where keys are sent.
 package kms
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 )
 
 // MasterKey wraps and unwraps key material under a master key held by a KMS.
@@ -39,6 +47,9 @@ type MasterKey interface {
 	// Unwrap decrypts what Wrap returned. It fails with ErrAuthentication if
 	// ec differs from the one used to wrap, or the input was altered.
 	Unwrap(ctx context.Context, wrapped []byte, ec EncryptionContext) ([]byte, error)
+	// Close releases what the key holds (a client connection, key
+	// material). The key must not be used after Close.
+	Close() error
 }
 
 // EncryptionContext is authenticated, non-secret context bound to a wrap:
@@ -70,24 +81,31 @@ func (ec EncryptionContext) Canonical() []byte {
 	return out
 }
 
-// Sentinel errors shared by every backend. Test with errors.Is.
+// Sentinel errors shared by every backend. Test with errors.Is;
+// fielderr.KindOf gives their kind.
 var (
 	// ErrUnavailable: the KMS could not be reached or timed out (KMS down).
-	ErrUnavailable = errors.New("kms: unavailable")
+	ErrUnavailable = fielderr.New(fielderr.KeyUnavailable, "kms: unavailable")
 	// ErrAccessDenied: the KMS refused the caller's credentials or policy.
-	ErrAccessDenied = errors.New("kms: access denied")
+	ErrAccessDenied = fielderr.New(fielderr.AccessDenied, "kms: access denied")
 	// ErrKeyDisabled: the master key exists but is disabled or scheduled
 	// for deletion.
-	ErrKeyDisabled = errors.New("kms: master key disabled")
+	ErrKeyDisabled = fielderr.New(fielderr.KeyUnavailable, "kms: master key disabled")
 	// ErrKeyNotFound: the master key does not exist.
-	ErrKeyNotFound = errors.New("kms: master key not found")
+	ErrKeyNotFound = fielderr.New(fielderr.NotFound, "kms: master key not found")
 	// ErrAuthentication: the wrapped key failed authentication (wrong
 	// encryption context, wrong master key, or corrupted input).
-	ErrAuthentication = errors.New("kms: authentication failed")
+	//
+	// Deprecated: it is fielderr.ErrAuthentication (the same value); kept
+	// for one release.
+	ErrAuthentication = fielderr.ErrAuthentication
 	// ErrInvalidURI: a master key URI is malformed or names an unknown scheme.
-	ErrInvalidURI = errors.New("kms: invalid master key URI")
+	ErrInvalidURI = fielderr.New(fielderr.InvalidInput, "kms: invalid master key URI")
 	// ErrInvalidInput: bad arguments (empty key, oversize input, bad context).
-	ErrInvalidInput = errors.New("kms: invalid input")
+	//
+	// Deprecated: it is fielderr.ErrInvalidInput (the same value); kept for
+	// one release.
+	ErrInvalidInput = fielderr.ErrInvalidInput
 )
 
 // Error is the error type backends return. It names the operation and the
@@ -100,11 +118,21 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("kms %s with %s: %v", e.Op, e.URI, e.Err) }
-func (e *Error) Unwrap() error { return e.Err }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() []error { return []error{e.Err} }
 
 // Opener opens a master key from its URI.
 type Opener interface {
 	OpenMasterKey(ctx context.Context, uri string) (MasterKey, error)
+}
+
+// URIValidator is implemented by openers that check a URI of their scheme
+// without contacting the KMS. Every backend's opener implements it, so a
+// configuration is checked by the parser that will open it, and a scheme
+// added with Register is checked by its own backend.
+type URIValidator interface {
+	ValidateURI(uri string) error
 }
 
 // OpenerFunc adapts a function to Opener.
@@ -115,19 +143,96 @@ func (f OpenerFunc) OpenMasterKey(ctx context.Context, uri string) (MasterKey, e
 	return f(ctx, uri)
 }
 
-var (
+// Registry opens master keys by the scheme of their URI, through the
+// Opener registered for it (like go-cloud's URLMux). It is an Opener and a
+// URIValidator itself, so a keyring or a backup can be given one. The zero
+// value is an empty registry ready to use; DefaultRegistry is the one
+// Register, Open and ValidateURI use, and the one backend packages register
+// their default openers in when imported.
+type Registry struct {
 	mu      sync.RWMutex
-	openers = map[string]Opener{}
-)
+	openers map[string]Opener
+}
+
+// DefaultRegistry holds the openers backend packages register in their
+// init functions (import keyring/kms/awskms for aws-kms://, ...).
+var DefaultRegistry = new(Registry)
+
+var schemeRE = regexp.MustCompile(`^[a-z][a-z0-9+.-]*$`)
 
 // Register makes o open URIs of the given scheme ("aws-kms", "gcp-kms",
-// "local"). Registering a scheme twice replaces the opener, so tests can
-// point a scheme at an emulator.
-func Register(scheme string, o Opener) {
-	mu.Lock()
-	defer mu.Unlock()
-	openers[scheme] = o
+// "local", or one of your own: lower-case letters, digits, '+', '.', '-').
+// Registering a scheme twice replaces the opener, so an application can
+// point a scheme at an emulator with an explicitly configured opener.
+func (r *Registry) Register(scheme string, o Opener) {
+	if !schemeRE.MatchString(scheme) || o == nil {
+		panic(fmt.Sprintf("kms: Register(%q): invalid scheme or nil opener", scheme))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.openers == nil {
+		r.openers = map[string]Opener{}
+	}
+	r.openers[scheme] = o
 }
+
+// Schemes lists the registered schemes, sorted.
+func (r *Registry) Schemes() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.openers))
+	for s := range r.openers {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *Registry) opener(uri string) (Opener, error) {
+	scheme, err := Scheme(uri)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.RLock()
+	o, ok := r.openers[scheme]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %q: unknown scheme %q (registered: %s; import a backend package, e.g. keyring/kms/awskms, or kms.Register yours)",
+			ErrInvalidURI, uri, scheme, strings.Join(r.Schemes(), ", "))
+	}
+	return o, nil
+}
+
+// OpenMasterKey opens the master key a URI names, through the opener
+// registered for its scheme.
+func (r *Registry) OpenMasterKey(ctx context.Context, uri string) (MasterKey, error) {
+	o, err := r.opener(uri)
+	if err != nil {
+		return nil, err
+	}
+	return o.OpenMasterKey(ctx, uri)
+}
+
+// ValidateURI checks a master key URI without contacting any KMS: its
+// scheme must be registered, and its backend must accept the rest (openers
+// that are not URIValidators accept anything after "scheme://"). Errors
+// wrap ErrInvalidURI.
+func (r *Registry) ValidateURI(uri string) error {
+	o, err := r.opener(uri)
+	if err != nil {
+		return err
+	}
+	if v, ok := o.(URIValidator); ok {
+		return v.ValidateURI(uri)
+	}
+	if _, rest, _ := strings.Cut(uri, "://"); strings.TrimSpace(rest) == "" {
+		return fmt.Errorf("%w: %q: nothing after the scheme", ErrInvalidURI, uri)
+	}
+	return nil
+}
+
+// Register registers o for scheme in DefaultRegistry.
+func Register(scheme string, o Opener) { DefaultRegistry.Register(scheme, o) }
 
 // Scheme returns the scheme of a master key URI ("aws-kms" for
 // "aws-kms://arn:..."), or an error wrapping ErrInvalidURI.
@@ -139,21 +244,13 @@ func Scheme(uri string) (string, error) {
 	return uri[:i], nil
 }
 
-// Open opens the master key a URI names, through the opener registered for
-// its scheme.
+// Open opens the master key a URI names through DefaultRegistry.
 func Open(ctx context.Context, uri string) (MasterKey, error) {
-	scheme, err := Scheme(uri)
-	if err != nil {
-		return nil, err
-	}
-	mu.RLock()
-	o, ok := openers[scheme]
-	mu.RUnlock()
-	if !ok {
-		return nil, fmt.Errorf("%w: no backend registered for scheme %q in %q (import its package, e.g. keyring/kms/awskms)", ErrInvalidURI, scheme, uri)
-	}
-	return o.OpenMasterKey(ctx, uri)
+	return DefaultRegistry.OpenMasterKey(ctx, uri)
 }
+
+// ValidateURI checks a master key URI against DefaultRegistry.
+func ValidateURI(uri string) error { return DefaultRegistry.ValidateURI(uri) }
 
 // MaxKeySize is the largest key, in bytes, that Wrap accepts (the AWS KMS
 // Encrypt limit; every backend enforces it so that backends are

@@ -13,22 +13,45 @@
 // Wrap calls Encrypt and Unwrap calls Decrypt, both with KeyId set to the
 // ARN and the encryption context passed as KMS's native
 // EncryptionContext, so KMS authenticates it, logs it in CloudTrail, and
-// key policies can condition on it (kms:EncryptionContext:classification).
-// Decrypt also checks that KMS answered with the expected key.
+// key policies can condition on it. Decrypt also checks that KMS answered
+// with the expected key.
+//
+// The context keys fieldcrypt sends all start with "fieldcrypt:" (see
+// docs/operations.md, "KMS key policies", for every wrap):
+//
+//   - a KEK: fieldcrypt:class (the class name, lower case: "critical"),
+//     fieldcrypt:kek-version (decimal: "3"), fieldcrypt:keyring (the
+//     keyring id), and fieldcrypt:tenant for a tenant's KEK;
+//   - a class key: fieldcrypt:class, fieldcrypt:keyring and
+//     fieldcrypt:purpose = "class-key";
+//   - a backup's file key: fieldcrypt:purpose = "backup",
+//     fieldcrypt:backup-version, fieldcrypt:class, fieldcrypt:export-id,
+//     fieldcrypt:created-at and, when named, fieldcrypt:export-name.
+//
+// So a key policy condition reads, for example,
+//
+//	"Condition": {"StringEquals": {
+//	    "kms:EncryptionContext:fieldcrypt:keyring": "billing",
+//	    "kms:EncryptionContext:fieldcrypt:class": "critical"}}
 //
 // Every call runs under the caller's ctx: give it a deadline, as the SDK
 // retries transient failures (3 attempts by default) with backoff.
 //
-// For tests and emulators (moto, LocalStack), FIELDCRYPT_AWS_KMS_ENDPOINT
-// overrides the base endpoint of the registered opener and disables the EC2
-// instance metadata client. Never set it in production.
+// The opener registered for aws-kms:// (Opener{}) always talks to the
+// region's real AWS KMS endpoint over TLS: no environment variable changes
+// that (the SDK's own AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_KMS are
+// ignored). For tests and emulators (moto, LocalStack), register an Opener
+// with Endpoint set, in your own kms.Registry or in kms.DefaultRegistry; a
+// plain http:// endpoint also needs Insecure, which says on purpose that
+// wrapped and unwrapped keys may cross the network unencrypted.
 package awskms
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -37,6 +60,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	kmssdk "github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
@@ -44,15 +68,19 @@ import (
 // Scheme is the URI scheme this package registers.
 const Scheme = "aws-kms"
 
-// EndpointEnv names the environment variable that overrides the KMS base
-// endpoint of the registered opener (e.g. http://127.0.0.1:5000 for moto).
-const EndpointEnv = "FIELDCRYPT_AWS_KMS_ENDPOINT"
+var (
+	partitionRE = regexp.MustCompile(`^aws[a-z-]*$`)
+	regionRE    = regexp.MustCompile(`^[a-z0-9-]+$`)
+	accountRE   = regexp.MustCompile(`^[0-9]{12}$`)
+	keyIDRE     = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
+	aliasRE     = regexp.MustCompile(`^[A-Za-z0-9/_-]+$`)
+)
 
 // maxCiphertext is AWS KMS's limit on Decrypt's CiphertextBlob.
 const maxCiphertext = 6144
 
 func init() {
-	kms.Register(Scheme, kms.OpenerFunc(openURI))
+	kms.Register(Scheme, Opener{})
 }
 
 // API is the part of the AWS KMS client this package uses; *kms.Client
@@ -85,9 +113,18 @@ func ParseURI(uri string) (arn.ARN, error) {
 		return bad("no region")
 	case a.AccountID == "":
 		return bad("no account")
+	case !partitionRE.MatchString(a.Partition):
+		return bad("unknown partition")
+	case !regionRE.MatchString(a.Region):
+		return bad("bad region")
+	case !accountRE.MatchString(a.AccountID):
+		return bad("account is not 12 digits")
 	}
 	kind, id, _ := strings.Cut(a.Resource, "/")
-	if (kind != "key" && kind != "alias") || id == "" {
+	switch {
+	case kind == "key" && keyIDRE.MatchString(id):
+	case kind == "alias" && aliasRE.MatchString(id):
+	default:
 		return bad("resource is neither key/ID nor alias/NAME")
 	}
 	return a, nil
@@ -146,31 +183,81 @@ func New(ctx context.Context, uri string, opts ...Option) (*MasterKey, error) {
 	return k, nil
 }
 
-func openURI(ctx context.Context, uri string) (kms.MasterKey, error) {
+// Opener opens aws-kms:// URIs with the SDK's default credential chain and
+// the ARN's region. The zero value is the production opener registered in
+// kms.DefaultRegistry.
+type Opener struct {
+	// Endpoint overrides the KMS base endpoint (an emulator such as moto:
+	// http://127.0.0.1:5000). Empty: the region's AWS KMS endpoint.
+	Endpoint string
+	// Insecure allows an http:// Endpoint: keys then cross the network
+	// unencrypted. For emulators only; never set it in production.
+	Insecure bool
+	// DisableIMDS stops the SDK from asking the EC2 instance metadata
+	// service for credentials (outside EC2 it only adds a delay).
+	DisableIMDS bool
+}
+
+// ValidateURI checks an aws-kms:// URI without contacting AWS.
+func (o Opener) ValidateURI(uri string) error {
+	_, err := ParseURI(uri)
+	return err
+}
+
+// OpenMasterKey returns the master key uri names. It makes no call to AWS
+// KMS.
+func (o Opener) OpenMasterKey(ctx context.Context, uri string) (kms.MasterKey, error) {
 	a, err := ParseURI(uri)
 	if err != nil {
 		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
 	}
-	endpoint := os.Getenv(EndpointEnv)
-	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(a.Region)}
-	if endpoint != "" {
+	if err := o.CheckEndpoint(); err != nil {
+		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
+	}
+	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(a.Region), config.WithLogger(logging.Nop{})}
+	if o.DisableIMDS {
 		loadOpts = append(loadOpts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
 		return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: load AWS config: %w", kms.ErrUnavailable, err)}
 	}
-	client := kmssdk.NewFromConfig(cfg, func(o *kmssdk.Options) {
-		o.Region = a.Region
-		if endpoint != "" {
-			o.BaseEndpoint = aws.String(endpoint)
+	client := kmssdk.NewFromConfig(cfg, func(opts *kmssdk.Options) {
+		opts.Region = a.Region
+		// Only an explicit Endpoint moves the calls: not AWS_ENDPOINT_URL*.
+		opts.BaseEndpoint = nil
+		if o.Endpoint != "" {
+			opts.BaseEndpoint = aws.String(o.Endpoint)
 		}
 	})
 	return New(ctx, uri, WithClient(client))
 }
 
+// CheckEndpoint checks Endpoint: https, or http with Insecure.
+func (o Opener) CheckEndpoint() error {
+	if o.Endpoint == "" {
+		return nil
+	}
+	u, err := url.Parse(o.Endpoint)
+	switch {
+	case err != nil || u.Host == "":
+		return fmt.Errorf("%w: endpoint %q is not a URL (want https://HOST[:PORT])", kms.ErrInvalidInput, o.Endpoint)
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && o.Insecure:
+		return nil
+	case u.Scheme == "http":
+		return fmt.Errorf("%w: endpoint %q is plain http: keys would cross the network unencrypted (set insecure for an emulator)", kms.ErrInvalidInput, o.Endpoint)
+	}
+	return fmt.Errorf("%w: endpoint %q: want https:// (or http:// with insecure)", kms.ErrInvalidInput, o.Endpoint)
+}
+
 // URI returns the key's aws-kms:// URI.
 func (k *MasterKey) URI() string { return k.uri }
+
+// Close does nothing: the SDK client holds no connection of its own that
+// outlives a call.
+func (k *MasterKey) Close() error { return nil }
 
 // Wrap encrypts key with AWS KMS Encrypt, bound to ec.
 func (k *MasterKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,15 +167,11 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
-// TestRegisteredOpener opens keys through kms.Open with the environment a
-// test or emulator setup uses: endpoint override, static credentials, no
-// shared config files, no IMDS.
-func TestRegisteredOpener(t *testing.T) {
-	endpoint := testsvc.Moto(t)
-	c := client(endpoint, 0)
-	arn := motoKey(t, c)
+// awsTestEnv is the environment a test or emulator setup uses: static
+// credentials, no shared config files, no IMDS, and a region the ARN
+// overrides.
+func awsTestEnv(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv(awskms.EndpointEnv, endpoint)
 	t.Setenv("AWS_ACCESS_KEY_ID", "test")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
 	t.Setenv("AWS_SESSION_TOKEN", "")
@@ -181,10 +180,23 @@ func TestRegisteredOpener(t *testing.T) {
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_MAX_ATTEMPTS", "1")
+}
+
+// TestOpenerWithEmulator opens keys through a registry whose aws-kms
+// opener is explicitly pointed at moto.
+func TestOpenerWithEmulator(t *testing.T) {
+	endpoint := testsvc.Moto(t)
+	c := client(endpoint, 0)
+	arn := motoKey(t, c)
+	awsTestEnv(t)
+	reg := new(kms.Registry)
+	reg.Register(awskms.Scheme, awskms.Opener{Endpoint: endpoint, Insecure: true, DisableIMDS: true})
 
 	ctx := context.Background()
-	k, err := kms.Open(ctx, "aws-kms://"+arn)
+	k, err := reg.OpenMasterKey(ctx, "aws-kms://"+arn)
 	require.NoError(t, err)
+	defer k.Close()
 	assert.Equal(t, "aws-kms://"+arn, k.URI())
 	wrapped, err := k.Wrap(ctx, []byte("0123456789abcdef"), kms.EncryptionContext{"a": "b"})
 	require.NoError(t, err)
@@ -192,8 +204,35 @@ func TestRegisteredOpener(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "0123456789abcdef", string(got))
 
-	_, err = kms.Open(ctx, "aws-kms://arn:aws:s3:::bucket")
+	_, err = reg.OpenMasterKey(ctx, "aws-kms://arn:aws:s3:::bucket")
 	assert.ErrorIs(t, err, kms.ErrInvalidURI)
+	// plain http without Insecure: refused before any call
+	_, err = awskms.Opener{Endpoint: endpoint}.OpenMasterKey(ctx, "aws-kms://"+arn)
+	assert.ErrorIs(t, err, kms.ErrInvalidInput)
+	assert.Contains(t, err.Error(), "insecure")
+}
+
+// TestEnvironmentCannotRedirectKeys: neither fieldcrypt's old endpoint
+// variable nor the SDK's own AWS_ENDPOINT_URL variables move the calls of
+// the default opener: a server they name never sees a request.
+func TestEnvironmentCannotRedirectKeys(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Error(w, "no", http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	awsTestEnv(t)
+	t.Setenv("FIELDCRYPT_AWS_KMS_ENDPOINT", srv.URL)
+	t.Setenv("AWS_ENDPOINT_URL", srv.URL)
+	t.Setenv("AWS_ENDPOINT_URL_KMS", srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	k, err := kms.Open(ctx, "aws-kms://arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+	require.NoError(t, err)
+	_, err = k.Wrap(ctx, []byte("0123456789abcdef"), nil)
+	require.Error(t, err, "there is no real AWS KMS here: the call must fail")
+	assert.Zero(t, hits.Load(), "the key went to the address in the environment")
 }
 
 func TestParseURI(t *testing.T) {

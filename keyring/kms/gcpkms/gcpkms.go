@@ -20,9 +20,12 @@
 // Unavailable and DeadlineExceeded for up to 60 s unless ctx ends sooner,
 // so callers should give every call a deadline.
 //
-// For tests and emulators, FIELDCRYPT_GCP_KMS_ENDPOINT (host:port) points
-// the registered opener at a plaintext, unauthenticated gRPC endpoint.
-// Never set it in production.
+// The opener registered for gcp-kms:// (Opener{}) always talks to Cloud
+// KMS with TLS and Application Default Credentials: no environment
+// variable changes that. For tests and emulators, register an Opener with
+// Endpoint (host:port) and, for a plaintext unauthenticated emulator,
+// Insecure: it drops TLS and authentication, so unwrapped keys would cross
+// the network in clear. Never set it in production.
 package gcpkms
 
 import (
@@ -30,9 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"strings"
-	"sync"
 
 	kmsapi "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
@@ -49,10 +50,6 @@ import (
 // Scheme is the URI scheme this package registers.
 const Scheme = "gcp-kms"
 
-// EndpointEnv names the environment variable that points the registered
-// opener at an emulator (host:port, plaintext gRPC, no authentication).
-const EndpointEnv = "FIELDCRYPT_GCP_KMS_ENDPOINT"
-
 // maxCiphertext is Cloud KMS's limit on Decrypt's ciphertext; anything
 // longer cannot have come from Encrypt.
 const maxCiphertext = 10*(1<<10) + 64*(1<<10)
@@ -67,7 +64,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func crc32c(b []byte) int64 { return int64(crc32.Checksum(b, castagnoli)) }
 
 func init() {
-	kms.Register(Scheme, kms.OpenerFunc(openURI))
+	kms.Register(Scheme, Opener{})
 }
 
 // KeyName returns the crypto key resource name in a gcp-kms:// URI, or an
@@ -138,45 +135,52 @@ func New(ctx context.Context, uri string, opts ...Option) (*MasterKey, error) {
 	return k, nil
 }
 
-// The registered opener shares one client per endpoint: a gRPC connection
-// is costly, and a process opens a handful of master keys.
-var (
-	clientsMu sync.Mutex
-	clients   = map[string]*kmsapi.KeyManagementClient{}
-)
+// Opener opens gcp-kms:// URIs. The zero value is the production opener
+// registered in kms.DefaultRegistry: Cloud KMS over TLS with Application
+// Default Credentials. Each key it opens has its own client, which the
+// key's Close closes: no client outlives the keys that use it.
+type Opener struct {
+	// Endpoint overrides the Cloud KMS endpoint (host:port). It keeps TLS
+	// and authentication unless Insecure is set.
+	Endpoint string
+	// Insecure talks to Endpoint in plaintext gRPC without authentication
+	// (an emulator): unwrapped keys cross the network in clear. For tests
+	// only; it needs an Endpoint.
+	Insecure bool
+	// ClientOptions are passed to every client the opener creates.
+	ClientOptions []option.ClientOption
+}
 
-func openURI(ctx context.Context, uri string) (kms.MasterKey, error) {
+// ValidateURI checks a gcp-kms:// URI without contacting Cloud KMS.
+func (o Opener) ValidateURI(uri string) error {
+	_, err := KeyName(uri)
+	return err
+}
+
+// OpenMasterKey returns the master key uri names, with a client of its
+// own. It makes no call to Cloud KMS.
+func (o Opener) OpenMasterKey(ctx context.Context, uri string) (kms.MasterKey, error) {
 	if _, err := KeyName(uri); err != nil {
 		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
 	}
-	endpoint := os.Getenv(EndpointEnv)
-	clientsMu.Lock()
-	defer clientsMu.Unlock()
-	c := clients[endpoint]
-	if c == nil {
-		var opts []option.ClientOption
-		if endpoint != "" {
-			opts = []option.ClientOption{
-				option.WithEndpoint(endpoint),
-				option.WithoutAuthentication(),
-				option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-			}
-		}
-		var err error
-		c, err = kmsapi.NewKeyManagementClient(ctx, opts...)
-		if err != nil {
-			return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: create Cloud KMS client: %w", kms.ErrUnavailable, err)}
-		}
-		clients[endpoint] = c
+	opts := append([]option.ClientOption(nil), o.ClientOptions...)
+	switch {
+	case o.Insecure && o.Endpoint == "":
+		return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: insecure needs an explicit emulator endpoint", kms.ErrInvalidInput)}
+	case o.Insecure:
+		opts = append(opts, option.WithEndpoint(o.Endpoint), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	case o.Endpoint != "":
+		opts = append(opts, option.WithEndpoint(o.Endpoint))
 	}
-	return New(ctx, uri, WithClient(c))
+	return New(ctx, uri, WithClientOptions(opts...))
 }
 
 // URI returns the key's gcp-kms:// URI.
 func (k *MasterKey) URI() string { return k.uri }
 
-// Close closes the client New created; it does nothing for a client passed
-// with WithClient or shared by the registered opener.
+// Close closes the client New (or an Opener) created; it does nothing for
+// a client passed with WithClient.
 func (k *MasterKey) Close() error {
 	if k.owned {
 		return k.client.Close()

@@ -3,6 +3,7 @@ package gcpkms_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,25 +192,58 @@ func assertStatus(t *testing.T, err error, want codes.Code) {
 	assert.Equal(t, want, status.Code(err), "status code of %v", err)
 }
 
-func TestRegisteredOpener(t *testing.T) {
+func TestOpenerWithEmulator(t *testing.T) {
 	srv := fakegcpkms.Start(t)
 	name := fakegcpkms.KeyName("registered")
 	srv.AddKey(name)
-	t.Setenv(gcpkms.EndpointEnv, srv.Addr())
+	reg := new(kms.Registry)
+	reg.Register(gcpkms.Scheme, gcpkms.Opener{Endpoint: srv.Addr(), Insecure: true})
 	ctx := context.Background()
-	k, err := kms.Open(ctx, "gcp-kms://"+name)
+	k, err := reg.OpenMasterKey(ctx, "gcp-kms://"+name)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = k.Close() })
 	assert.Equal(t, "gcp-kms://"+name, k.URI())
 	wrapped, err := k.Wrap(ctx, []byte("0123456789abcdef"), nil)
 	require.NoError(t, err)
-	k2, err := kms.Open(ctx, "gcp-kms://"+name)
+	k2, err := reg.OpenMasterKey(ctx, "gcp-kms://"+name)
 	require.NoError(t, err)
 	got, err := k2.Unwrap(ctx, wrapped, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "0123456789abcdef", string(got))
+	require.NoError(t, k2.Close())
 
-	_, err = kms.Open(ctx, "gcp-kms://projects/p")
+	_, err = reg.OpenMasterKey(ctx, "gcp-kms://projects/p")
 	assert.ErrorIs(t, err, kms.ErrInvalidURI)
+	assert.ErrorIs(t, reg.ValidateURI("gcp-kms://projects/p"), kms.ErrInvalidURI)
+	_, err = reg.OpenMasterKey(ctx, "local:///k")
+	assert.ErrorIs(t, err, kms.ErrInvalidURI, "a registry knows only what is registered in it")
+
+	// insecure without an endpoint is refused
+	_, err = gcpkms.Opener{Insecure: true}.OpenMasterKey(ctx, "gcp-kms://"+name)
+	assert.ErrorIs(t, err, kms.ErrInvalidInput)
+}
+
+// TestEnvironmentCannotRedirectKeys: the environment variable that used
+// to point the registered opener at a plaintext, unauthenticated endpoint
+// does nothing now. A key opened through the default registry with it set
+// never reaches the server it names.
+func TestEnvironmentCannotRedirectKeys(t *testing.T) {
+	srv := fakegcpkms.Start(t)
+	name := fakegcpkms.KeyName("env")
+	srv.AddKey(name)
+	t.Setenv("FIELDCRYPT_GCP_KMS_ENDPOINT", srv.Addr())
+	t.Setenv("GOOGLE_API_USE_CLIENT_CERTIFICATE", "false")
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "none.json"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	k, err := kms.Open(ctx, "gcp-kms://"+name)
+	if err == nil {
+		t.Cleanup(func() { _ = k.Close() })
+		_, err = k.Wrap(ctx, []byte("0123456789abcdef"), nil)
+	}
+	require.Error(t, err, "no credentials and no real Cloud KMS: the call must fail")
+	enc, dec := srv.Calls()
+	assert.Zero(t, enc+dec, "the key left for the address in the environment")
 }
 
 func TestWithClientOptionsAndClose(t *testing.T) {

@@ -57,6 +57,7 @@ func RunConformance(t *testing.T, h Harness) {
 	t.Run("MalformedWrapped", func(t *testing.T) { testMalformed(t, h) })
 	t.Run("CancelledContext", func(t *testing.T) { testCancelled(t, h) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
+	t.Run("Close", func(t *testing.T) { require.NoError(t, h.NewKey(t).Close()) })
 }
 
 // RandomKey returns n random bytes.

@@ -56,6 +56,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
@@ -85,9 +86,47 @@ const (
 var ErrInsecureKeyFile = errors.New("localkms: key file is not private to its owner")
 
 func init() {
-	kms.Register(Scheme, kms.OpenerFunc(func(ctx context.Context, uri string) (kms.MasterKey, error) {
-		return OpenURI(uri)
-	}))
+	kms.Register(Scheme, Opener{})
+}
+
+// Opener opens local:// URIs. It is registered for the local scheme in
+// kms.DefaultRegistry with relative paths resolving against the working
+// directory; set Dir to resolve them against another one (a configuration
+// file's directory, say).
+type Opener struct {
+	// Dir is the directory relative paths resolve against ("": the
+	// working directory).
+	Dir string
+}
+
+// Path returns the file a local:// URI names, a relative path resolved
+// against o.Dir.
+func (o Opener) Path(uri string) (string, error) {
+	path, err := PathFromURI(uri)
+	if err != nil {
+		return "", err
+	}
+	if o.Dir != "" && !filepath.IsAbs(path) {
+		path = filepath.Join(o.Dir, path)
+	}
+	return path, nil
+}
+
+// OpenMasterKey opens the key file uri names. The key's URI names the
+// resolved path, so what is recorded under it (a backup header) finds the
+// same file from any directory.
+func (o Opener) OpenMasterKey(_ context.Context, uri string) (kms.MasterKey, error) {
+	path, err := o.Path(uri)
+	if err != nil {
+		return nil, &kms.Error{Op: "open", URI: uri, Err: err}
+	}
+	return Open(path)
+}
+
+// ValidateURI checks a local:// URI without reading the file.
+func (o Opener) ValidateURI(uri string) error {
+	_, err := PathFromURI(uri)
+	return err
 }
 
 // URI returns the master key URI of a key file path ("local://" + path).
@@ -96,8 +135,8 @@ func URI(path string) string { return Scheme + "://" + path }
 // PathFromURI returns the file path a local:// URI names.
 func PathFromURI(uri string) (string, error) {
 	path, ok := strings.CutPrefix(uri, Scheme+"://")
-	if !ok || path == "" || strings.ContainsRune(path, 0) {
-		return "", fmt.Errorf("%w: %q (want local://PATH, e.g. local:///var/lib/fieldcrypt/dev.key)", kms.ErrInvalidURI, uri)
+	if !ok || strings.TrimSpace(path) == "" || strings.ContainsRune(path, 0) {
+		return "", fmt.Errorf("%w: %q (want local://PATH with a non-empty path, e.g. local:///var/lib/fieldcrypt/dev.key)", kms.ErrInvalidURI, uri)
 	}
 	return path, nil
 }
@@ -242,6 +281,10 @@ func newMasterKey(uri string, key []byte) (*MasterKey, error) {
 
 // URI returns "local://" + the key file's path.
 func (k *MasterKey) URI() string { return k.uri }
+
+// Close does nothing: the key lives in process memory inside its cipher,
+// which Go cannot clear; drop the MasterKey to release it.
+func (k *MasterKey) Close() error { return nil }
 
 // Wrap encrypts key under the master key, bound to ec.
 func (k *MasterKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {

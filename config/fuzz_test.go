@@ -1,4 +1,4 @@
-package cli
+package config
 
 import (
 	"bytes"
@@ -35,7 +35,7 @@ func leaks(s, pw string) bool { return len(pw) >= 4 && strings.Contains(s, pw) }
 // FuzzParseDSN: ParseDSN never panics, never shows the password in an
 // error or in Redacted, and what it accepts is one of the three dialects.
 //
-//	go test ./internal/cli -run '^$' -fuzz FuzzParseDSN -fuzztime 30s
+//	go test ./config -run '^$' -fuzz FuzzParseDSN -fuzztime 30s
 func FuzzParseDSN(f *testing.F) {
 	for _, s := range []string{
 		"sqlite://data/app.db", "sqlite:///abs/app.db?_pragma=foreign_keys(1)", "sqlite://",
@@ -84,10 +84,10 @@ func normalize(c *Config) {
 }
 
 // FuzzConfigYAML: the configuration decoder never panics; a configuration
-// it accepts is written by WriteConfigFile's encoder and read back
+// it accepts is written by WriteFile's encoder and read back
 // unchanged; Validate never panics and never shows the database password.
 //
-//	go test ./internal/cli -run '^$' -fuzz FuzzConfigYAML -fuzztime 30s
+//	go test ./config -run '^$' -fuzz FuzzConfigYAML -fuzztime 30s
 func FuzzConfigYAML(f *testing.F) {
 	for _, s := range []string{
 		"", "keyring: keys.json\ndatabase: sqlite://app.db\n",

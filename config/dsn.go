@@ -1,4 +1,4 @@
-package cli
+package config
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/glebarez/sqlite"
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	gormmysql "gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -43,7 +44,7 @@ func ParseDSN(raw, base string) (DSN, error) {
 		if path == "" {
 			return DSN{}, fmt.Errorf("%q: sqlite:// needs a file path", RedactDSN(raw))
 		}
-		path = resolvePath(base, path)
+		path = ResolvePath(base, path)
 		if query == "" {
 			query = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"
 		}
@@ -52,6 +53,18 @@ func ParseDSN(raw, base string) (DSN, error) {
 		u, err := url.Parse(raw)
 		if err != nil {
 			return DSN{}, fmt.Errorf("%q: not a valid URL", RedactDSN(raw))
+		}
+		// An incomplete URL would connect over the local socket as the OS
+		// user, to a database of that name: never what a config meant.
+		q := u.Query()
+		if u.Hostname() == "" && q.Get("host") == "" {
+			return DSN{}, fmt.Errorf("%q: postgres:// needs a host (postgres://user:pass@HOST:5432/db)", u.Redacted())
+		}
+		if strings.TrimPrefix(u.Path, "/") == "" && q.Get("dbname") == "" {
+			return DSN{}, fmt.Errorf("%q: postgres:// needs a database name (postgres://user:pass@host:5432/DB)", u.Redacted())
+		}
+		if _, err := pgconn.ParseConfig(raw); err != nil {
+			return DSN{}, fmt.Errorf("%q: not a valid PostgreSQL URL (check the port and the parameters)", u.Redacted())
 		}
 		pw, _ := u.User.Password()
 		return DSN{Dialect: "postgres", Driver: raw, Redacted: u.Redacted(), password: pw}, nil
@@ -140,7 +153,7 @@ func OpenDB(ctx context.Context, d DSN) (*gorm.DB, error) {
 	case "mysql":
 		dial = gormmysql.Open(d.Driver)
 	default:
-		return nil, usageErrorf("database: unknown dialect %q", d.Dialect)
+		return nil, invalidf("database: unknown dialect %q", d.Dialect)
 	}
 	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, TranslateError: true})
 	if err != nil {
@@ -162,7 +175,8 @@ func OpenDB(ctx context.Context, d DSN) (*gorm.DB, error) {
 	return db, nil
 }
 
-func closeDB(db *gorm.DB) {
+// CloseDB closes the connection pool of db, if any.
+func CloseDB(db *gorm.DB) {
 	if db == nil {
 		return
 	}

@@ -1,4 +1,25 @@
-package cli
+// Package config turns what an operator writes (a YAML file,
+// FIELDCRYPT_* environment variables, command-line flags) into what the
+// library takes: a keyring.Config, the encrypted columns as
+// reencrypt.Columns, a database connection and a kms.Registry.
+//
+// The common case is one call:
+//
+//	cfg, err := config.Load(dir, os.Getenv, config.Overrides{})
+//	kc, err := cfg.KeyringConfig()        // for keyring.New
+//	db, err := config.OpenDB(ctx, cfg.DSN())
+//	kr, err := keyring.New(kc, keyring.NewGormStoreNoMigrate(db), keyring.WithOpener(cfg.Registry()))
+//
+// Precedence is flags > environment > file > defaults. Relative paths
+// (sqlite://, local:// master keys, the audit log) resolve against the
+// configuration file's directory, so a configuration means the same files
+// wherever a process runs. Errors name the offending entry and wrap
+// ErrInvalid (kind fielderr.InvalidInput); none shows a password.
+//
+// Endpoints of KMS emulators come only from the kms: section of the file
+// (never from the environment), and plaintext transport needs insecure:
+// true there.
+package config
 
 import (
 	"bytes"
@@ -15,12 +36,23 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
+	"github.com/fieldcrypt/fieldcrypt/keyring/kms/awskms"
+	"github.com/fieldcrypt/fieldcrypt/reencrypt"
 )
 
-// DefaultConfigFile is the configuration file looked up in the working
+// ErrInvalid means the configuration (a file, a variable, a flag) is
+// invalid; the message names the entry. Its kind is fielderr.InvalidInput.
+var ErrInvalid = fielderr.New(fielderr.InvalidInput, "invalid configuration")
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+// DefaultFile is the configuration file looked up in the working
 // directory when --config and FIELDCRYPT_CONFIG are not given.
-const DefaultConfigFile = "fieldcrypt.yaml"
+const DefaultFile = "fieldcrypt.yaml"
 
 // Defaults of settings that have one.
 const (
@@ -28,7 +60,7 @@ const (
 	DefaultKeyring  = "default"
 )
 
-// Config is the CLI configuration after merging defaults, the config file,
+// Config is the configuration after merging defaults, the config file,
 // FIELDCRYPT_* environment variables and flags (in increasing precedence).
 type Config struct {
 	// Keyring is the keyring id (keyring.Config.Name), bound into every
@@ -53,30 +85,22 @@ type Config struct {
 	// keyrings were sealed, during the migration ('keys upgrade').
 	AllowUnsealedStore bool `yaml:"allow_unsealed_store,omitempty" json:"allow_unsealed_store,omitempty"`
 	// Classes maps a class name to its master key.
-	Classes map[string]ClassConfig `yaml:"classes,omitempty" json:"classes"`
+	Classes map[string]keyring.ClassConfig `yaml:"classes,omitempty" json:"classes"`
 	// Columns lists the encrypted columns of the database.
-	Columns []ColumnConfig `yaml:"columns,omitempty" json:"columns"`
+	Columns []Column `yaml:"columns,omitempty" json:"columns"`
+	// KMS configures the master-key backends (emulator endpoints).
+	KMS KMS `yaml:"kms,omitempty" json:"kms,omitzero"`
 
 	// Set by LoadConfig, not by the file.
 	Path    string `yaml:"-" json:"config_file,omitempty"` // the file read, "" if none
 	BaseDir string `yaml:"-" json:"-"`                     // relative paths resolve against it
 }
 
-// ClassConfig is one classification's entry.
-type ClassConfig struct {
-	MasterKey string `yaml:"master_key" json:"master_key"`
-	// PreviousMasterKeys are the other master keys the class's KEKs may be
-	// stored under (after, or before, a master key rotation): the keyring
-	// unwraps under no other.
-	PreviousMasterKeys []string `yaml:"previous_master_keys,omitempty" json:"previous_master_keys,omitempty"`
-	TenantScoped       bool     `yaml:"tenant_scoped,omitempty" json:"tenant_scoped,omitempty"`
-}
-
-// ColumnConfig describes one encrypted column.
-type ColumnConfig struct {
+// Column describes one encrypted column.
+type Column struct {
 	Table        string `yaml:"table" json:"table"`
 	Column       string `yaml:"column" json:"column"`
-	PK           string `yaml:"pk,omitempty" json:"pk"`                                 // default "id"
+	PK           string `yaml:"pk,omitempty" json:"pk"`                                 // default "id"; "a, b" for a composite key
 	Class        string `yaml:"class" json:"class"`                                     // critical, high, moderate, low
 	Mode         string `yaml:"mode,omitempty" json:"mode"`                             // randomized (default) or deterministic
 	RowBound     bool   `yaml:"row_bound,omitempty" json:"row_bound"`                   // bind values to their row's pk
@@ -90,19 +114,30 @@ type ColumnConfig struct {
 }
 
 // Name is "table.column".
-func (c ColumnConfig) Name() string { return c.Table + "." + c.Column }
+func (c Column) Name() string { return c.Table + "." + c.Column }
 
 // ClassValue returns the parsed class (the config is validated first).
-func (c ColumnConfig) ClassValue() envelope.Class {
+func (c Column) ClassValue() envelope.Class {
 	cl, _ := envelope.ParseClass(c.Class)
 	return cl
 }
 
 // Deterministic reports whether the column uses deterministic encryption.
-func (c ColumnConfig) Deterministic() bool { return c.Mode == "deterministic" }
+func (c Column) Deterministic() bool { return c.Mode == "deterministic" }
 
 // Binary reports whether the column stores the binary form.
-func (c ColumnConfig) Binary() bool { return c.Encoding == "binary" }
+func (c Column) Binary() bool { return c.Encoding == "binary" }
+
+// Reencrypt returns the column as the reencrypt engine takes it, with
+// tenant as the fixed tenant of rows when the column has no
+// tenant_column.
+func (c Column) Reencrypt(tenant string) reencrypt.Column {
+	return reencrypt.Column{
+		Table: c.Table, PK: c.PK, Column: c.Column, Class: c.ClassValue(),
+		Tenant: tenant, TenantColumn: c.TenantColumn,
+		RowBound: c.RowBound, Deterministic: c.Deterministic(), Text: !c.Binary(),
+	}
+}
 
 // Overrides are the values given by flags; empty fields are unset.
 type Overrides struct {
@@ -131,11 +166,12 @@ const (
 	EnvMasterKeyPrefix = "FIELDCRYPT_MASTER_KEY_"
 )
 
-// LoadConfig builds the configuration: defaults < file < environment <
-// flags. The file is --config, else $FIELDCRYPT_CONFIG, else
-// ./fieldcrypt.yaml if it exists. A file named explicitly must exist.
-// Errors are usage errors naming the offending entry.
-func LoadConfig(dir string, getenv func(string) string, o Overrides) (*Config, error) {
+// Load builds the configuration: defaults < file < environment < flags.
+// The file is o.ConfigPath, else $FIELDCRYPT_CONFIG, else
+// dir/fieldcrypt.yaml if it exists. A file named explicitly must exist
+// (else the error wraps fs.ErrNotExist too). Errors wrap ErrInvalid and
+// name the offending entry.
+func Load(dir string, getenv func(string) string, o Overrides) (*Config, error) {
 	cfg := &Config{BaseDir: dir}
 	path, explicit := o.ConfigPath, o.ConfigPath != ""
 	if path == "" {
@@ -144,21 +180,21 @@ func LoadConfig(dir string, getenv func(string) string, o Overrides) (*Config, e
 		}
 	}
 	if path == "" {
-		path = DefaultConfigFile
+		path = DefaultFile
 	}
-	path = resolvePath(dir, path)
+	path = ResolvePath(dir, path)
 	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
 		if err := decodeConfig(data, cfg); err != nil {
-			return nil, usageErrorf("config file %s: %w", path, err)
+			return nil, invalidf("config file %s: %w", path, err)
 		}
 		cfg.Path = path
 		cfg.BaseDir = filepath.Dir(path)
 	case errors.Is(err, os.ErrNotExist) && !explicit:
 		// no file: defaults, environment and flags only
 	default:
-		return nil, usageErrorf("config file: %w", err)
+		return nil, invalidf("config file: %w", err)
 	}
 
 	// Environment.
@@ -195,7 +231,7 @@ func LoadConfig(dir string, getenv func(string) string, o Overrides) (*Config, e
 	for _, kv := range o.MasterKeys {
 		class, uri, ok := strings.Cut(kv, "=")
 		if !ok || class == "" || uri == "" {
-			return nil, usageErrorf("--master-key %q: want CLASS=URI, e.g. critical=aws-kms://arn:...", kv)
+			return nil, invalidf("--master-key %q: want CLASS=URI, e.g. critical=aws-kms://arn:...", kv)
 		}
 		cfg.setMasterKey(strings.ToLower(class), uri)
 	}
@@ -224,7 +260,7 @@ func LoadConfig(dir string, getenv func(string) string, o Overrides) (*Config, e
 
 func (c *Config) setMasterKey(class, uri string) {
 	if c.Classes == nil {
-		c.Classes = map[string]ClassConfig{}
+		c.Classes = map[string]keyring.ClassConfig{}
 	}
 	cc := c.Classes[class]
 	cc.MasterKey = uri
@@ -264,6 +300,14 @@ func (c *Config) Validate(needKeys bool) error {
 			bad("max_age %q: not a duration (e.g. 24h)", c.MaxAge)
 		}
 	}
+	if e := c.KMS.AWS; e.Endpoint != "" {
+		if err := (awskms.Opener{Endpoint: e.Endpoint, Insecure: e.Insecure}).CheckEndpoint(); err != nil {
+			bad("kms.aws: %v", err)
+		}
+	}
+	if e := c.KMS.GCP; e.Insecure && e.Endpoint == "" {
+		bad("kms.gcp: insecure needs an emulator endpoint")
+	}
 	if needKeys || len(c.Classes) > 0 {
 		if _, err := c.KeyringConfig(); err != nil {
 			errs = append(errs, err)
@@ -278,8 +322,11 @@ func (c *Config) Validate(needKeys bool) error {
 		if !identRE.MatchString(col.Column) {
 			bad("%s: column %q: want a plain SQL identifier", where, col.Column)
 		}
-		if !identRE.MatchString(col.PK) {
-			bad("%s: pk %q: want a plain SQL identifier", where, col.PK)
+		for _, k := range strings.Split(col.PK, ",") {
+			if !identRE.MatchString(strings.TrimSpace(k)) {
+				bad("%s: pk %q: want a plain SQL identifier, or several separated by commas (a composite key)", where, col.PK)
+				break
+			}
 		}
 		if col.TenantColumn != "" && !identRE.MatchString(col.TenantColumn) {
 			bad("%s: tenant_column %q: want a plain SQL identifier", where, col.TenantColumn)
@@ -322,7 +369,7 @@ func joinUsage(errs []error) error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return &usageError{fmt.Errorf("invalid configuration:\n  %w", errorsJoinIndented(errs))}
+	return fmt.Errorf("%w:\n  %w", ErrInvalid, errorsJoinIndented(errs))
 }
 
 type joined []error
@@ -358,7 +405,7 @@ func (c *Config) KeyringConfig() (keyring.Config, error) {
 		kc.MaxAge, _ = time.ParseDuration(c.MaxAge)
 	}
 	if err := kc.Validate(); err != nil {
-		return kc, &usageError{err}
+		return kc, err
 	}
 	return kc, nil
 }
@@ -377,7 +424,7 @@ func (c *Config) EncryptedClasses() []envelope.Class {
 }
 
 // Column returns the configured column "table.column".
-func (c *Config) Column(name string) (ColumnConfig, error) {
+func (c *Config) Column(name string) (Column, error) {
 	for _, col := range c.Columns {
 		if col.Name() == name {
 			return col, nil
@@ -388,9 +435,9 @@ func (c *Config) Column(name string) (ColumnConfig, error) {
 		names = append(names, col.Name())
 	}
 	if len(names) == 0 {
-		return ColumnConfig{}, usageErrorf("column %q is not configured (the config has no columns: section)", name)
+		return Column{}, invalidf("column %q is not configured (the config has no columns: section)", name)
 	}
-	return ColumnConfig{}, usageErrorf("column %q is not configured (configured: %s)", name, strings.Join(names, ", "))
+	return Column{}, invalidf("column %q is not configured (configured: %s)", name, strings.Join(names, ", "))
 }
 
 // Redacted returns a copy safe to print: the DSN's password is masked.
@@ -410,10 +457,10 @@ func (c *Config) CanonicalURI(uri string) string {
 	return uri
 }
 
-// legacyURIs maps the relative local:// master key URIs the configuration
+// LegacyURIs maps the relative local:// master key URIs the configuration
 // spells to the absolute ones the keyring now uses: an earlier 'init'
-// stored the relative form.
-func (c *Config) legacyURIs() map[string]string {
+// stored the relative form (keyring.WithMasterKeyAlias takes them).
+func (c *Config) LegacyURIs() map[string]string {
 	out := map[string]string{}
 	for _, cc := range c.Classes {
 		for _, u := range append([]string{cc.MasterKey}, cc.PreviousMasterKeys...) {
@@ -425,16 +472,17 @@ func (c *Config) legacyURIs() map[string]string {
 	return out
 }
 
-func resolvePath(base, p string) string {
+// ResolvePath returns p resolved against base when it is relative.
+func ResolvePath(base, p string) string {
 	if p == "" || filepath.IsAbs(p) || base == "" {
 		return p
 	}
 	return filepath.Join(base, p)
 }
 
-// WriteConfigFile writes cfg as YAML to path with mode 0600; it never
-// overwrites an existing file.
-func WriteConfigFile(path string, cfg *Config, header string) error {
+// WriteFile writes cfg as YAML to path with mode 0600, after header (YAML
+// comments); it never overwrites an existing file.
+func WriteFile(path string, cfg *Config, header string) error {
 	var buf bytes.Buffer
 	buf.WriteString(header)
 	enc := yaml.NewEncoder(&buf)

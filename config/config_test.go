@@ -1,0 +1,126 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fieldcrypt/fieldcrypt/keyring"
+)
+
+const sampleConfig = `keyring: app
+database: sqlite://from-file.db
+tenant: file-tenant
+classes:
+  critical: {master_key: "local://keys/critical.key"}
+  high: {master_key: "local://keys/high.key", tenant_scoped: true}
+columns:
+  - {table: patients, column: ssn, class: critical, row_bound: true}
+  - {table: patients, column: email, class: high, mode: deterministic, encoding: binary, tenant_column: tenant_id}
+`
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "fieldcrypt.yaml"), []byte(sampleConfig), 0o600))
+	envs := map[string]string{}
+	getenv := func(k string) string { return envs[k] }
+
+	// file only
+	cfg, err := Load(dir, getenv, Overrides{})
+	require.NoError(t, err)
+	assert.Equal(t, "app", cfg.Keyring)
+	assert.Equal(t, "sqlite://from-file.db", cfg.Database)
+	assert.Equal(t, filepath.Join(dir, "fieldcrypt.yaml"), cfg.Path)
+	assert.Equal(t, "local://keys/critical.key", cfg.Classes["critical"].MasterKey)
+	require.Len(t, cfg.Columns, 2)
+	assert.Equal(t, Column{Table: "patients", Column: "ssn", PK: "id", Class: "critical", Mode: "randomized", RowBound: true, Encoding: "text"}, cfg.Columns[0])
+	assert.True(t, cfg.Columns[1].Deterministic())
+	assert.True(t, cfg.Columns[1].Binary())
+	require.NoError(t, cfg.Validate(true))
+
+	// env beats file
+	envs = map[string]string{EnvDatabase: "sqlite://from-env.db", EnvTenant: "env-tenant", "FIELDCRYPT_MASTER_KEY_CRITICAL": "local://env.key"}
+	cfg, err = Load(dir, getenv, Overrides{})
+	require.NoError(t, err)
+	assert.Equal(t, "sqlite://from-env.db", cfg.Database)
+	assert.Equal(t, "env-tenant", cfg.Tenant)
+	assert.Equal(t, "local://env.key", cfg.Classes["critical"].MasterKey)
+	assert.True(t, cfg.Classes["high"].TenantScoped, "env master keys keep the file's other settings")
+
+	// flags beat env
+	cfg, err = Load(dir, getenv, Overrides{Database: "sqlite://from-flag.db", MasterKeys: []string{"critical=local://flag.key"}, Set: map[string]bool{"tenant": true}})
+	require.NoError(t, err)
+	assert.Equal(t, "sqlite://from-flag.db", cfg.Database)
+	assert.Equal(t, "local://flag.key", cfg.Classes["critical"].MasterKey)
+	assert.Equal(t, "", cfg.Tenant, "an explicitly empty flag overrides")
+
+	// defaults without any file
+	empty := t.TempDir()
+	cfg, err = Load(empty, func(string) string { return "" }, Overrides{})
+	require.NoError(t, err)
+	assert.Equal(t, DefaultDatabase, cfg.Database)
+	assert.Equal(t, DefaultKeyring, cfg.Keyring)
+	assert.Empty(t, cfg.Path)
+
+	// FIELDCRYPT_CONFIG names the file
+	other := filepath.Join(t.TempDir(), "other.yaml")
+	require.NoError(t, os.WriteFile(other, []byte("keyring: other\n"), 0o600))
+	cfg, err = Load(empty, func(k string) string {
+		if k == EnvConfig {
+			return other
+		}
+		return ""
+	}, Overrides{})
+	require.NoError(t, err)
+	assert.Equal(t, "other", cfg.Keyring)
+}
+
+func TestWriteAndUpdateConfigKeepsComments(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("# top comment\nclasses:\n  critical:\n    master_key: local://old.key # old key\n"), 0o600))
+	require.NoError(t, UpdateMasterKey(path, "critical", "local://new.key"))
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	s := string(data)
+	assert.Contains(t, s, "# top comment")
+	var cfg Config
+	require.NoError(t, decodeConfig(data, &cfg))
+	assert.Equal(t, keyring.ClassConfig{MasterKey: "local://new.key", PreviousMasterKeys: []string{"local://old.key"}}, cfg.Classes["critical"],
+		"the old master key stays trusted, as a previous one")
+	require.NoError(t, UpdateMasterKey(path, "critical", "local://old.key"))
+	data, err = os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, decodeConfig(data, &cfg))
+	assert.Equal(t, keyring.ClassConfig{MasterKey: "local://old.key", PreviousMasterKeys: []string{"local://new.key"}}, cfg.Classes["critical"], "back again")
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+}
+
+func TestKeyringConfigCanonicalMasterKeys(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fieldcrypt.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`classes:
+  low:
+    master_key: local://keys/low-2.key
+    previous_master_keys: [local://keys/low.key, "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"]
+allow_unsealed_store: true
+`), 0o600))
+	cfg, err := Load(t.TempDir(), func(string) string { return "" }, Overrides{ConfigPath: path})
+	require.NoError(t, err)
+	kc, err := cfg.KeyringConfig()
+	require.NoError(t, err)
+	assert.True(t, kc.AllowUnsealedStore)
+	assert.Equal(t, keyring.ClassConfig{
+		MasterKey: "local://" + filepath.Join(dir, "keys", "low-2.key"),
+		PreviousMasterKeys: []string{"local://" + filepath.Join(dir, "keys", "low.key"),
+			"aws-kms://arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+	}, kc.Classes["low"], "relative to the config file, not the working directory")
+	assert.Equal(t, map[string]string{
+		"local://keys/low-2.key": "local://" + filepath.Join(dir, "keys", "low-2.key"),
+		"local://keys/low.key":   "local://" + filepath.Join(dir, "keys", "low.key"),
+	}, cfg.LegacyURIs())
+}
