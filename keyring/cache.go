@@ -23,6 +23,14 @@ type Stats struct {
 	RefreshErrors  uint64 // background revalidations that failed
 	StoreReads     uint64 // store reads by lookups and refreshes (scope states, class keys)
 	CachedKEKs     int    // unwrapped KEKs in the cache now
+	// KMSRejected counts calls to master keys that failed at once because
+	// their circuit breaker was open (no KMS call was made).
+	KMSRejected uint64
+	// KMSProbes counts the circuit breakers' probe calls (also counted in
+	// KMSWrapCalls or KMSUnwrapCalls).
+	KMSProbes uint64
+	// OpenBreakers is the number of master keys whose breaker is open now.
+	OpenBreakers int
 }
 
 // KMSCalls is the total number of KMS calls (wrap + unwrap).
@@ -32,6 +40,7 @@ type counters struct {
 	kmsWrap, kmsUnwrap, wrapErrors, unwrapErrors atomic.Uint64
 	hits, misses, stale                          atomic.Uint64
 	refreshes, refreshErrors, storeReads         atomic.Uint64
+	rejected, probes                             atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -39,8 +48,17 @@ func (k *Keyring) Stats() Stats {
 	k.mu.RLock()
 	n := len(k.keks)
 	k.mu.RUnlock()
+	open := 0
+	k.mkMu.Lock()
+	for _, g := range k.mks {
+		if g.isOpen() {
+			open++
+		}
+	}
+	k.mkMu.Unlock()
 	c := &k.stats
 	return Stats{
+		KMSRejected: c.rejected.Load(), KMSProbes: c.probes.Load(), OpenBreakers: open,
 		KMSWrapCalls: c.kmsWrap.Load(), KMSUnwrapCalls: c.kmsUnwrap.Load(),
 		WrapErrors: c.wrapErrors.Load(), UnwrapErrors: c.unwrapErrors.Load(),
 		CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(), StaleServes: c.stale.Load(),
@@ -162,23 +180,18 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 	if err := recentFailure(k, k.fails, ref, now); err != nil {
 		return nil, err
 	}
-	ch := k.sf.DoChan("kek:"+ref.String(), func() (any, error) { return k.loadKEK(ctx, ref, rec) })
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*envelope.KEK), nil
-	case <-ctx.Done():
-		return nil, keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, ctx.Err())
+	v, err := k.shared(ctx, "kek:"+ref.String(),
+		func(err error) error { return keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, err) },
+		func(ctx context.Context) (any, error) { return k.loadKEK(ctx, ref, rec) })
+	if err != nil {
+		return nil, err
 	}
+	return v.(*envelope.KEK), nil
 }
 
 // loadKEK unwraps rec through the KMS and caches the KEK. No store read:
 // the record comes from a verified scope state.
 func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) (*envelope.KEK, error) {
-	ctx, cancel := k.detached(ctx)
-	defer cancel()
 	now := k.now()
 	k.mu.Lock()
 	k.sweepLocked(now) // every slow path zeroes evicted KEKs past their grace
@@ -277,21 +290,6 @@ func (k *Keyring) sweepLocked(now time.Time) {
 			delete(k.fails, ref)
 		}
 	}
-}
-
-// spawn runs fn in a tracked goroutine unless the keyring is closed.
-func (k *Keyring) spawn(fn func()) bool {
-	k.mu.RLock()
-	defer k.mu.RUnlock()
-	if k.closed.Load() {
-		return false
-	}
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		fn()
-	}()
-	return true
 }
 
 // refreshKEK revalidates a stale entry in the background: unwrap again

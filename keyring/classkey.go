@@ -44,6 +44,9 @@ type classKeyEntry struct {
 	src WrappedClassKey // the newest stored form seen, for refreshes
 }
 
+// zero clears the derived keys (Close).
+func (e *classKeyEntry) zero() { clear(e.macKey) }
+
 func (e *classKeyEntry) source() WrappedClassKey {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -145,9 +148,9 @@ func (k *Keyring) classMAC(ctx context.Context, c envelope.Class, home *ScopeSta
 	if home != nil && home.ClassKey == nil {
 		return nil, errNoClassKey
 	}
-	v, err, _ := k.sf.Do("classkey:"+c.String(), func() (any, error) {
-		dctx, cancel := k.detached(ctx)
-		defer cancel()
+	v, err := k.shared(ctx, "classkey:"+c.String(), func(err error) error {
+		return scopeErr("lookup", envelope.Scope{Class: c}, k.classURI(c), "class key", envelope.ErrKeyUnavailable, err)
+	}, func(dctx context.Context) (any, error) {
 		ck := (*WrappedClassKey)(nil)
 		if home != nil {
 			ck = home.ClassKey

@@ -50,6 +50,12 @@ var (
 	// being the primary less than MaxStateAge + DemotionSlack ago). The
 	// message says until when. It comes with ErrRefused.
 	ErrTooSoon = errors.New("keyring: version may still be in use as a primary")
+	// ErrCircuitOpen means a call to a master key failed at once, without
+	// reaching the KMS, because the KMS did not answer a recent call and
+	// has not answered a probe since (see WithCircuitBreaker). It comes
+	// with kms.ErrUnavailable, and from lookups with
+	// envelope.ErrKeyUnavailable.
+	ErrCircuitOpen = errors.New("keyring: KMS unreachable (circuit breaker open)")
 )
 
 // KeyError is the error returned for a failed key operation. It names the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/hooks"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
@@ -48,8 +49,11 @@ type Keyring struct {
 	cfgMu sync.RWMutex
 	cfg   Config
 
-	mkMu sync.Mutex
-	mks  map[string]kms.MasterKey
+	mkMu       sync.Mutex
+	mks        map[string]*guardedKey
+	ownKeys    bool          // close master keys at Close (false with WithMasterKeys: the caller's)
+	probeAfter time.Duration // circuit breaker: first probe (0: no breaker)
+	probeMax   time.Duration // circuit breaker: longest wait between probes
 
 	mu              sync.RWMutex
 	keks            map[envelope.KEKRef]*kekEntry
@@ -63,12 +67,15 @@ type Keyring struct {
 	unsealedChecked map[envelope.Class]time.Time // when an unsealed class was last checked for sealed scopes
 	unsealedWarned  map[envelope.Scope]bool      // unsealed scopes already audited
 
-	sf     singleflight.Group
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	stats  counters
-	audit  audit.Sink
-	onZero func(*envelope.KEK) // test hook
+	sf      singleflight.Group
+	life    context.Context    // cancelled by Close: every background call runs under it
+	stop    context.CancelFunc // cancels life
+	wg      sync.WaitGroup     // refreshes and shared loads in flight
+	probers sync.WaitGroup     // circuit-breaker probe loops
+	closed  atomic.Bool
+	stats   counters
+	audit   audit.Sink
+	onZero  func(*envelope.KEK) // test hook
 }
 
 type kekEntry struct {
@@ -99,7 +106,7 @@ func (k *Keyring) refreshAsync(r *refresher, now time.Time, refresh func(ctx con
 	}
 	if !k.spawn(func() {
 		defer r.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
+		ctx, cancel := k.background()
 		defer cancel()
 		k.stats.refreshes.Add(1)
 		var next int64
@@ -141,26 +148,36 @@ type grave struct {
 type Option func(*Keyring)
 
 // WithOpener makes the keyring open master keys through o instead of the
-// kms registry (kms.Open). Tests and embedders use it.
-func WithOpener(o kms.Opener) Option { return func(k *Keyring) { k.opener = o } }
+// kms registry (kms.Open). Tests and embedders use it. The keyring owns
+// what o opens: Close closes the keys that implement io.Closer.
+func WithOpener(o kms.Opener) Option {
+	return func(k *Keyring) { k.opener, k.ownKeys = o, true }
+}
 
 // WithMasterKeys makes the keyring use the given master keys, by URI,
-// instead of opening them through the kms registry.
+// instead of opening them through the kms registry. They stay the
+// caller's: Close does not close them.
 func WithMasterKeys(keys ...kms.MasterKey) Option {
 	m := map[string]kms.MasterKey{}
 	for _, mk := range keys {
 		m[mk.URI()] = mk
 	}
-	return WithOpener(kms.OpenerFunc(func(_ context.Context, uri string) (kms.MasterKey, error) {
+	o := kms.OpenerFunc(func(_ context.Context, uri string) (kms.MasterKey, error) {
 		if mk, ok := m[uri]; ok {
 			return mk, nil
 		}
 		return nil, &kms.Error{Op: "open", URI: uri, Err: kms.ErrKeyNotFound}
-	}))
+	})
+	return func(k *Keyring) { k.opener, k.ownKeys = o, false }
 }
 
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) Option { return func(k *Keyring) { k.now = now } }
+// withClock replaces time.Now. It is not part of the API: tests use it,
+// and the CLI reaches it through internal/hooks.
+func withClock(now func() time.Time) Option { return func(k *Keyring) { k.now = now } }
+
+func init() {
+	hooks.KeyringClock = func(now func() time.Time) any { return withClock(now) }
+}
 
 // WithEvictGrace sets how long an evicted KEK stays unzeroed so callers
 // that obtained it just before eviction can finish (default 1 min).
@@ -201,6 +218,9 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 	k := &Keyring{
 		store:           store,
 		opener:          kms.OpenerFunc(kms.Open),
+		ownKeys:         true,
+		probeAfter:      DefaultProbeAfter,
+		probeMax:        DefaultMaxProbe,
 		now:             time.Now,
 		ttl:             cfg.ttl(),
 		maxAge:          cfg.maxAge(),
@@ -214,7 +234,7 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 		name:            cfg.Name,
 		scoped:          map[envelope.Class]bool{},
 		cfg:             cfg.clone(),
-		mks:             map[string]kms.MasterKey{},
+		mks:             map[string]*guardedKey{},
 		keks:            map[envelope.KEKRef]*kekEntry{},
 		fails:           map[envelope.KEKRef]failure{},
 		scopes:          map[envelope.Scope]*scopeEntry{},
@@ -234,6 +254,7 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 	for _, o := range opts {
 		o(k)
 	}
+	k.life, k.stop = context.WithCancel(context.Background())
 	return k, nil
 }
 
@@ -249,35 +270,6 @@ func (k *Keyring) classURI(c envelope.Class) string {
 	k.cfgMu.RLock()
 	defer k.cfgMu.RUnlock()
 	return k.cfg.Classes[c.String()].MasterKey
-}
-
-// Close stops background refreshes and zeroes every cached KEK. KEKs
-// obtained from the keyring must not be used after Close.
-func (k *Keyring) Close() error {
-	k.mu.Lock()
-	if k.closed.Load() {
-		k.mu.Unlock()
-		return nil
-	}
-	k.closed.Store(true) // under k.mu: spawn checks it under k.mu too
-	k.mu.Unlock()
-	k.wg.Wait()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for ref, e := range k.keks {
-		k.zero(e.kek)
-		delete(k.keks, ref)
-	}
-	for _, g := range k.graves {
-		k.zero(g.kek)
-	}
-	k.graves = nil
-	k.scopes = map[envelope.Scope]*scopeEntry{}
-	for c, e := range k.classKeys {
-		clear(e.macKey)
-		delete(k.classKeys, c)
-	}
-	return nil
 }
 
 // scope checks a scope: the class must be configured and encrypted, and
@@ -311,25 +303,30 @@ func (k *Keyring) ec(ref envelope.KEKRef) kms.EncryptionContext {
 	return ec
 }
 
-func (k *Keyring) masterKey(ctx context.Context, uri string) (kms.MasterKey, error) {
+// masterKey returns the master key uri names, opened once, behind its
+// circuit breaker.
+func (k *Keyring) masterKey(ctx context.Context, uri string) (*guardedKey, error) {
 	k.mkMu.Lock()
-	mk, ok := k.mks[uri]
+	g, ok := k.mks[uri]
 	k.mkMu.Unlock()
 	if ok {
-		return mk, nil
+		return g, nil
 	}
 	mk, err := k.opener.OpenMasterKey(ctx, uri)
 	if err != nil {
 		return nil, err
 	}
 	k.mkMu.Lock()
+	defer k.mkMu.Unlock()
 	if prev, ok := k.mks[uri]; ok {
-		mk = prev
-	} else {
-		k.mks[uri] = mk
+		return prev, nil // opened twice concurrently: mk is not used (the caller's, or left to the GC)
 	}
-	k.mkMu.Unlock()
-	return mk, nil
+	if k.closed.Load() {
+		return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: %w", kms.ErrUnavailable, ErrClosed)}
+	}
+	g = k.guard(mk)
+	k.mks[uri] = g
+	return g, nil
 }
 
 // newKEK generates a KEK for ref and wraps it under uri.
@@ -366,7 +363,6 @@ func (k *Keyring) wrapUnder(ctx context.Context, uri string, raw []byte, ec kms.
 	if err != nil {
 		return nil, "open master key", err
 	}
-	k.stats.kmsWrap.Add(1)
 	wrapped, err := mk.Wrap(ctx, raw, ec)
 	if err != nil {
 		k.stats.wrapErrors.Add(1)
@@ -414,13 +410,14 @@ func (k *Keyring) unwrapUnder(ctx context.Context, op string, ref envelope.KEKRe
 		k.stats.unwrapErrors.Add(1)
 		return nil, keyErr(op, ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
 	}
-	k.stats.kmsUnwrap.Add(1)
 	raw, err := mk.Unwrap(ctx, wrapped, ec)
-	var counts map[string]int64
-	if ref.Version == 0 {
-		counts = map[string]int64{"class_key": 1}
+	if !errors.Is(err, ErrCircuitOpen) { // no event for a call that was not made
+		var counts map[string]int64
+		if ref.Version == 0 {
+			counts = map[string]int64{"class_key": 1}
+		}
+		k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, counts)
 	}
-	k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, counts)
 	if err != nil {
 		k.stats.unwrapErrors.Add(1)
 		if tamperReason != "" && errors.Is(err, kms.ErrAuthentication) {
@@ -460,12 +457,6 @@ func (k *Keyring) uriOwner(uri string) envelope.Class {
 func definitive(err error) bool {
 	return errors.Is(err, kms.ErrAccessDenied) || errors.Is(err, kms.ErrKeyDisabled) ||
 		errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrAuthentication)
-}
-
-// detached returns a context for work shared by several callers: it keeps
-// ctx's values, drops its cancellation, and is bounded by the op timeout.
-func (k *Keyring) detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), k.opTO)
 }
 
 // zero destroys a KEK (envelope.KEK.Destroy: key bytes zeroed, later use

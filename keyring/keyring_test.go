@@ -541,6 +541,7 @@ func TestRewrapInterruptedResumes(t *testing.T) {
 	assert.Contains(t, err.Error(), newHigh)
 	assert.Equal(t, uriHigh, kr.Config().Classes["high"].MasterKey, "config unchanged on failure")
 	nk.mode.Store(modeUp)
+	waitBreakers(t, kr)
 	rep, err := kr.RewrapAll(ctx, envelope.High, newHigh)
 	require.NoError(t, err)
 	assert.Equal(t, 3, rep.Rewrapped)

@@ -37,9 +37,9 @@ func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Sc
 		if !k.auto {
 			return nil, scopeErr(op, s, k.classURI(s.Class), "scope has no KEK yet (run init, or enable auto-creation)", envelope.ErrUnknownKey)
 		}
-		v, err, _ := k.sf.Do("create:"+s.String(), func() (any, error) {
-			dctx, cancel := k.detached(ctx)
-			defer cancel()
+		v, err := k.shared(ctx, "create:"+s.String(), func(err error) error {
+			return scopeErr(op, s, "", "", envelope.ErrKeyUnavailable, err)
+		}, func(dctx context.Context) (any, error) {
 			if _, err := k.EnsureScope(dctx, s); err != nil {
 				return nil, err
 			}
@@ -77,9 +77,9 @@ func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion
 		return nil, err
 	}
 	key := fmt.Sprintf("scope:%s:%d", scope, minVersion)
-	ch := k.sf.DoChan(key, func() (any, error) {
-		dctx, cancel := k.detached(ctx)
-		defer cancel()
+	v, err := k.shared(ctx, key, func(err error) error {
+		return scopeErr("lookup", scope, "", "", envelope.ErrKeyUnavailable, err)
+	}, func(dctx context.Context) (any, error) {
 		st, err := k.loadScope(dctx, "lookup", scope)
 		if err != nil {
 			if k.failBO > 0 {
@@ -91,15 +91,10 @@ func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion
 		}
 		return st, nil
 	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*ScopeState), nil
-	case <-ctx.Done():
-		return nil, scopeErr("lookup", scope, "", "", envelope.ErrKeyUnavailable, ctx.Err())
+	if err != nil {
+		return nil, err
 	}
+	return v.(*ScopeState), nil
 }
 
 // loadScope reads scope from the store, verifies it and caches it. A state

@@ -136,7 +136,7 @@ func (e *env) victim(attacker *memKey, sink audit.Sink, opts ...Option) *Keyring
 		}
 		return nil, &kms.Error{Op: "open", URI: uri, Err: kms.ErrKeyNotFound}
 	})
-	all := append([]Option{WithOpener(opener), WithClock(e.clock.Now), WithAudit(sink)}, opts...)
+	all := append([]Option{WithOpener(opener), withClock(e.clock.Now), WithAudit(sink)}, opts...)
 	kr, err := New(testConfig(), e.store, all...)
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = kr.Close() })

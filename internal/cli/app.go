@@ -26,6 +26,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
+	"github.com/fieldcrypt/fieldcrypt/internal/hooks"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 
@@ -287,7 +288,11 @@ func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, erro
 		}
 		store = keyring.NewGormStoreNoMigrate(db)
 	}
-	kr, err := keyring.New(kc, store, keyring.WithOpener(a.opener()), keyring.WithAudit(a.keyringAudit()), keyring.WithClock(a.now))
+	opts := []keyring.Option{keyring.WithOpener(a.opener()), keyring.WithAudit(a.keyringAudit())}
+	if a.io.Now != nil { // tests: the keyring decides on the invocation's clock
+		opts = append(opts, hooks.KeyringClock(a.io.Now).(keyring.Option))
+	}
+	kr, err := keyring.New(kc, store, opts...)
 	if err != nil {
 		return nil, err
 	}

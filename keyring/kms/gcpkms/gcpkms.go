@@ -87,10 +87,12 @@ func KeyName(uri string) (string, error) {
 
 // MasterKey is a Cloud KMS crypto key. It is safe for concurrent use.
 type MasterKey struct {
-	uri    string
-	name   string
-	client *kmsapi.KeyManagementClient
-	owned  bool // client created by New, closed by Close
+	uri     string
+	name    string
+	client  *kmsapi.KeyManagementClient
+	owned   bool         // client created by New, closed by Close
+	release func() error // the registered opener's shared client: Close drops this key's reference
+	closed  sync.Once
 }
 
 var _ kms.MasterKey = (*MasterKey)(nil)
@@ -138,12 +140,18 @@ func New(ctx context.Context, uri string, opts ...Option) (*MasterKey, error) {
 	return k, nil
 }
 
-// The registered opener shares one client per endpoint: a gRPC connection
-// is costly, and a process opens a handful of master keys.
+// The registered opener shares one client per endpoint among the keys it
+// has open: a gRPC connection is costly, and a process opens a handful of
+// master keys. Closing the last key open on a client closes the client.
 var (
 	clientsMu sync.Mutex
-	clients   = map[string]*kmsapi.KeyManagementClient{}
+	clients   = map[string]*sharedClient{}
 )
+
+type sharedClient struct {
+	c    *kmsapi.KeyManagementClient
+	refs int
+}
 
 func openURI(ctx context.Context, uri string) (kms.MasterKey, error) {
 	if _, err := KeyName(uri); err != nil {
@@ -152,8 +160,8 @@ func openURI(ctx context.Context, uri string) (kms.MasterKey, error) {
 	endpoint := os.Getenv(EndpointEnv)
 	clientsMu.Lock()
 	defer clientsMu.Unlock()
-	c := clients[endpoint]
-	if c == nil {
+	sc := clients[endpoint]
+	if sc == nil {
 		var opts []option.ClientOption
 		if endpoint != "" {
 			opts = []option.ClientOption{
@@ -162,26 +170,50 @@ func openURI(ctx context.Context, uri string) (kms.MasterKey, error) {
 				option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 			}
 		}
-		var err error
-		c, err = kmsapi.NewKeyManagementClient(ctx, opts...)
+		c, err := kmsapi.NewKeyManagementClient(ctx, opts...)
 		if err != nil {
 			return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: create Cloud KMS client: %w", kms.ErrUnavailable, err)}
 		}
-		clients[endpoint] = c
+		sc = &sharedClient{c: c}
+		clients[endpoint] = sc
 	}
-	return New(ctx, uri, WithClient(c))
+	k, err := New(ctx, uri, WithClient(sc.c))
+	if err != nil {
+		return nil, err
+	}
+	sc.refs++
+	k.release = func() error {
+		clientsMu.Lock()
+		defer clientsMu.Unlock()
+		if sc.refs--; sc.refs > 0 {
+			return nil
+		}
+		if clients[endpoint] == sc {
+			delete(clients, endpoint)
+		}
+		return sc.c.Close()
+	}
+	return k, nil
 }
 
 // URI returns the key's gcp-kms:// URI.
 func (k *MasterKey) URI() string { return k.uri }
 
 // Close closes the client New created; it does nothing for a client passed
-// with WithClient or shared by the registered opener.
+// with WithClient. A key from the registered opener (kms.Open) releases the
+// client it shares with the other keys open on the same endpoint; the last
+// one closes it. Closing twice is a no-op.
 func (k *MasterKey) Close() error {
-	if k.owned {
-		return k.client.Close()
-	}
-	return nil
+	var err error
+	k.closed.Do(func() {
+		switch {
+		case k.owned:
+			err = k.client.Close()
+		case k.release != nil:
+			err = k.release()
+		}
+	})
+	return err
 }
 
 // Wrap encrypts key with Cloud KMS Encrypt, bound to ec.

@@ -3,6 +3,7 @@ package gcpkms_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,6 +211,22 @@ func TestRegisteredOpener(t *testing.T) {
 
 	_, err = kms.Open(ctx, "gcp-kms://projects/p")
 	assert.ErrorIs(t, err, kms.ErrInvalidURI)
+
+	// The two keys share one client: it stays open until the last of them
+	// is closed, and a key opened afterwards gets a new one.
+	require.NoError(t, k.(io.Closer).Close())
+	require.NoError(t, k.(io.Closer).Close(), "closing twice is a no-op")
+	_, err = k2.Unwrap(ctx, wrapped, nil)
+	require.NoError(t, err, "the other key's client is still open")
+	require.NoError(t, k2.(io.Closer).Close())
+	_, err = k2.Unwrap(ctx, wrapped, nil)
+	assert.ErrorIs(t, err, kms.ErrUnavailable, "the shared client is closed with the last key")
+	k3, err := kms.Open(ctx, "gcp-kms://"+name)
+	require.NoError(t, err)
+	defer k3.(io.Closer).Close()
+	got, err = k3.Unwrap(ctx, wrapped, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "0123456789abcdef", string(got))
 }
 
 func TestWithClientOptionsAndClose(t *testing.T) {
