@@ -23,6 +23,9 @@ type Stats struct {
 	RefreshErrors  uint64 // background revalidations that failed
 	StoreReads     uint64 // store reads by lookups and refreshes (scope states, class keys)
 	CachedKEKs     int    // unwrapped KEKs in the cache now
+	// ClassKeyUnwraps counts tenant KEKs unwrapped locally under their
+	// class key (no KMS call).
+	ClassKeyUnwraps uint64
 	// KMSRejected counts calls to master keys that failed at once because
 	// their circuit breaker was open (no KMS call was made).
 	KMSRejected uint64
@@ -40,7 +43,7 @@ type counters struct {
 	kmsWrap, kmsUnwrap, wrapErrors, unwrapErrors atomic.Uint64
 	hits, misses, stale                          atomic.Uint64
 	refreshes, refreshErrors, storeReads         atomic.Uint64
-	rejected, probes                             atomic.Uint64
+	rejected, probes, localUnwraps               atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -58,7 +61,7 @@ func (k *Keyring) Stats() Stats {
 	k.mkMu.Unlock()
 	c := &k.stats
 	return Stats{
-		KMSRejected: c.rejected.Load(), KMSProbes: c.probes.Load(), OpenBreakers: open,
+		KMSRejected: c.rejected.Load(), KMSProbes: c.probes.Load(), OpenBreakers: open, ClassKeyUnwraps: c.localUnwraps.Load(),
 		KMSWrapCalls: c.kmsWrap.Load(), KMSUnwrapCalls: c.kmsUnwrap.Load(),
 		WrapErrors: c.wrapErrors.Load(), UnwrapErrors: c.unwrapErrors.Load(),
 		CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(), StaleServes: c.stale.Load(),
@@ -163,16 +166,30 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 	now := k.now()
 	k.mu.RLock()
 	e := k.keks[ref]
+	verified := int64(0)
+	if e != nil {
+		verified = e.verified.Load()
+		if e.parent != nil { // unwrapped through the class key: as fresh as it
+			verified = e.parent.verified.Load()
+			if k.classKeys[ref.Class] != e.parent {
+				verified = 0 // the class key was dropped or replaced: unwrap again
+			}
+		}
+	}
 	k.mu.RUnlock()
 	if e != nil {
-		age := time.Duration(now.UnixNano() - e.verified.Load())
+		age := time.Duration(now.UnixNano() - verified)
 		if age < k.ttl {
 			k.stats.hits.Add(1)
 			return e.kek, nil
 		}
 		if age < k.maxAge {
 			k.stats.stale.Add(1)
-			k.refreshKEKAsync(ref, e, now)
+			if e.parent != nil {
+				k.refreshClassKeyAsync(ref.Class, e.parent, now)
+			} else {
+				k.refreshKEKAsync(ref, e, now)
+			}
 			return e.kek, nil
 		}
 	}
@@ -197,10 +214,10 @@ func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef, rec *Record)
 	k.sweepLocked(now) // every slow path zeroes evicted KEKs past their grace
 	e := k.keks[ref]
 	k.mu.Unlock()
-	if e != nil && time.Duration(now.UnixNano()-e.verified.Load()) < k.ttl {
+	if e != nil && e.parent == nil && time.Duration(now.UnixNano()-e.verified.Load()) < k.ttl {
 		return e.kek, nil // loaded by a flight that ended just before ours
 	}
-	raw, err := k.unwrap(ctx, ref, rec)
+	raw, parent, err := k.unwrapKEK(ctx, ref, rec)
 	if err != nil {
 		k.mu.Lock()
 		if e != nil {
@@ -217,16 +234,17 @@ func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef, rec *Record)
 	if err != nil {
 		return nil, keyErr("unwrap", ref, rec.MasterKeyURI, "", envelope.ErrKeyUnavailable, err)
 	}
-	if err := k.putKEK(ref, kek, k.now()); err != nil {
+	if err := k.putKEK(ref, kek, parent, k.now()); err != nil {
 		return nil, err
 	}
 	return kek, nil
 }
 
-// putKEK caches kek, unless the cached state shows its version destroyed
+// putKEK caches kek (unwrapped through the class key entry parent, or nil
+// for the KMS), unless the cached state shows its version destroyed
 // meanwhile: then it is zeroed and the destruction reported.
-func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, now time.Time) error {
-	e := &kekEntry{kek: kek}
+func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, parent *classKeyEntry, now time.Time) error {
+	e := &kekEntry{kek: kek, parent: parent}
 	e.verified.Store(now.UnixNano())
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -308,7 +326,8 @@ func (k *Keyring) refreshKEKAsync(ref envelope.KEKRef, e *kekEntry, now time.Tim
 			return retry // the next lookup reloads the state first
 		}
 		rec := se.st.Record(ref.Version)
-		if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired {
+		if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired || rec.WrappedBy == WrapClassKey {
+			// Gone, or moved under the class key: the next lookup unwraps it there.
 			k.evict(ref, e, rec == nil || rec.State == StateDestroyed)
 			return time.Time{}
 		}

@@ -209,7 +209,7 @@ func (e *env) process(cfg Config, opts ...Option) (*Keyring, map[string]*memKey)
 // processOn is process with a store handle of its own.
 func (e *env) processOn(cfg Config, store Store, opts ...Option) (*Keyring, map[string]*memKey) {
 	e.t.Helper()
-	uris := []string{uriCritical, uriHigh, uriModerate, uriLow, uriNewCritical}
+	uris := []string{uriCritical, uriHigh, uriModerate, uriLow, uriNewCritical, uriNewHigh}
 	keys := e.keys(uris...)
 	var list []kms.MasterKey
 	for _, k := range keys {
@@ -224,7 +224,10 @@ func (e *env) processOn(cfg Config, store Store, opts ...Option) (*Keyring, map[
 	return kr, keys
 }
 
-const uriNewCritical = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/11111111-aaaa-bbbb-cccc-000000000002"
+const (
+	uriNewCritical = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/11111111-aaaa-bbbb-cccc-000000000002"
+	uriNewHigh     = "gcp-kms://projects/p/locations/europe-west1/keyRings/fc/cryptoKeys/high-2"
+)
 
 func sum(keys map[string]*memKey, f func(*memKey) int64) int64 {
 	var n int64

@@ -81,7 +81,8 @@ type Keyring struct {
 type kekEntry struct {
 	refresher
 	kek      *envelope.KEK
-	verified atomic.Int64 // unix nanos of the last successful unwrap
+	verified atomic.Int64   // unix nanos of the last successful unwrap (by the KMS)
+	parent   *classKeyEntry // unwrapped through this class key: cached as long as it is, refreshed with it
 }
 
 type scopeEntry struct {
@@ -329,22 +330,35 @@ func (k *Keyring) masterKey(ctx context.Context, uri string) (*guardedKey, error
 	return g, nil
 }
 
-// newKEK generates a KEK for ref and wraps it under uri.
-func (k *Keyring) newKEK(ctx context.Context, ref envelope.KEKRef, uri string) (*envelope.KEK, []byte, error) {
+// newKEK generates a KEK for ref and wraps it: a tenant KEK of a sealed
+// class under the class key (no KMS call), any other under the master key
+// uri. It returns the KEK and its record (version, wrapping, master key,
+// wrapped key; the caller sets state and times). It never loads the class
+// key (it runs inside store transactions): the caller made sure it is
+// cached (update seals with it); without it, the KMS wraps.
+func (k *Keyring) newKEK(ctx context.Context, ref envelope.KEKRef, uri string) (*envelope.KEK, Record, error) {
 	raw := make([]byte, envelope.KEKSize)
 	defer clear(raw)
 	if _, err := rand.Read(raw); err != nil {
-		return nil, nil, keyErr("generate", ref, uri, "crypto/rand failed", err)
+		return nil, Record{}, keyErr("generate", ref, uri, "crypto/rand failed", err)
 	}
-	wrapped, err := k.wrap(ctx, ref, uri, raw)
+	rec := Record{Version: ref.Version}
+	var err error
+	if ck := k.cachedClassKey(ref.Class); ref.Tenant != "" && ck != nil {
+		rec.WrappedBy = WrapClassKey
+		rec.Wrapped, err = k.wrapWithClassKey(ck, ref, raw)
+	} else {
+		rec.MasterKeyURI = uri
+		rec.Wrapped, err = k.wrap(ctx, ref, uri, raw)
+	}
 	if err != nil {
-		return nil, nil, err
+		return nil, Record{}, err
 	}
 	kek, err := envelope.NewKEK(ref, raw)
 	if err != nil {
-		return nil, nil, keyErr("generate", ref, uri, "", err)
+		return nil, Record{}, keyErr("generate", ref, uri, "", err)
 	}
-	return kek, wrapped, nil
+	return kek, rec, nil
 }
 
 func (k *Keyring) wrap(ctx context.Context, ref envelope.KEKRef, uri string, raw []byte) ([]byte, error) {
@@ -382,8 +396,12 @@ func rewrapKey(unwrap func() ([]byte, error), wrap func([]byte) ([]byte, error))
 	return wrap(raw)
 }
 
-// unwrap returns the plaintext KEK of rec; the caller must clear it.
+// unwrap returns the plaintext KEK of rec, wrapped by the master key, from
+// the KMS; the caller must clear it. (unwrapKEK takes either wrapping.)
 func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) ([]byte, error) {
+	if rec.WrappedBy != WrapMasterKey {
+		return nil, keyErr("unwrap", ref, "", "not wrapped by a master key", envelope.ErrKeyUnavailable, ErrStore)
+	}
 	return k.unwrapUnder(ctx, "unwrap", ref, rec.MasterKeyURI, rec.Wrapped, k.ec(ref), envelope.KEKSize, "")
 }
 

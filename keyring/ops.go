@@ -36,7 +36,13 @@ func (k *Keyring) Init(ctx context.Context) ([]KEKInfo, error) {
 // scope has no KEK yet, and returns its primary. Concurrent calls, from any
 // process, create one version 1. A scope whose versions were all
 // destroyed is not recreated (use Rotate to start a new version).
-func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info KEKInfo, err error) {
+func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (KEKInfo, error) {
+	info, _, err := k.ensureScope(ctx, scope)
+	return info, err
+}
+
+// ensureScope is EnsureScope; it also reports whether it created version 1.
+func (k *Keyring) ensureScope(ctx context.Context, scope envelope.Scope) (info KEKInfo, made bool, err error) {
 	var created *envelope.KEK
 	defer func() {
 		if created != nil || err != nil {
@@ -45,7 +51,7 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 	}()
 	s, err := k.scope("ensure", scope)
 	if err != nil {
-		return KEKInfo{}, err
+		return KEKInfo{}, false, err
 	}
 	uri := k.classURI(s.Class)
 	final, err := k.update(ctx, "ensure", s, func(st *ScopeState) error {
@@ -57,12 +63,13 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 			return nil
 		}
 		ref := envelope.KEKRef{Class: s.Class, Tenant: s.Tenant, Version: 1}
-		kek, wrapped, err := k.newKEK(ctx, ref, uri)
+		kek, rec, err := k.newKEK(ctx, ref, uri)
 		if err != nil {
 			return err
 		}
 		now := k.stamp()
-		st.Records = append(st.Records, Record{Version: 1, State: StateActive, MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: now, UpdatedAt: now})
+		rec.State, rec.CreatedAt, rec.UpdatedAt = StateActive, now, now
+		st.Records = append(st.Records, rec)
 		st.Search = []uint32{1}
 		created = kek
 		return nil
@@ -72,16 +79,26 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 			k.zero(created)
 			created = nil
 		}
-		return KEKInfo{}, err
+		return KEKInfo{}, false, err
 	}
-	return k.committed(final, created, 0), nil
+	made = created != nil
+	return k.committed(final, created, 0), made, nil
 }
 
 // committed caches a KEK an operation just generated (update cached the
 // state it wrote) and returns the info of version v (0: the primary) in st.
 func (k *Keyring) committed(st *ScopeState, created *envelope.KEK, v uint32) KEKInfo {
 	if created != nil {
-		_ = k.putKEK(created.Ref(), created, k.now()) // a new version is not destroyed
+		var parent *classKeyEntry
+		if r := st.Record(created.Ref().Version); r != nil && r.WrappedBy == WrapClassKey {
+			if parent = k.cachedClassKey(created.Ref().Class); parent == nil {
+				k.zero(created) // unwrapped again on first use
+				created = nil
+			}
+		}
+		if created != nil {
+			_ = k.putKEK(created.Ref(), created, parent, k.now()) // a new version is not destroyed
+		}
 	}
 	r := st.Primary()
 	if v != 0 {
@@ -130,7 +147,7 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 		}
 		v := st.maxVersion() + 1
 		ref := envelope.KEKRef{Class: s.Class, Tenant: s.Tenant, Version: v}
-		kek, wrapped, err := k.newKEK(ctx, ref, uri)
+		kek, rec, err := k.newKEK(ctx, ref, uri)
 		if err != nil {
 			return err
 		}
@@ -140,7 +157,8 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 			p.UpdatedAt = now
 			p.DemotedAt = now
 		}
-		st.Records = append(st.Records, Record{Version: v, State: StateActive, MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: now, UpdatedAt: now})
+		rec.State, rec.CreatedAt, rec.UpdatedAt = StateActive, now, now
+		st.Records = append(st.Records, rec)
 		if !slices.ContainsFunc(st.Search, func(sv uint32) bool { return st.Record(sv).State != StateDestroyed }) {
 			st.Search = []uint32{v} // first version, or a shredded scope restarted
 		}
@@ -535,6 +553,13 @@ type RewrapReport struct {
 	AlreadyDone int  // versions already under To (an earlier, interrupted run)
 	Destroyed   int  // tombstones, nothing to rewrap
 	ClassKey    bool // the class key was moved to To now
+	// UnderClassKey counts tenant KEK versions wrapped by the class key:
+	// moving the class key to To moves them too, with no call each.
+	UnderClassKey int
+	// MovedToClassKey counts tenant KEK versions that were wrapped by the
+	// old master key and are now wrapped by the class key (like Upgrade
+	// does), rather than by To: no longer a KMS call each per process.
+	MovedToClassKey int
 	// Config is the keyring configuration with the class's master key
 	// replaced by To and the previous one added to PreviousMasterKeys. The
 	// caller must persist it (the keyring already uses it). Every process
@@ -561,7 +586,8 @@ type RewrapReport struct {
 func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI string) (rep RewrapReport, err error) {
 	defer func() {
 		k.emit(ctx, audit.KEKRewrapped, envelope.KEKRef{Class: class}, newURI, err, map[string]int64{
-			"rewrapped": int64(rep.Rewrapped), "already_done": int64(rep.AlreadyDone), "destroyed": int64(rep.Destroyed)})
+			"rewrapped": int64(rep.Rewrapped), "already_done": int64(rep.AlreadyDone), "destroyed": int64(rep.Destroyed),
+			"under_class_key": int64(rep.UnderClassKey), "moved_to_class_key": int64(rep.MovedToClassKey)})
 	}()
 	rep = RewrapReport{Class: class, To: newURI}
 	s, err := k.scope("rewrap", envelope.Scope{Class: class})
@@ -585,11 +611,11 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 			continue
 		}
 		sc := st0.Scope
-		var n, done, dead int
+		var n, done, dead, under, moved int
 		var srcs []string
 		var movedClassKey bool
 		_, err := k.update(ctx, "rewrap", sc, func(st *ScopeState) error {
-			n, done, dead, srcs, movedClassKey = 0, 0, 0, nil, false
+			n, done, dead, under, moved, srcs, movedClassKey = 0, 0, 0, 0, 0, nil, false
 			for i := range st.Records {
 				r := &st.Records[i]
 				ref := envelope.KEKRef{Class: sc.Class, Tenant: sc.Tenant, Version: r.Version}
@@ -597,8 +623,20 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 				case r.State == StateDestroyed:
 					dead++
 					continue
+				case r.WrappedBy == WrapClassKey:
+					under++
+					continue
 				case r.MasterKeyURI == newURI:
 					done++
+					continue
+				}
+				if ck := k.cachedClassKey(class); ck != nil && sc.Tenant != "" {
+					src := r.MasterKeyURI
+					if err := k.moveToClassKey(ctx, ck, ref, r); err != nil {
+						return err
+					}
+					srcs = append(srcs, src)
+					moved++
 					continue
 				}
 				wrapped, err := rewrapKey(func() ([]byte, error) { return k.unwrap(ctx, ref, r) },
@@ -632,6 +670,8 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 		rep.Rewrapped += n
 		rep.AlreadyDone += done
 		rep.Destroyed += dead
+		rep.UnderClassKey += under
+		rep.MovedToClassKey += moved
 		rep.ClassKey = rep.ClassKey || movedClassKey
 	}
 	rep.From = sortedKeys(from)

@@ -19,6 +19,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
 )
@@ -222,9 +223,10 @@ func TestConcurrentRotation(t *testing.T) {
 			krs := make([]*Keyring, procs)
 			keys := make([]map[string]*memKey, procs)
 			var stores []Store
+			sink := &audit.Memory{}
 			for i := range krs {
 				stores = append(stores, open())
-				krs[i], keys[i] = e.processOn(testConfig(), stores[i])
+				krs[i], keys[i] = e.processOn(testConfig(), stores[i], WithAudit(sink))
 			}
 			defer func() {
 				var retries int64
@@ -268,7 +270,14 @@ func TestConcurrentRotation(t *testing.T) {
 					}
 				}
 			}
-			assert.Equal(t, 1, kekWraps, "one version 1 created across all processes")
+			created := 0
+			for _, ev := range sink.Events() {
+				if ev.Type == audit.KEKCreated && ev.Outcome == audit.OK {
+					created++
+				}
+			}
+			assert.Equal(t, 1, created, "one version 1 created across all processes")
+			assert.Zero(t, kekWraps, "a tenant KEK is wrapped by the class key, not the KMS")
 			assert.Equal(t, 1, classKeyWraps, "one class key created across all processes")
 
 			start := time.Now()
