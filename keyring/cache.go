@@ -77,7 +77,7 @@ var _ envelope.KeySource = (*Keyring)(nil)
 // rotation by another process is seen within StateRefresh plus one store
 // read.
 func (k *Keyring) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelope.KEK, error) {
-	st, err := k.lookupScope(ctx, "primary", &scope)
+	st, err := k.lookupScope(ctx, "primary", &scope, accessEncrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +102,9 @@ func (k *Keyring) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, 
 	if _, err := k.scope("lookup", ref.Scope()); err != nil {
 		return nil, err
 	}
+	if err := k.allow(ctx, "lookup", ref, accessDecrypt); err != nil {
+		return nil, err
+	}
 	if ref.Version == 0 {
 		return nil, keyErr("lookup", ref, "", "version 0 does not exist", envelope.ErrUnknownKey)
 	}
@@ -120,7 +123,7 @@ func (k *Keyring) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, 
 // current first. They change only through RotateSearch and
 // FinishSearchRotation, never through Rotate.
 func (k *Keyring) SearchKEKs(ctx context.Context, scope envelope.Scope) ([]*envelope.KEK, error) {
-	st, err := k.lookupScope(ctx, "search", &scope)
+	st, err := k.lookupScope(ctx, "search", &scope, accessEncrypt)
 	if err != nil {
 		return nil, err
 	}

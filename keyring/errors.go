@@ -56,6 +56,15 @@ var (
 	// with kms.ErrUnavailable, and from lookups with
 	// envelope.ErrKeyUnavailable.
 	ErrCircuitOpen = errors.New("keyring: KMS unreachable (circuit breaker open)")
+	// ErrAccessDenied means the keyring's configuration does not let this
+	// process do that with the class (Config.Decrypt, Config.EncryptOnly):
+	// opening a value of an encrypt-only class, any use of a class in
+	// neither list, a lifecycle operation without decrypt access. It is
+	// decided in the process, before any key is read or unwrapped, and
+	// audited (keyring.access_denied). It comes with
+	// envelope.ErrKeyUnavailable; it is not kms.ErrAccessDenied (the KMS
+	// refusing), which callers can tell apart.
+	ErrAccessDenied = errors.New("keyring: access to the class denied by the keyring's configuration")
 )
 
 // KeyError is the error returned for a failed key operation. It names the

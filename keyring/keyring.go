@@ -44,7 +44,8 @@ type Keyring struct {
 	auto          bool
 	allowUnsealed bool
 	name          string
-	scoped        map[envelope.Class]bool // configured encrypted classes → tenant scoped
+	scoped        map[envelope.Class]bool   // configured encrypted classes → tenant scoped
+	access        map[envelope.Class]access // Config.Decrypt / EncryptOnly; nil: no limit
 
 	cfgMu sync.RWMutex
 	cfg   Config
@@ -234,6 +235,7 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 		allowUnsealed:   cfg.AllowUnsealedStore,
 		name:            cfg.Name,
 		scoped:          map[envelope.Class]bool{},
+		access:          cfg.access(),
 		cfg:             cfg.clone(),
 		mks:             map[string]*guardedKey{},
 		keks:            map[envelope.KEKRef]*kekEntry{},

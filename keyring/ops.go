@@ -13,12 +13,15 @@ import (
 )
 
 // Init creates version 1 of the class-wide scope (tenant "") of every
-// configured encrypted class that has no KEK yet, and returns the primary
+// configured encrypted class that has no KEK yet (every one this process
+// may use, with Config.Decrypt or EncryptOnly), and returns the primary
 // of each. It is idempotent.
 func (k *Keyring) Init(ctx context.Context) ([]KEKInfo, error) {
 	classes := make([]envelope.Class, 0, len(k.scoped))
 	for c := range k.scoped {
-		classes = append(classes, c)
+		if k.allowed(c) {
+			classes = append(classes, c)
+		}
 	}
 	slices.Sort(classes)
 	var out []KEKInfo
@@ -51,6 +54,9 @@ func (k *Keyring) ensureScope(ctx context.Context, scope envelope.Scope) (info K
 	}()
 	s, err := k.scope("ensure", scope)
 	if err != nil {
+		return KEKInfo{}, false, err
+	}
+	if err := k.allow(ctx, "ensure", envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, accessEncrypt); err != nil {
 		return KEKInfo{}, false, err
 	}
 	uri := k.classURI(s.Class)
@@ -138,6 +144,9 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 	if err != nil {
 		return KEKInfo{}, err
 	}
+	if err := k.allow(ctx, "rotate", envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, accessDecrypt); err != nil {
+		return KEKInfo{}, err
+	}
 	uri := k.classURI(s.Class)
 	var created *envelope.KEK
 	final, err := k.update(ctx, "rotate", s, func(st *ScopeState) error {
@@ -209,6 +218,9 @@ func (k *Keyring) FinishSearchRotation(ctx context.Context, scope envelope.Scope
 func (k *Keyring) updateSearch(ctx context.Context, op string, scope envelope.Scope, fn func(*ScopeState) error) ([]uint32, error) {
 	s, err := k.scope(op, scope)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.allow(ctx, op, envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, accessDecrypt); err != nil {
 		return nil, err
 	}
 	final, err := k.update(ctx, op, s, fn)
@@ -305,6 +317,9 @@ func (k *Keyring) transition(ctx context.Context, op string, ref envelope.KEKRef
 	if err != nil {
 		return KEKInfo{}, err
 	}
+	if err := k.allow(ctx, op, ref, accessDecrypt); err != nil {
+		return KEKInfo{}, err
+	}
 	final, err := k.update(ctx, op, s, func(st *ScopeState) error {
 		r := st.Record(ref.Version)
 		if r == nil {
@@ -370,6 +385,9 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 	o := destroyOpts(opts)
 	s, err := k.scope("destroy", ref.Scope())
 	if err != nil {
+		return KEKInfo{}, err
+	}
+	if err := k.allow(ctx, "destroy", ref, accessDecrypt); err != nil {
 		return KEKInfo{}, err
 	}
 	check := func(st *ScopeState) (*Record, error) {
@@ -481,6 +499,9 @@ func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredRepo
 		if _, ok := k.scoped[st.Scope.Class]; !ok {
 			return rep, scopeErr("shred-tenant", st.Scope, "", "class "+st.Scope.Class.String()+" is not configured in this keyring, so its keys cannot be verified or re-sealed: configure it (with its master key) and shred again", ErrRefused)
 		}
+		if err := k.allow(ctx, "shred-tenant", envelope.KEKRef{Class: st.Scope.Class, Tenant: tenant}, accessDecrypt); err != nil {
+			return rep, err
+		}
 		scopes = append(scopes, st.Scope)
 	}
 	for _, s := range scopes {
@@ -516,7 +537,8 @@ func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredRepo
 // tenant and version. It never returns key material. Scopes of configured
 // classes are verified like lookups verify them (a tampered store fails
 // List with ErrTampered); scopes of classes this configuration does not
-// list cannot be verified and are listed as stored.
+// list, or that this process may not use (Config.Decrypt, EncryptOnly),
+// cannot be verified and are listed as stored.
 func (k *Keyring) List(ctx context.Context) ([]KEKInfo, error) {
 	started := k.now()
 	floors := map[envelope.Scope]uint64{}
@@ -531,7 +553,7 @@ func (k *Keyring) List(ctx context.Context) ([]KEKInfo, error) {
 	}
 	var out []KEKInfo
 	for _, st := range all {
-		if _, ok := k.scoped[st.Scope.Class]; ok {
+		if _, ok := k.scoped[st.Scope.Class]; ok && k.allowed(st.Scope.Class) {
 			if _, err := k.verify(ctx, "list", st, floors[st.Scope]); err != nil {
 				return nil, err
 			}
@@ -592,6 +614,9 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 	rep = RewrapReport{Class: class, To: newURI}
 	s, err := k.scope("rewrap", envelope.Scope{Class: class})
 	if err != nil {
+		return rep, err
+	}
+	if err := k.allow(ctx, "rewrap", envelope.KEKRef{Class: class}, accessDecrypt); err != nil {
 		return rep, err
 	}
 	if p := uriProblem(newURI); p != "" {

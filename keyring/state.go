@@ -18,14 +18,18 @@ import (
 // never once it is MaxStateAge old: then lookups wait for the store and
 // fail with envelope.ErrKeyUnavailable if it does not answer.
 
-// lookupScope checks *scope and returns its (cached) state, creating
-// version 1 if the scope is empty and auto-creation is on.
-func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Scope) (*ScopeState, error) {
+// lookupScope checks *scope, and that the process may use it as need
+// says, and returns its (cached) state, creating version 1 if the scope is
+// empty and auto-creation is on.
+func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Scope, need access) (*ScopeState, error) {
 	if k.closed.Load() {
 		return nil, scopeErr(op, *scope, "", "", envelope.ErrKeyUnavailable, ErrClosed)
 	}
 	s, err := k.scope(op, *scope)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.allow(ctx, op, envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, need); err != nil {
 		return nil, err
 	}
 	*scope = s

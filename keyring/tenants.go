@@ -20,7 +20,8 @@ type TenantsReport struct {
 
 // EnsureTenants provisions tenants ahead of their traffic: it creates
 // version 1 of the scope of every tenant in every tenant-scoped class
-// (like EnsureScope for each), and leaves scopes that exist alone. Since
+// this process may use (like EnsureScope for each), and leaves scopes that
+// exist alone. Since
 // tenant KEKs are wrapped by the class key, this makes no KMS call per
 // tenant (at most one per class, to unwrap or create its class key); with
 // a store that implements ScopeCreator (GormStore, FileStore) it writes
@@ -47,7 +48,7 @@ func (k *Keyring) EnsureTenants(ctx context.Context, tenants []string) (TenantsR
 	}
 	var classes []envelope.Class
 	for c, scoped := range k.scoped {
-		if scoped {
+		if scoped && k.allowed(c) {
 			classes = append(classes, c)
 		}
 	}
@@ -67,6 +68,9 @@ func (k *Keyring) EnsureTenants(ctx context.Context, tenants []string) (TenantsR
 // a scope that vanished from under this process).
 func (k *Keyring) ensureTenantBatch(ctx context.Context, c envelope.Class, tenants []string, rep *TenantsReport) error {
 	if _, err := k.scope("ensure", envelope.Scope{Class: c, Tenant: tenants[0]}); err != nil {
+		return err
+	}
+	if err := k.allow(ctx, "ensure", envelope.KEKRef{Class: c}, accessEncrypt); err != nil {
 		return err
 	}
 	rest := tenants

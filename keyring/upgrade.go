@@ -76,6 +76,11 @@ func (k *Keyring) Upgrade(ctx context.Context, opts ...UpgradeOption) (UpgradeRe
 	}
 	slices.Sort(classes)
 	for _, c := range classes {
+		if err := k.allow(ctx, "upgrade", envelope.KEKRef{Class: c}, accessDecrypt); err != nil {
+			return rep, err
+		}
+	}
+	for _, c := range classes {
 		cu, err := k.upgradeClass(ctx, c, o)
 		rep.Classes = append(rep.Classes, cu)
 		k.emit(ctx, audit.KeyringSealed, envelope.KEKRef{Class: c}, k.classURI(c), err, map[string]int64{
