@@ -75,7 +75,10 @@ func TestAccessControl(t *testing.T) {
 		func() error { _, err := svc.Upgrade(ctx); return err },
 		// moderate and low: nothing.
 		func() error { _, err := env.Seal(ctx, bind(envelope.Moderate, ""), []byte("x")); return err },
-		func() error { _, err := env.Open(ctx, bind(envelope.Moderate, ""), stored[envelope.Moderate]); return err },
+		func() error {
+			_, err := env.Open(ctx, bind(envelope.Moderate, ""), stored[envelope.Moderate])
+			return err
+		},
 		func() error { _, err := env.SealDeterministic(ctx, bind(envelope.Low, ""), []byte("x")); return err },
 		func() error { _, err := svc.EnsureScope(ctx, envelope.Scope{Class: envelope.Low}); return err },
 	}
