@@ -29,16 +29,16 @@ import (
 // connection pool, its own file descriptors).
 type storeCase struct {
 	name string
-	open func(t *testing.T) func() Store
+	open func(t testing.TB) func() Store
 }
 
 func storeCases() []storeCase {
-	cases := []storeCase{{"file", func(t *testing.T) func() Store {
+	cases := []storeCase{{"file", func(t testing.TB) func() Store {
 		path := filepath.Join(t.TempDir(), "keks.json")
 		return func() Store { return NewFileStore(path) }
 	}}}
 	for _, d := range testsvc.Dialects() {
-		cases = append(cases, storeCase{"gorm-" + string(d), func(t *testing.T) func() Store {
+		cases = append(cases, storeCase{"gorm-" + string(d), func(t testing.TB) func() Store {
 			_, dsn := testsvc.OpenDSN(t, d)
 			first := true
 			return func() Store {
@@ -58,7 +58,7 @@ func storeCases() []storeCase {
 }
 
 // openPool opens a new connection pool on a testsvc DSN (CLI URL form).
-func openPool(t *testing.T, dsn string) *gorm.DB {
+func openPool(t testing.TB, dsn string) *gorm.DB {
 	t.Helper()
 	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
 	var dial gorm.Dialector

@@ -283,8 +283,8 @@ func (a *app) keyring(ctx context.Context, migrate bool) (*keyring.Keyring, erro
 		if !db.WithContext(ctx).Migrator().HasTable(keyring.KEKTable) {
 			return nil, usageErrorf("database %s has no keyring tables (%s): run 'fieldcrypt init' first", a.dsn.Redacted, keyring.KEKTable)
 		}
-		if !db.WithContext(ctx).Migrator().HasColumn(keyring.ScopeTable, "epoch") {
-			return nil, usageErrorf("the keyring tables in %s predate sealed keyrings: run 'fieldcrypt keys upgrade' (it adds their new columns, then seals the keyring)", a.dsn.Redacted)
+		if m := db.WithContext(ctx).Migrator(); !m.HasColumn(keyring.ScopeTable, "epoch") || !m.HasColumn(keyring.KEKTable, "wrapped_by") {
+			return nil, usageErrorf("the keyring tables in %s lack columns this version needs (they predate sealed keyrings or class-key wrapping): run 'fieldcrypt keys upgrade' (it adds them, then seals the keyring)", a.dsn.Redacted)
 		}
 		store = keyring.NewGormStoreNoMigrate(db)
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,7 +26,8 @@ type kekJSON struct {
 	State        string     `json:"state"`
 	Primary      bool       `json:"primary"`
 	SearchRank   int        `json:"search_rank,omitempty"`
-	MasterKeyURI string     `json:"master_key_uri"`
+	WrappedBy    string     `json:"wrapped_by"`     // master-key | class-key
+	MasterKeyURI string     `json:"master_key_uri"` // "" when wrapped by the class key
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
 	DemotedAt    *time.Time `json:"demoted_at,omitempty"`   // when it stopped being the primary
@@ -36,7 +38,7 @@ type kekJSON struct {
 func kekOf(i keyring.KEKInfo) kekJSON {
 	k := kekJSON{
 		Class: i.Ref.Class.String(), Tenant: i.Ref.Tenant, Version: i.Ref.Version, State: string(i.State),
-		Primary: i.Primary, SearchRank: i.SearchRank, MasterKeyURI: i.MasterKeyURI,
+		Primary: i.Primary, SearchRank: i.SearchRank, WrappedBy: i.WrappedBy.String(), MasterKeyURI: i.MasterKeyURI,
 		CreatedAt: i.CreatedAt.UTC(), UpdatedAt: i.UpdatedAt.UTC(),
 	}
 	k.DemotedAt, k.InUseUntil, k.DestroyedAt = utcOrNil(i.DemotedAt), utcOrNil(i.InUseUntil()), utcOrNil(i.DestroyedAt)
@@ -101,10 +103,33 @@ type initResult struct {
 	Keyring      string    `json:"keyring"`
 	Created      []kekJSON `json:"created"`
 	Existing     []kekJSON `json:"existing"`
+	// --tenants-file: how many tenant scopes were created and found.
+	TenantsCreated  int `json:"tenants_created,omitempty"`
+	TenantsExisting int `json:"tenants_existing,omitempty"`
+}
+
+// readTenants reads a --tenants-file: one tenant per line; blank lines and
+// lines starting with '#' are skipped; surrounding spaces are trimmed.
+func readTenants(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageErrorf("--tenants-file: %v", err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, usageErrorf("--tenants-file %s lists no tenant", path)
+	}
+	return out, nil
 }
 
 func (a *app) initCmd() *cobra.Command {
 	var noBootstrap bool
+	var tenantsFile string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create the keyring tables and a first KEK per configured class",
@@ -118,9 +143,16 @@ directory: local master key files (mode 0600) in .fieldcrypt/, a SQLite
 database fieldcrypt.db and a starter fieldcrypt.yaml, and says so.
 Local master keys are for development; use a KMS in production.
 
-With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
+With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.
+With --tenants-file FILE (one tenant per line) it creates those of every
+tenant listed, in bulk: tenant KEKs are wrapped by the class key, so this
+makes no KMS call per tenant, and the scopes are written a few hundred per
+transaction. Creating a tenant's KEKs on its first use needs no init at all.`,
 		Example: `  # Development setup in the current directory
   fieldcrypt init
+
+  # Provision the tenants of an import ahead of their traffic
+  fieldcrypt init --tenants-file tenants.txt
 
   # Production: master keys in AWS KMS, keyring in PostgreSQL
   FIELDCRYPT_DATABASE='postgres://app@db:5432/app?sslmode=require' \
@@ -225,6 +257,14 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 					infos = append(infos, info)
 				}
 			}
+			if err == nil && tenantsFile != "" {
+				var tenants []string
+				if tenants, err = readTenants(resolvePath(a.io.Dir, tenantsFile)); err == nil {
+					var rep keyring.TenantsReport
+					rep, err = kr.EnsureTenants(ctx, tenants) // records kek.created per scope
+					res.TenantsCreated, res.TenantsExisting = len(rep.Created), rep.Existing
+				}
+			}
 			for _, i := range infos {
 				if existed[i.Ref] {
 					res.Existing = append(res.Existing, kekOf(i))
@@ -244,6 +284,9 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 				for _, k := range res.Existing {
 					fmt.Fprintf(w, "  exists   %s v%d (primary)\n", scopeName(k.Class, k.Tenant), k.Version)
 				}
+				if tenantsFile != "" {
+					fmt.Fprintf(w, "  tenants: %d scopes created, %d existed\n", res.TenantsCreated, res.TenantsExisting)
+				}
 				if res.ConfigFile != "" {
 					fmt.Fprintf(w, "Config: %s\n", res.ConfigFile)
 				}
@@ -252,6 +295,7 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 		},
 	}
 	cmd.Flags().BoolVar(&noBootstrap, "no-bootstrap", false, "never create local key files or a starter config")
+	cmd.Flags().StringVar(&tenantsFile, "tenants-file", "", "also create the KEKs of every tenant listed in FILE (one per line), in bulk")
 	return cmd
 }
 

@@ -97,7 +97,11 @@ func (a *app) keysListCmd() *cobra.Command {
 					if k.Primary {
 						state += " (primary)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Class, tenant, k.Version, state, search, k.MasterKeyURI, k.CreatedAt.Format(time.RFC3339), destroyed, inUse)
+					wrappedBy := k.MasterKeyURI
+					if k.WrappedBy == keyring.WrapClassKey.String() {
+						wrappedBy = "(class key)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Class, tenant, k.Version, state, search, wrappedBy, k.CreatedAt.Format(time.RFC3339), destroyed, inUse)
 				}
 				tw.Flush()
 				if len(out) == 0 {
@@ -278,14 +282,19 @@ func (a *app) checkSearchFinished(ctx context.Context, kr *keyring.Keyring, scop
 }
 
 type rewrapResult struct {
-	Class         string   `json:"class"`
-	From          []string `json:"from"`
-	To            string   `json:"to"`
-	Rewrapped     int      `json:"rewrapped"`
-	AlreadyDone   int      `json:"already_done"`
-	Destroyed     int      `json:"destroyed"`
-	ConfigUpdated string   `json:"config_updated,omitempty"` // the file whose master_key was changed
-	Action        string   `json:"action,omitempty"`         // what the operator must still do
+	Class       string   `json:"class"`
+	From        []string `json:"from"`
+	To          string   `json:"to"`
+	Rewrapped   int      `json:"rewrapped"`
+	AlreadyDone int      `json:"already_done"`
+	Destroyed   int      `json:"destroyed"`
+	// Tenant KEK versions wrapped by the class key: they move with it.
+	UnderClassKey int `json:"under_class_key"`
+	// Tenant KEK versions that were wrapped by the old master key and are
+	// now wrapped by the class key.
+	MovedToClassKey int    `json:"moved_to_class_key"`
+	ConfigUpdated   string `json:"config_updated,omitempty"` // the file whose master_key was changed
+	Action          string `json:"action,omitempty"`         // what the operator must still do
 }
 
 func (a *app) keysRewrapCmd() *cobra.Command {
@@ -344,7 +353,8 @@ everywhere and a re-run reports 0 rewrapped.`,
 			if err != nil {
 				return err
 			}
-			res := rewrapResult{Class: c.String(), From: rep.From, To: to, Rewrapped: rep.Rewrapped, AlreadyDone: rep.AlreadyDone, Destroyed: rep.Destroyed}
+			res := rewrapResult{Class: c.String(), From: rep.From, To: to, Rewrapped: rep.Rewrapped, AlreadyDone: rep.AlreadyDone, Destroyed: rep.Destroyed,
+				UnderClassKey: rep.UnderClassKey, MovedToClassKey: rep.MovedToClassKey}
 			if res.From == nil {
 				res.From = []string{}
 			}
@@ -362,6 +372,9 @@ everywhere and a re-run reports 0 rewrapped.`,
 			}
 			return a.emit(res, func(w io.Writer) {
 				fmt.Fprintf(w, "class %s: %d KEK versions rewrapped under %s (%d already there, %d destroyed)\n", res.Class, res.Rewrapped, res.To, res.AlreadyDone, res.Destroyed)
+				if res.UnderClassKey+res.MovedToClassKey > 0 {
+					fmt.Fprintf(w, "  tenant KEK versions under the class key: %d (moved with it), %d moved there now\n", res.UnderClassKey, res.MovedToClassKey)
+				}
 				if res.ConfigUpdated != "" {
 					fmt.Fprintf(w, "updated classes.%s.master_key (old one now in previous_master_keys) in %s\n", res.Class, res.ConfigUpdated)
 				}

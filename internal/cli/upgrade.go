@@ -15,7 +15,8 @@ type upgradeJSON struct {
 	ClassKeyCreated bool     `json:"class_key_created"`
 	Sealed          []string `json:"sealed"` // scopes sealed now, as they were
 	AlreadySealed   int      `json:"already_sealed"`
-	Renamed         int      `json:"renamed"` // records moved from a relative local:// URI to the absolute one
+	Renamed         int      `json:"renamed"`            // records moved from a relative local:// URI to the absolute one
+	MovedToClassKey int      `json:"moved_to_class_key"` // tenant KEK versions moved from the master key to the class key
 }
 
 func (a *app) keysUpgradeCmd() *cobra.Command {
@@ -39,7 +40,10 @@ before. It refuses to vouch for a version under a master key the
 configuration does not list (add it to previous_master_keys if it is yours)
 and for sealed state that fails verification (exit 3). Records stored under
 the relative local:// paths of an earlier 'init' are moved to the absolute
-path of the same key file. It is idempotent: re-running it finishes an
+path of the same key file. Tenant KEKs still wrapped by the master key (an
+earlier fieldcrypt wrapped each in the KMS) move under the class key: one
+KMS call each, once; afterwards a process unwraps them without any. It is
+idempotent: re-running it finishes an
 interrupted run. It asks for confirmation; in scripts pass --yes.`,
 		Example: `  fieldcrypt keys list
   fieldcrypt keys upgrade
@@ -64,7 +68,7 @@ interrupted run. It asks for confirmation; in scripts pass --yes.`,
 			}
 			out := []upgradeJSON{}
 			for _, cu := range rep.Classes {
-				u := upgradeJSON{Class: cu.Class.String(), ClassKeyCreated: cu.ClassKeyCreated, Sealed: []string{}, AlreadySealed: cu.AlreadySealed, Renamed: cu.Renamed}
+				u := upgradeJSON{Class: cu.Class.String(), ClassKeyCreated: cu.ClassKeyCreated, Sealed: []string{}, AlreadySealed: cu.AlreadySealed, Renamed: cu.Renamed, MovedToClassKey: cu.MovedToClassKey}
 				for _, s := range cu.Sealed {
 					u.Sealed = append(u.Sealed, s.String())
 				}
@@ -84,6 +88,9 @@ interrupted run. It asks for confirmation; in scripts pass --yes.`,
 					}
 					if u.Renamed > 0 {
 						what = append(what, fmt.Sprintf("%d versions moved to the absolute master key path", u.Renamed))
+					}
+					if u.MovedToClassKey > 0 {
+						what = append(what, fmt.Sprintf("%d tenant KEK versions moved under the class key", u.MovedToClassKey))
 					}
 					if len(what) == 0 {
 						what = append(what, "nothing to do")
