@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
@@ -30,10 +31,11 @@ const (
 // SDK has already retried); while it is open, calls fail immediately with
 // ErrCircuitOpen (and kms.ErrUnavailable) and make no KMS call. One
 // background probe replays the call that opened it after ProbeAfter, then
-// after twice that, up to MaxProbe between probes; the first answer from
-// the KMS (a success, or a definitive refusal: it answered) closes the
-// breaker, so lookups recover within MaxProbe of the KMS returning. While
-// open, the KMS sees only the probes.
+// after twice that, up to MaxProbe between probes (a probe does not wait
+// for the one before, which may be stuck in the SDK's retries); the first
+// answer from the KMS (a success, or a definitive refusal: it answered)
+// closes the breaker, so lookups recover within about MaxProbe of the KMS
+// returning. While open, the KMS sees only the probes.
 type guardedKey struct {
 	k   *Keyring
 	mk  kms.MasterKey
@@ -45,6 +47,7 @@ type guardedKey struct {
 	cause string        // the failure that opened it
 	wait  time.Duration // before the next probe
 	probe func(context.Context) error
+	gen   uint64 // openings, so that one probe loop runs per opening
 }
 
 func (k *Keyring) guard(mk kms.MasterKey) *guardedKey {
@@ -141,8 +144,10 @@ func (g *guardedKey) trip(err error, probe func() func(context.Context) error) {
 		return
 	}
 	g.open, g.since, g.cause, g.wait, g.probe = true, time.Now(), err.Error(), g.k.probeAfter, probe()
+	g.gen++
+	gen := g.gen
 	g.mu.Unlock()
-	if !g.k.spawnProber(g.run) {
+	if !g.k.spawnProber(func() { g.run(gen) }) {
 		g.reset() // closed keyring: nothing to probe for
 	}
 }
@@ -169,12 +174,29 @@ func (g *guardedKey) isOpen() bool {
 	return g.open
 }
 
-// run probes the KMS with backoff until it answers or the keyring closes.
-func (g *guardedKey) run() {
+// maxProbesInFlight bounds the probes of one breaker running at once.
+// Each is cut after probeTimeout: newer ones have been sent meanwhile.
+const maxProbesInFlight = 4
+
+func (k *Keyring) probeTimeout() time.Duration { return min(k.opTO, max(3*k.probeMax, time.Second)) }
+
+// run starts probes on the backoff schedule until one gets an answer (or
+// a call does), the breaker opens anew (another run takes over), or the
+// keyring closes. A probe does not wait for the previous one: a probe
+// sent while the KMS was down can sit in the SDK's retry backoff for
+// seconds, and the first one sent after the KMS is back must not queue
+// behind it. At most maxProbesInFlight run at once, so the KMS still sees
+// at most one new call per step of the schedule.
+func (g *guardedKey) run(gen uint64) {
+	var inFlight atomic.Int32
 	for {
 		g.mu.Lock()
-		wait, probe := g.wait, g.probe
+		wait, probe, current := g.wait, g.probe, g.open && g.gen == gen
+		g.wait = min(2*g.wait, g.k.probeMax)
 		g.mu.Unlock()
+		if !current {
+			return
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-g.k.life.Done():
@@ -182,21 +204,31 @@ func (g *guardedKey) run() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := g.k.background()
-		err := probe(ctx)
-		cancel()
-		g.k.stats.probes.Add(1)
-		if g.k.life.Err() != nil {
-			return
+		if !g.current(gen) || inFlight.Load() >= maxProbesInFlight {
+			continue
 		}
-		if !unreachable(err) {
-			g.reset()
-			return
-		}
-		g.mu.Lock()
-		g.wait = min(2*g.wait, g.k.probeMax)
-		g.mu.Unlock()
+		inFlight.Add(1)
+		g.k.spawnProber(func() {
+			defer inFlight.Add(-1)
+			ctx, cancel := g.k.background()
+			defer cancel()
+			ctx, cancelProbe := context.WithTimeout(ctx, g.k.probeTimeout())
+			defer cancelProbe()
+			err := probe(ctx)
+			g.k.stats.probes.Add(1)
+			if g.k.life.Err() == nil && !unreachable(err) {
+				g.reset()
+			}
+		})
 	}
+}
+
+// current reports whether the breaker is still open since the opening
+// that started run gen.
+func (g *guardedKey) current(gen uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open && g.gen == gen
 }
 
 // WithCircuitBreaker sets when a master key's circuit breaker first probes

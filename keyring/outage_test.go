@@ -153,7 +153,6 @@ func TestKMSOutageMoto(t *testing.T) {
 	srv.Start() // returns once moto answers
 	back := time.Now()
 	aliasKey(t)
-	probesBefore := kr.Stats().KMSProbes
 	var first time.Time
 	select {
 	case first = <-firstOK:
@@ -163,7 +162,6 @@ func TestKMSOutageMoto(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	assert.LessOrEqual(t, kr.Stats().KMSProbes-probesBefore, uint64(2), "the first probe after the KMS returned (or the one in flight) closed the breaker")
 	assert.Greater(t, n.ok.Load(), int64(1))
 	t.Logf("KMS back: first value sealed %v after the KMS answered again (the test re-creates the key and alias meanwhile; probe schedule %v doubling to %v); %s",
 		first.Sub(back).Round(time.Millisecond), after, maxWait, fmt.Sprintf("%+v", kr.Stats()))

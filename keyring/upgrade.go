@@ -85,7 +85,7 @@ func (k *Keyring) Upgrade(ctx context.Context, opts ...UpgradeOption) (UpgradeRe
 		rep.Classes = append(rep.Classes, cu)
 		k.emit(ctx, audit.KeyringSealed, envelope.KEKRef{Class: c}, k.classURI(c), err, map[string]int64{
 			"class_key_created": b2i(cu.ClassKeyCreated), "scopes_sealed": int64(len(cu.Sealed)),
-			"scopes_already_sealed": int64(cu.AlreadySealed), "records_renamed": int64(cu.Renamed)})
+			"scopes_already_sealed": int64(cu.AlreadySealed), "records_renamed": int64(cu.Renamed), "moved_to_class_key": int64(cu.MovedToClassKey)})
 		if err != nil {
 			return rep, err
 		}
