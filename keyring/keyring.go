@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -322,14 +323,23 @@ func (k *Keyring) masterKey(ctx context.Context, uri string) (*guardedKey, error
 	k.mkMu.Lock()
 	defer k.mkMu.Unlock()
 	if prev, ok := k.mks[uri]; ok {
-		return prev, nil // opened twice concurrently: mk is not used (the caller's, or left to the GC)
+		k.discard(mk) // opened twice concurrently
+		return prev, nil
 	}
 	if k.closed.Load() {
+		k.discard(mk)
 		return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: %w", kms.ErrUnavailable, ErrClosed)}
 	}
 	g = k.guard(mk)
 	k.mks[uri] = g
 	return g, nil
+}
+
+// discard closes a master key the keyring opened but will not use.
+func (k *Keyring) discard(mk kms.MasterKey) {
+	if c, ok := mk.(io.Closer); ok && k.ownKeys {
+		_ = c.Close()
+	}
 }
 
 // newKEK generates a KEK for ref and wraps it: a tenant KEK of a sealed

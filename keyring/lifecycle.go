@@ -162,12 +162,9 @@ func (k *Keyring) closeMasterKeys() error {
 	k.mkMu.Lock()
 	defer k.mkMu.Unlock()
 	var errs []error
-	for uri, mk := range k.mks {
+	for uri, g := range k.mks {
 		delete(k.mks, uri)
-		if !k.ownKeys {
-			continue
-		}
-		if c, ok := mk.mk.(io.Closer); ok {
+		if c, ok := g.mk.(io.Closer); ok && k.ownKeys {
 			if err := c.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("keyring: close master key %s: %w", uri, err))
 			}
