@@ -1,4 +1,4 @@
-package keyring_test
+package keyring
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
-	"github.com/fieldcrypt/fieldcrypt/keyring"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms/awskms"
 )
@@ -74,7 +73,7 @@ func TestKMSOutageMoto(t *testing.T) {
 	aliasKey(t)
 	mk, err := awskms.New(context.Background(), uri, awskms.WithClient(client))
 	require.NoError(t, err)
-	cfg := keyring.Config{Name: "outage", Classes: map[string]keyring.ClassConfig{"critical": {MasterKey: uri}}}
+	cfg := Config{Name: "outage", Classes: map[string]ClassConfig{"critical": {MasterKey: uri}}}
 	b := envelope.Binding{Class: envelope.Critical, Table: "t", Column: "c"}
 
 	// seals runs workers sealing a value every 10 ms each until stop is
@@ -113,8 +112,8 @@ func TestKMSOutageMoto(t *testing.T) {
 	srv.Stop()
 	t.Run("without-breaker", func(t *testing.T) {
 		counted := &countedKey{MasterKey: mk}
-		kr, err := keyring.New(cfg, keyring.NewFileStore(filepath.Join(t.TempDir(), "keyring.json")),
-			keyring.WithMasterKeys(counted), keyring.WithCircuitBreaker(0, 0))
+		kr, err := New(cfg, NewFileStore(filepath.Join(t.TempDir(), "keyring.json")),
+			WithMasterKeys(counted), WithCircuitBreaker(0, 0))
 		require.NoError(t, err)
 		defer kr.Close()
 		var n tally
@@ -128,8 +127,8 @@ func TestKMSOutageMoto(t *testing.T) {
 	})
 
 	counted := &countedKey{MasterKey: mk}
-	const after, maxWait = keyring.DefaultProbeAfter, keyring.DefaultMaxProbe
-	kr, err := keyring.New(cfg, keyring.NewFileStore(filepath.Join(t.TempDir(), "keyring.json")), keyring.WithMasterKeys(counted))
+	const after, maxWait = DefaultProbeAfter, DefaultMaxProbe
+	kr, err := New(cfg, NewFileStore(filepath.Join(t.TempDir(), "keyring.json")), WithMasterKeys(counted))
 	require.NoError(t, err)
 	defer kr.Close()
 	var n tally
@@ -165,18 +164,4 @@ func TestKMSOutageMoto(t *testing.T) {
 	assert.Greater(t, n.ok.Load(), int64(1))
 	t.Logf("KMS back: first value sealed %v after the KMS answered again (the test re-creates the key and alias meanwhile; probe schedule %v doubling to %v); %s",
 		first.Sub(back).Round(time.Millisecond), after, maxWait, fmt.Sprintf("%+v", kr.Stats()))
-}
-
-// maxProbes is how many probes a breaker's schedule allows within window
-// of opening: the i-th waits min(after·2^i, maxWait) after the previous.
-func maxProbes(window, after, maxWait time.Duration) int {
-	n, at, wait := 0, time.Duration(0), after
-	for {
-		at += wait
-		if at > window {
-			return n
-		}
-		n++
-		wait = min(2*wait, maxWait)
-	}
 }
