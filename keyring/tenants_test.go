@@ -249,7 +249,7 @@ func TestRevocationReachesTenantKEKs(t *testing.T) {
 	keys[uriHigh].mode.Store(modeDenied)
 	waitBreakers(t, app)
 	e.clock.Advance(30 * time.Second) // the refresh retry interval
-	_, _ = app.PrimaryKEK(ctx, acme) // starts the refresh (served stale, unless the refresh wins the race)
+	_, _ = app.PrimaryKEK(ctx, acme)  // starts the refresh (served stale, unless the refresh wins the race)
 	app.settle()
 	_, err = app.PrimaryKEK(ctx, acme)
 	assert.ErrorIs(t, err, kms.ErrAccessDenied)
