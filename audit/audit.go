@@ -51,29 +51,30 @@ type Type string
 
 // Event types.
 const (
-	KEKCreated        Type = "kek.created"
-	KEKRotated        Type = "kek.rotated"
-	KEKRewrapped      Type = "kek.rewrapped" // moved under a new master key
-	KEKRetired        Type = "kek.retired"
-	KEKDestroyed      Type = "kek.destroyed"
-	MasterKeyUnwrap   Type = "masterkey.unwrap" // a KEK unwrapped by the KMS
-	TenantShredded    Type = "tenant.shredded"
-	KeyringTamper     Type = "keyring.tamper"   // the key store holds state the keyring did not write: refused
-	KeyringUnsealed   Type = "keyring.unsealed" // an unsealed key store was used (migration window)
-	KeyringSealed     Type = "keyring.sealed"   // a class was sealed (upgrade): the operator vouched for its state
-	ReencryptStarted  Type = "reencrypt.started"
-	ReencryptProgress Type = "reencrypt.progress"
-	ReencryptFinished Type = "reencrypt.finished"
-	BackupEncrypted   Type = "backup.encrypted"
-	BackupDecrypted   Type = "backup.decrypted"
-	BackupVerified    Type = "backup.verified"
-	DecryptFailed     Type = "decrypt.failed"  // authentication failure: possible tampering
-	DecryptAccess     Type = "decrypt.access"  // a value was decrypted (recorded as the class's Policy says)
-	DecryptRefused    Type = "decrypt.refused" // a read was refused before anything was decrypted (ErrPurposeRequired)
-	ConsoleShow       Type = "console.show"    // rows were shown at the console (metadata only)
-	AuditReviewed     Type = "audit.reviewed"  // a reviewer marked a range of the log as reviewed
-	AuditRecovered    Type = "audit.recovered" // the chained log dropped a torn last line after a crash
-	ConfigValidated   Type = "config.validated"
+	KEKCreated          Type = "kek.created"
+	KEKRotated          Type = "kek.rotated"
+	KEKRewrapped        Type = "kek.rewrapped" // moved under a new master key
+	KEKRetired          Type = "kek.retired"
+	KEKDestroyed        Type = "kek.destroyed"
+	MasterKeyUnwrap     Type = "masterkey.unwrap" // a KEK unwrapped by the KMS
+	TenantShredded      Type = "tenant.shredded"
+	KeyringTamper       Type = "keyring.tamper"        // the key store holds state the keyring did not write: refused
+	KeyringUnsealed     Type = "keyring.unsealed"      // an unsealed key store was used (migration window)
+	KeyringSealed       Type = "keyring.sealed"        // a class was sealed (upgrade): the operator vouched for its state
+	KeyringAccessDenied Type = "keyring.access_denied" // the keyring's configuration does not let the process use that class so (no key was read)
+	ReencryptStarted    Type = "reencrypt.started"
+	ReencryptProgress   Type = "reencrypt.progress"
+	ReencryptFinished   Type = "reencrypt.finished"
+	BackupEncrypted     Type = "backup.encrypted"
+	BackupDecrypted     Type = "backup.decrypted"
+	BackupVerified      Type = "backup.verified"
+	DecryptFailed       Type = "decrypt.failed"  // authentication failure: possible tampering
+	DecryptAccess       Type = "decrypt.access"  // a value was decrypted (recorded as the class's Policy says)
+	DecryptRefused      Type = "decrypt.refused" // a read was refused before anything was decrypted (ErrPurposeRequired)
+	ConsoleShow         Type = "console.show"    // rows were shown at the console (metadata only)
+	AuditReviewed       Type = "audit.reviewed"  // a reviewer marked a range of the log as reviewed
+	AuditRecovered      Type = "audit.recovered" // the chained log dropped a torn last line after a crash
+	ConfigValidated     Type = "config.validated"
 )
 
 // Outcome values.

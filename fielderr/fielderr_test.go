@@ -58,6 +58,8 @@ func TestEverySentinelHasAKind(t *testing.T) {
 		{keyring.ErrUntrustedKey, fielderr.KeyUnavailable},
 		{keyring.ErrUnsealed, fielderr.KeyUnavailable},
 		{keyring.ErrTooSoon, fielderr.Refused},
+		{keyring.ErrCircuitOpen, fielderr.KeyUnavailable},
+		{keyring.ErrAccessDenied, fielderr.AccessDenied},
 		{keyring.ErrStore, fielderr.Unknown},
 		{keyring.ErrClosed, fielderr.Unknown},
 		{backup.ErrMalformedHeader, fielderr.Malformed},

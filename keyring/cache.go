@@ -23,6 +23,17 @@ type Stats struct {
 	RefreshErrors  uint64 // background revalidations that failed
 	StoreReads     uint64 // store reads by lookups and refreshes (scope states, class keys)
 	CachedKEKs     int    // unwrapped KEKs in the cache now
+	// ClassKeyUnwraps counts tenant KEKs unwrapped locally under their
+	// class key (no KMS call).
+	ClassKeyUnwraps uint64
+	// KMSRejected counts calls to master keys that failed at once because
+	// their circuit breaker was open (no KMS call was made).
+	KMSRejected uint64
+	// KMSProbes counts the circuit breakers' probe calls (also counted in
+	// KMSWrapCalls or KMSUnwrapCalls).
+	KMSProbes uint64
+	// OpenBreakers is the number of master keys whose breaker is open now.
+	OpenBreakers int
 }
 
 // KMSCalls is the total number of KMS calls (wrap + unwrap).
@@ -32,6 +43,7 @@ type counters struct {
 	kmsWrap, kmsUnwrap, wrapErrors, unwrapErrors atomic.Uint64
 	hits, misses, stale                          atomic.Uint64
 	refreshes, refreshErrors, storeReads         atomic.Uint64
+	rejected, probes, localUnwraps               atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -39,8 +51,17 @@ func (k *Keyring) Stats() Stats {
 	k.mu.RLock()
 	n := len(k.keks)
 	k.mu.RUnlock()
+	open := 0
+	k.mkMu.Lock()
+	for _, g := range k.mks {
+		if g.isOpen() {
+			open++
+		}
+	}
+	k.mkMu.Unlock()
 	c := &k.stats
 	return Stats{
+		KMSRejected: c.rejected.Load(), KMSProbes: c.probes.Load(), OpenBreakers: open, ClassKeyUnwraps: c.localUnwraps.Load(),
 		KMSWrapCalls: c.kmsWrap.Load(), KMSUnwrapCalls: c.kmsUnwrap.Load(),
 		WrapErrors: c.wrapErrors.Load(), UnwrapErrors: c.unwrapErrors.Load(),
 		CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(), StaleServes: c.stale.Load(),
@@ -56,7 +77,7 @@ var _ envelope.KeySource = (*Keyring)(nil)
 // rotation by another process is seen within StateRefresh plus one store
 // read.
 func (k *Keyring) PrimaryKEK(ctx context.Context, scope envelope.Scope) (*envelope.KEK, error) {
-	st, err := k.lookupScope(ctx, "primary", &scope)
+	st, err := k.lookupScope(ctx, "primary", &scope, accessEncrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +102,9 @@ func (k *Keyring) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, 
 	if _, err := k.scope("lookup", ref.Scope()); err != nil {
 		return nil, err
 	}
+	if err := k.allow(ctx, "lookup", ref, accessDecrypt); err != nil {
+		return nil, err
+	}
 	if ref.Version == 0 {
 		return nil, keyErr("lookup", ref, "", "version 0 does not exist", envelope.ErrUnknownKey)
 	}
@@ -99,7 +123,7 @@ func (k *Keyring) KEK(ctx context.Context, ref envelope.KEKRef) (*envelope.KEK, 
 // current first. They change only through RotateSearch and
 // FinishSearchRotation, never through Rotate.
 func (k *Keyring) SearchKEKs(ctx context.Context, scope envelope.Scope) ([]*envelope.KEK, error) {
-	st, err := k.lookupScope(ctx, "search", &scope)
+	st, err := k.lookupScope(ctx, "search", &scope, accessEncrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -145,16 +169,30 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 	now := k.now()
 	k.mu.RLock()
 	e := k.keks[ref]
+	verified := int64(0)
+	if e != nil {
+		verified = e.verified.Load()
+		if e.parent != nil { // unwrapped through the class key: as fresh as it
+			verified = e.parent.verified.Load()
+			if k.classKeys[ref.Class] != e.parent {
+				verified = 0 // the class key was dropped or replaced: unwrap again
+			}
+		}
+	}
 	k.mu.RUnlock()
 	if e != nil {
-		age := time.Duration(now.UnixNano() - e.verified.Load())
+		age := time.Duration(now.UnixNano() - verified)
 		if age < k.ttl {
 			k.stats.hits.Add(1)
 			return e.kek, nil
 		}
 		if age < k.maxAge {
 			k.stats.stale.Add(1)
-			k.refreshKEKAsync(ref, e, now)
+			if e.parent != nil {
+				k.refreshClassKeyAsync(ref.Class, e.parent, now)
+			} else {
+				k.refreshKEKAsync(ref, e, now)
+			}
 			return e.kek, nil
 		}
 	}
@@ -162,32 +200,27 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 	if err := recentFailure(k, k.fails, ref, now); err != nil {
 		return nil, err
 	}
-	ch := k.sf.DoChan("kek:"+ref.String(), func() (any, error) { return k.loadKEK(ctx, ref, rec) })
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*envelope.KEK), nil
-	case <-ctx.Done():
-		return nil, keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, ctx.Err())
+	v, err := k.shared(ctx, "kek:"+ref.String(),
+		func(err error) error { return keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, err) },
+		func(ctx context.Context) (any, error) { return k.loadKEK(ctx, ref, rec) })
+	if err != nil {
+		return nil, err
 	}
+	return v.(*envelope.KEK), nil
 }
 
 // loadKEK unwraps rec through the KMS and caches the KEK. No store read:
 // the record comes from a verified scope state.
 func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) (*envelope.KEK, error) {
-	ctx, cancel := k.detached(ctx)
-	defer cancel()
 	now := k.now()
 	k.mu.Lock()
 	k.sweepLocked(now) // every slow path zeroes evicted KEKs past their grace
 	e := k.keks[ref]
 	k.mu.Unlock()
-	if e != nil && time.Duration(now.UnixNano()-e.verified.Load()) < k.ttl {
+	if e != nil && e.parent == nil && time.Duration(now.UnixNano()-e.verified.Load()) < k.ttl {
 		return e.kek, nil // loaded by a flight that ended just before ours
 	}
-	raw, err := k.unwrap(ctx, ref, rec)
+	raw, parent, err := k.unwrapKEK(ctx, ref, rec)
 	if err != nil {
 		k.mu.Lock()
 		if e != nil {
@@ -204,16 +237,17 @@ func (k *Keyring) loadKEK(ctx context.Context, ref envelope.KEKRef, rec *Record)
 	if err != nil {
 		return nil, keyErr("unwrap", ref, rec.MasterKeyURI, "", envelope.ErrKeyUnavailable, err)
 	}
-	if err := k.putKEK(ref, kek, k.now()); err != nil {
+	if err := k.putKEK(ref, kek, parent, k.now()); err != nil {
 		return nil, err
 	}
 	return kek, nil
 }
 
-// putKEK caches kek, unless the cached state shows its version destroyed
+// putKEK caches kek (unwrapped through the class key entry parent, or nil
+// for the KMS), unless the cached state shows its version destroyed
 // meanwhile: then it is zeroed and the destruction reported.
-func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, now time.Time) error {
-	e := &kekEntry{kek: kek}
+func (k *Keyring) putKEK(ref envelope.KEKRef, kek *envelope.KEK, parent *classKeyEntry, now time.Time) error {
+	e := &kekEntry{kek: kek, parent: parent}
 	e.verified.Store(now.UnixNano())
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -279,21 +313,6 @@ func (k *Keyring) sweepLocked(now time.Time) {
 	}
 }
 
-// spawn runs fn in a tracked goroutine unless the keyring is closed.
-func (k *Keyring) spawn(fn func()) bool {
-	k.mu.RLock()
-	defer k.mu.RUnlock()
-	if k.closed.Load() {
-		return false
-	}
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		fn()
-	}()
-	return true
-}
-
 // refreshKEK revalidates a stale entry in the background: unwrap again
 // (to see KMS revocation), from the record of the cached scope state (no
 // store read: states have their own, shorter refresh). On an outage the
@@ -310,7 +329,8 @@ func (k *Keyring) refreshKEKAsync(ref envelope.KEKRef, e *kekEntry, now time.Tim
 			return retry // the next lookup reloads the state first
 		}
 		rec := se.st.Record(ref.Version)
-		if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired {
+		if rec == nil || rec.State == StateDestroyed || rec.State == StateRetired || rec.WrappedBy == WrapClassKey {
+			// Gone, or moved under the class key: the next lookup unwraps it there.
 			k.evict(ref, e, rec == nil || rec.State == StateDestroyed)
 			return time.Time{}
 		}

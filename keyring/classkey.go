@@ -26,22 +26,45 @@ const (
 	// macInfo starts the HKDF info of the state MAC key, followed by the
 	// length-prefixed keyring name and class.
 	macInfo = "fieldcrypt/v1/keyring-state"
+	// wrapRootInfo starts the HKDF info of the root that tenant KEKs'
+	// wrapping keys are derived from (classwrap.go), followed by the
+	// length-prefixed keyring name and class.
+	wrapRootInfo = "fieldcrypt/v1/tenant-kek-wrap-root"
 )
 
 // errNoClassKey: the class has no class key (never sealed).
 var errNoClassKey = errors.New("no class key")
 
 // classKeyEntry caches what the keyring derives from a class key: the key
-// that authenticates the class's scope states. It is refreshed like a KEK
-// (CacheTTL, MaxAge), so sealing costs one KMS unwrap per class per
-// process per cache lifetime.
+// that authenticates the class's scope states, and the root that wraps its
+// tenant KEKs. It is refreshed like a KEK (CacheTTL, MaxAge), so a class
+// costs one KMS unwrap per process per cache lifetime, whatever the number
+// of its tenants. The class key itself is not kept.
 type classKeyEntry struct {
 	refresher
 	macKey   []byte // HKDF(class key, macInfo || keyring || class); immutable
 	verified atomic.Int64
 
+	rootMu   sync.RWMutex
+	wrapRoot []byte // HKDF(class key, wrapRootInfo || keyring || class); nil once zeroed
+
 	mu  sync.Mutex
 	src WrappedClassKey // the newest stored form seen, for refreshes
+}
+
+// zero clears the derived keys: the class key no longer unwraps tenant
+// KEKs through this entry. The MAC key is cleared too (only Close zeroes a
+// cached entry: a dropped one may still verify a state in flight).
+func (e *classKeyEntry) zero() {
+	e.zeroRoot()
+	clear(e.macKey)
+}
+
+func (e *classKeyEntry) zeroRoot() {
+	e.rootMu.Lock()
+	defer e.rootMu.Unlock()
+	clear(e.wrapRoot)
+	e.wrapRoot = nil
 }
 
 func (e *classKeyEntry) source() WrappedClassKey {
@@ -60,18 +83,31 @@ func (k *Keyring) classKeyEC(c envelope.Class) kms.EncryptionContext {
 	return kms.EncryptionContext{ECKeyring: k.name, ECClass: c.String(), ECPurpose: purposeClassKey}
 }
 
-// deriveMACKey derives the state MAC key of class c from its class key:
-// HKDF-SHA256 with info "fieldcrypt/v1/keyring-state" || len || keyring
-// name || len || class (4-byte big-endian lengths).
-func (k *Keyring) deriveMACKey(classKey []byte, c envelope.Class) ([]byte, error) {
-	info := appendString([]byte(macInfo), k.name)
-	info = appendString(info, c.String())
-	return hkdf.Key(sha256.New, classKey, nil, string(info), sha256.Size)
+// deriveClassKeys derives from a class key the state MAC key of class c
+// (HKDF-SHA256 with info "fieldcrypt/v1/keyring-state" || len || keyring
+// name || len || class, 4-byte big-endian lengths) and the tenant KEK
+// wrapping root (same, with info "fieldcrypt/v1/tenant-kek-wrap-root"),
+// into an entry not cached yet.
+func (k *Keyring) deriveClassKeys(classKey []byte, c envelope.Class, src *WrappedClassKey) (*classKeyEntry, error) {
+	derive := func(label string) ([]byte, error) {
+		info := appendString([]byte(label), k.name)
+		info = appendString(info, c.String())
+		return hkdf.Key(sha256.New, classKey, nil, string(info), sha256.Size)
+	}
+	macKey, err := derive(macInfo)
+	if err != nil {
+		return nil, scopeErr("derive class keys", envelope.Scope{Class: c}, src.MasterKeyURI, "derive MAC key", envelope.ErrKeyUnavailable, err)
+	}
+	root, err := derive(wrapRootInfo)
+	if err != nil {
+		return nil, scopeErr("derive class keys", envelope.Scope{Class: c}, src.MasterKeyURI, "derive wrapping root", envelope.ErrKeyUnavailable, err)
+	}
+	return &classKeyEntry{macKey: macKey, wrapRoot: root, src: *src}, nil
 }
 
 // newClassKey generates a class key for c, wraps it under the class's
-// master key, and returns the stored form and the derived MAC key.
-func (k *Keyring) newClassKey(ctx context.Context, c envelope.Class) (*WrappedClassKey, []byte, error) {
+// master key, and returns the stored form and the entry derived from it.
+func (k *Keyring) newClassKey(ctx context.Context, c envelope.Class) (*WrappedClassKey, *classKeyEntry, error) {
 	uri := k.classURI(c)
 	raw := make([]byte, classKeySize)
 	defer clear(raw)
@@ -82,11 +118,12 @@ func (k *Keyring) newClassKey(ctx context.Context, c envelope.Class) (*WrappedCl
 	if err != nil {
 		return nil, nil, err
 	}
-	macKey, err := k.deriveMACKey(raw, c)
+	ck := &WrappedClassKey{MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: k.stamp()}
+	e, err := k.deriveClassKeys(raw, c, ck)
 	if err != nil {
-		return nil, nil, scopeErr("generate class key", envelope.Scope{Class: c}, uri, "derive MAC key", err)
+		return nil, nil, err
 	}
-	return &WrappedClassKey{MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: k.stamp()}, macKey, nil
+	return ck, e, nil
 }
 
 func (k *Keyring) wrapClassKey(ctx context.Context, c envelope.Class, uri string, raw []byte) ([]byte, error) {
@@ -105,26 +142,31 @@ func (k *Keyring) unwrapClassKey(ctx context.Context, c envelope.Class, ck *Wrap
 		"the stored class key does not unwrap under this class's master key and keyring name: it was replaced, moved from another class or keyring, or corrupted")
 }
 
-// unwrapMACKey unwraps ck and derives the MAC key from it.
-func (k *Keyring) unwrapMACKey(ctx context.Context, c envelope.Class, ck *WrappedClassKey) ([]byte, error) {
+// unwrapClassKeyEntry unwraps ck and derives the entry from it.
+func (k *Keyring) unwrapClassKeyEntry(ctx context.Context, c envelope.Class, ck *WrappedClassKey) (*classKeyEntry, error) {
 	raw, err := k.unwrapClassKey(ctx, c, ck)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(raw)
-	macKey, err := k.deriveMACKey(raw, c)
-	if err != nil {
-		return nil, scopeErr("unwrap class key", envelope.Scope{Class: c}, ck.MasterKeyURI, "derive MAC key", envelope.ErrKeyUnavailable, err)
-	}
-	return macKey, nil
+	return k.deriveClassKeys(raw, c, ck)
 }
 
-// classMAC returns the state MAC key of class c, from the cache or by
+// classMAC returns the state MAC key of class c (see classKey).
+func (k *Keyring) classMAC(ctx context.Context, c envelope.Class, home *ScopeState) ([]byte, error) {
+	e, err := k.classKey(ctx, c, home)
+	if err != nil {
+		return nil, err
+	}
+	return e.macKey, nil
+}
+
+// classKey returns the class key entry of class c, from the cache or by
 // unwrapping the class key once for every concurrent caller. home is the
 // class-wide scope's state when the caller has it (its class key is used
 // then, without a store read); otherwise the class key is read from the
 // store. It returns errNoClassKey when the class has none.
-func (k *Keyring) classMAC(ctx context.Context, c envelope.Class, home *ScopeState) ([]byte, error) {
+func (k *Keyring) classKey(ctx context.Context, c envelope.Class, home *ScopeState) (*classKeyEntry, error) {
 	now := k.now()
 	k.mu.RLock()
 	e := k.classKeys[c]
@@ -135,19 +177,19 @@ func (k *Keyring) classMAC(ctx context.Context, c envelope.Class, home *ScopeSta
 		}
 		age := time.Duration(now.UnixNano() - e.verified.Load())
 		if age < k.ttl {
-			return e.macKey, nil
+			return e, nil
 		}
 		if age < k.maxAge {
 			k.refreshClassKeyAsync(c, e, now)
-			return e.macKey, nil
+			return e, nil
 		}
 	}
 	if home != nil && home.ClassKey == nil {
 		return nil, errNoClassKey
 	}
-	v, err, _ := k.sf.Do("classkey:"+c.String(), func() (any, error) {
-		dctx, cancel := k.detached(ctx)
-		defer cancel()
+	v, err := k.shared(ctx, "classkey:"+c.String(), func(err error) error {
+		return scopeErr("lookup", envelope.Scope{Class: c}, k.classURI(c), "class key", envelope.ErrKeyUnavailable, err)
+	}, func(dctx context.Context) (any, error) {
 		ck := (*WrappedClassKey)(nil)
 		if home != nil {
 			ck = home.ClassKey
@@ -162,44 +204,70 @@ func (k *Keyring) classMAC(ctx context.Context, c envelope.Class, home *ScopeSta
 		if ck == nil {
 			return nil, errNoClassKey
 		}
-		macKey, err := k.unwrapMACKey(dctx, c, ck)
+		fresh, err := k.unwrapClassKeyEntry(dctx, c, ck)
 		if err != nil {
 			if e != nil && definitive(err) {
 				k.dropClassKey(c, e)
 			}
 			return nil, err
 		}
-		k.putClassKey(c, ck, macKey)
-		return macKey, nil
+		k.putClassKey(c, fresh)
+		return fresh, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.([]byte), nil
+	return v.(*classKeyEntry), nil
 }
 
-func (k *Keyring) putClassKey(c envelope.Class, ck *WrappedClassKey, macKey []byte) {
-	e := &classKeyEntry{macKey: macKey, src: *ck}
+// putClassKey caches e (just unwrapped or created) as class c's entry.
+func (k *Keyring) putClassKey(c envelope.Class, e *classKeyEntry) {
 	e.verified.Store(k.now().UnixNano())
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !k.closed.Load() {
-		k.classKeys[c] = e
+	if k.closed.Load() {
+		e.zero()
+		return
 	}
+	if old := k.classKeys[c]; old != nil && old != e {
+		k.retireClassKeyLocked(c, old, false)
+	}
+	k.classKeys[c] = e
 }
 
-// dropClassKey forgets a class key the KMS no longer unwraps. The MAC key
-// is not zeroed here (a concurrent verification may still read it): it
-// authenticates metadata and protects no value; Close zeroes every cached
-// one.
+// dropClassKey forgets a class key the KMS no longer unwraps (revoked): the
+// tenant KEKs unwrapped through it leave the cache with it, and its
+// wrapping root is zeroed, so revoking the master key reaches every tenant
+// of the class within CacheTTL. The MAC key is not zeroed (a concurrent
+// verification may still read it): it authenticates metadata and protects
+// no value; Close zeroes every cached one.
 func (k *Keyring) dropClassKey(c envelope.Class, e *classKeyEntry) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.classKeys[c] == e {
 		delete(k.classKeys, c)
 	}
+	k.retireClassKeyLocked(c, e, true)
 }
 
+// retireClassKeyLocked evicts the KEKs unwrapped through e (zeroed after
+// the evict grace) and, when revoked, zeroes e's wrapping root.
+func (k *Keyring) retireClassKeyLocked(c envelope.Class, e *classKeyEntry, revoked bool) {
+	now := k.now()
+	for ref, ke := range k.keks {
+		if ke.parent == e {
+			k.evictLocked(ref, ke, false, now)
+		}
+	}
+	if revoked {
+		e.zeroRoot()
+	}
+}
+
+// refreshClassKeyAsync unwraps a class key past CacheTTL again in the
+// background, to see a revocation; on a definitive refusal (or a class
+// key no longer trusted) the entry is dropped, with the tenant KEKs
+// unwrapped through it.
 func (k *Keyring) refreshClassKeyAsync(c envelope.Class, e *classKeyEntry, now time.Time) {
 	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
 		src := e.source()
@@ -266,9 +334,9 @@ func (k *Keyring) classFresh(ctx context.Context, c envelope.Class) (*ScopeState
 func (k *Keyring) createClassKey(ctx context.Context, c envelope.Class) ([]byte, error) {
 	home := envelope.Scope{Class: c}
 	var macKey []byte
-	var ck *WrappedClassKey
+	var created *classKeyEntry
 	err := k.store.UpdateScope(ctx, home, func(st *ScopeState) error {
-		macKey, ck = nil, nil
+		macKey, created = nil, nil
 		if st.ClassKey != nil { // created meanwhile
 			m, err := k.classMAC(ctx, c, st)
 			macKey = m
@@ -277,10 +345,11 @@ func (k *Keyring) createClassKey(ctx context.Context, c envelope.Class) ([]byte,
 		if !st.empty() {
 			return scopeErr("seal", home, k.classURI(c), "the class-wide scope was written meanwhile without a class key", envelope.ErrKeyUnavailable, ErrUnsealed)
 		}
-		var err error
-		if ck, macKey, err = k.newClassKey(ctx, c); err != nil {
+		ck, e, err := k.newClassKey(ctx, c)
+		if err != nil {
 			return err
 		}
+		created, macKey = e, e.macKey
 		st.ClassKey = ck
 		st.Epoch = 1
 		st.MAC = k.stateMAC(macKey, st)
@@ -289,8 +358,8 @@ func (k *Keyring) createClassKey(ctx context.Context, c envelope.Class) ([]byte,
 	if err != nil {
 		return nil, k.opErr("seal", home, "", err)
 	}
-	if ck != nil {
-		k.putClassKey(c, ck, macKey)
+	if created != nil {
+		k.putClassKey(c, created)
 	}
 	return macKey, nil
 }

@@ -81,6 +81,22 @@ type Config struct {
 	// (fieldcrypt keys upgrade), then turn it off. Sealed classes are
 	// verified whatever it says.
 	AllowUnsealedStore bool `json:"allow_unsealed_store,omitempty"`
+	// Decrypt and EncryptOnly limit what this process may do with each
+	// class: least privilege inside the process, on top of the KMS key
+	// policies (docs/operations.md shows matching ones). Both empty (the
+	// default): no limit. Otherwise a class in Decrypt may be sealed and
+	// opened; a class in EncryptOnly may only be sealed (PrimaryKEK,
+	// SearchKEKs: randomized and deterministic values, blind indexes) and
+	// never opened (KEK: Open, Rewrap); a class in neither may not be
+	// used at all. Lifecycle operations (Rotate, Retire, Destroy,
+	// ShredTenant, RewrapAll, Upgrade, ...) need the class in Decrypt;
+	// creating a scope's first KEK (EnsureScope, EnsureTenants, Init,
+	// first use) needs either. A refusal fails with ErrAccessDenied (and
+	// envelope.ErrKeyUnavailable) before any key is read or unwrapped, and
+	// is audited (keyring.access_denied). Entries are configured encrypted
+	// classes, each in one list at most.
+	Decrypt     []string `json:"decrypt,omitempty"`
+	EncryptOnly []string `json:"encrypt_only,omitempty"`
 }
 
 // ClassConfig is the configuration of one classification.
@@ -225,10 +241,56 @@ func (c Config) validate(uris kms.URIValidator) error {
 			seenURI[uri] = n
 		}
 	}
+	errs = append(errs, c.validateAccess()...)
 	if encrypted == 0 && len(errs) == 0 {
 		errs = append(errs, configErr("no encrypted class configured (want at least one of critical, high, moderate, low with a master_key)"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateAccess checks Decrypt and EncryptOnly: configured encrypted
+// classes, each listed once.
+func (c Config) validateAccess() []error {
+	var errs []error
+	listed := map[string]string{}
+	for _, l := range []struct {
+		field   string
+		classes []string
+	}{{"decrypt", c.Decrypt}, {"encrypt_only", c.EncryptOnly}} {
+		for _, n := range l.classes {
+			cl, err := envelope.ParseClass(n)
+			cc, configured := c.Classes[n]
+			switch {
+			case err != nil || n != cl.String():
+				errs = append(errs, configErr("%s: unknown class %q", l.field, n))
+			case !cl.Encrypted() || !configured || cc.MasterKey == "":
+				errs = append(errs, configErr("%s: class %q is not a configured encrypted class", l.field, n))
+			case listed[n] != "":
+				errs = append(errs, configErr("%s: class %q is listed twice (also in %s)", l.field, n, listed[n]))
+			default:
+				listed[n] = l.field
+			}
+		}
+	}
+	return errs
+}
+
+// access returns what the configuration lets a process do per class, or
+// nil for no limit.
+func (c Config) access() map[envelope.Class]access {
+	if len(c.Decrypt) == 0 && len(c.EncryptOnly) == 0 {
+		return nil
+	}
+	out := map[envelope.Class]access{}
+	for _, n := range c.Decrypt {
+		cl, _ := envelope.ParseClass(n)
+		out[cl] = accessDecrypt
+	}
+	for _, n := range c.EncryptOnly {
+		cl, _ := envelope.ParseClass(n)
+		out[cl] = accessEncrypt
+	}
+	return out
 }
 
 func (c Config) ttl() time.Duration {
@@ -269,5 +331,6 @@ func (c Config) clone() Config {
 		v.PreviousMasterKeys = slices.Clone(v.PreviousMasterKeys)
 		out.Classes[k] = v
 	}
+	out.Decrypt, out.EncryptOnly = slices.Clone(c.Decrypt), slices.Clone(c.EncryptOnly)
 	return out
 }

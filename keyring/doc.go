@@ -20,9 +20,11 @@
 //	ct, err := env.Seal(ctx, envelope.Binding{Class: envelope.Critical, Table: "users", Column: "ssn", Row: id}, ssn)
 //
 // Every value the envelope seals or opens asks the keyring for one KEK. The
-// keyring answers from memory: a KEK is unwrapped by the KMS once and then
-// cached, so a million values cost a handful of KMS calls, and a KMS outage
-// shorter than Config.MaxAge fails no reads and no writes.
+// keyring answers from memory: a KEK is unwrapped once and then cached, so
+// a million values, or five thousand tenants, cost a handful of KMS calls,
+// and a KMS outage shorter than Config.MaxAge fails no reads and no writes.
+// Close it when done: it cancels its background work and closes the
+// master keys it opened.
 //
 // # Why this shape
 //
@@ -30,11 +32,15 @@
 // (Config.Validate refuses one master key shared by two classes) and its own
 // line of KEK versions, optionally one line per tenant so that a tenant can
 // be crypto-shredded alone (ShredTenant). KEKs are generated locally
-// (crypto/rand) and stored only wrapped by the class's master key, bound to
-// an encryption context naming the keyring, class, tenant and version, so a
-// wrapped KEK copied to another slot does not unwrap. The store never sees
-// a plaintext key; the KMS sees one wrap per KEK version and per class, and
-// one unwrap per process per version (and per class key) per cache TTL.
+// (crypto/rand) and stored only wrapped: a class-wide KEK by the class's
+// master key, in the KMS, under an encryption context naming the keyring,
+// class and version; a tenant's KEK by the class key (below), under a key
+// derived for that keyring, class, tenant and version (Record.WrappedBy).
+// Either way a wrapped KEK copied to another slot does not unwrap. The
+// store never sees a plaintext key. The KMS sees one wrap per class-wide
+// KEK version and per class key, and one unwrap per process per
+// class-wide version and per class key per cache TTL: KMS calls scale with
+// classes and key versions, never with values or tenants.
 //
 // # The store is not trusted
 //
@@ -47,9 +53,10 @@
 //     only selects among those; any other is refused (ErrUntrustedKey).
 //   - Each class has a class key: 32 random bytes stored only wrapped by the
 //     class's master key (ECPurpose "class-key"). The keyring derives from
-//     it a MAC key, and every scope state it writes carries an Epoch (+1 per
-//     write) and a MAC over everything it says: versions, states, master key
-//     URIs, wrapped keys (hashed), times, search keys. States are verified
+//     it a MAC key (and, apart, the root that wraps tenant KEKs), and every
+//     scope state it writes carries an Epoch (+1 per write) and a MAC over
+//     everything it says: versions, states, wrappings, master key URIs,
+//     wrapped keys (hashed), times, search keys. States are verified
 //     on every read, before any use, and never built on unless verified.
 //   - Invariants are checked (the primary is the newest version not
 //     destroyed: only Rotate makes a primary), and a process refuses an
@@ -100,6 +107,19 @@
 // it as MasterKey and keeps the old one in PreviousMasterKeys, until no KEK
 // is left under it (docs/operations.md has the runbook).
 //
+// # KMS outages: fail fast, recover fast
+//
+// Each master key has a circuit breaker (WithCircuitBreaker). The first
+// call that finds the KMS unreachable (kms.ErrUnavailable, after the SDK's
+// own retries) opens it; while it is open, calls to that master key fail
+// at once with ErrCircuitOpen (and kms.ErrUnavailable; lookups add
+// envelope.ErrKeyUnavailable) instead of each waiting seconds for the
+// SDK's retries, and the KMS sees only one background probe, 250 ms after
+// opening, then with the wait doubling up to 1 s. The first probe the KMS
+// answers closes the breaker and clears the failures remembered meanwhile,
+// so lookups recover within about a second of the KMS returning. Cached
+// KEKs keep being served throughout, up to MaxAge.
+//
 // # Cache semantics
 //
 // Two things are cached, with different bounds, because they change for
@@ -144,16 +164,46 @@
 //     it destroyed, in-flight users included: a seal still holding it fails
 //     with envelope.ErrKeyDestroyed instead of storing a value nobody can
 //     read. Close zeroes everything.
+//   - A tenant KEK wrapped by the class key is cached as long as the class
+//     key is, and refreshed with it: it costs no KMS call of its own, and
+//     when the KMS refuses the class key (a revoked master key) every
+//     tenant KEK of the class leaves the cache with it.
 //
-// Stats reports KMS calls, hits, misses, stale serves, store reads and
-// errors.
+// Stats reports KMS calls (and those a breaker refused), hits, misses,
+// stale serves, store reads, local unwraps under class keys and errors.
+//
+// Close cancels every background refresh, shared load and breaker probe
+// (their KMS and store calls see a cancelled context), waits for them,
+// zeroes the cache, and closes the master keys the keyring opened: it
+// returns at once even with the KMS hung.
 //
 // # Tenants
 //
 // A class with TenantScoped has one line of KEKs per tenant, created on
-// first use (PrimaryKEK or SearchKEKs; see WithoutAutoCreate), plus the
-// tenant-less scope. A class without it only has the tenant-less scope:
-// a lookup naming a tenant fails with envelope.ErrInvalidInput, because
-// the envelope binds the KEK's exact scope and the keyring will not
-// silently hand out the class-wide key for a tenant.
+// first use (PrimaryKEK or SearchKEKs; see WithoutAutoCreate) or ahead of
+// traffic in bulk (EnsureTenants; fieldcrypt init --tenants-file), plus
+// the tenant-less scope. A class without it only has the tenant-less
+// scope: a lookup naming a tenant fails with envelope.ErrInvalidInput,
+// because the envelope binds the KEK's exact scope and the keyring will
+// not silently hand out the class-wide key for a tenant.
+//
+// Tenant KEKs are wrapped by the class key, not by the KMS (classwrap.go
+// says how): a process that serves 5,000 tenants unwraps the class key
+// once and each tenant's KEK locally, instead of making 5,000 KMS calls at
+// start and again every CacheTTL. Crypto-shredding is unchanged: a tenant
+// KEK is random, and deleting its only wrapped copy destroys it. Tenant
+// KEKs that an earlier version wrapped in the KMS keep opening (one KMS
+// call each); Upgrade (fieldcrypt keys upgrade) or RewrapAll moves them
+// under the class key. docs/threat-model.md says what changed.
+//
+// # Least privilege
+//
+// Config.Decrypt and Config.EncryptOnly limit a process to the classes it
+// may open, and those it may only seal: a web front end that writes card
+// numbers but never reads them lists that class in EncryptOnly. Anything
+// else fails with ErrAccessDenied before any key is read or unwrapped, and
+// is audited. It is defence in depth, inside the process, on top of the
+// KMS key policies (docs/operations.md has matching ones): an encrypt-only
+// process still unwraps the primary KEK (it seals with it), so only the
+// keyring, not the KMS, can tell sealing from opening.
 package keyring

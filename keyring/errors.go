@@ -51,6 +51,21 @@ var (
 	// being the primary less than MaxStateAge + DemotionSlack ago). The
 	// message says until when. It comes with ErrRefused.
 	ErrTooSoon = fielderr.New(fielderr.Refused, "keyring: version may still be in use as a primary")
+	// ErrCircuitOpen means a call to a master key failed at once, without
+	// reaching the KMS, because the KMS did not answer a recent call and
+	// has not answered a probe since (see WithCircuitBreaker). It comes
+	// with kms.ErrUnavailable, and from lookups with
+	// envelope.ErrKeyUnavailable.
+	ErrCircuitOpen = fielderr.New(fielderr.KeyUnavailable, "keyring: KMS unreachable (circuit breaker open)")
+	// ErrAccessDenied means the keyring's configuration does not let this
+	// process do that with the class (Config.Decrypt, Config.EncryptOnly):
+	// opening a value of an encrypt-only class, any use of a class in
+	// neither list, a lifecycle operation without decrypt access. It is
+	// decided in the process, before any key is read or unwrapped, and
+	// audited (keyring.access_denied). It comes with
+	// envelope.ErrKeyUnavailable; it is not kms.ErrAccessDenied (the KMS
+	// refusing), which callers can tell apart.
+	ErrAccessDenied = fielderr.New(fielderr.AccessDenied, "keyring: access to the class denied by the keyring's configuration")
 )
 
 // KeyError is the error returned for a failed key operation. It names the

@@ -260,3 +260,72 @@ func ExampleKeyring_Upgrade() {
 	// critical class key created: true sealed: [critical]
 	// critical/v1 <nil>
 }
+
+// Provisioning the tenants of an import ahead of their traffic: their KEKs
+// are wrapped by the class key, so thousands cost no KMS call each, and a
+// process that serves them unwraps the class key once.
+func ExampleKeyring_EnsureTenants() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "keyring-example")
+	defer os.RemoveAll(dir)
+	cfg := keyring.Config{Name: "billing", Classes: map[string]keyring.ClassConfig{"high": {MasterKey: highKey, TenantScoped: true}}}
+	mk := newDemoKey(highKey)
+	store := keyring.NewFileStore(filepath.Join(dir, "keyring.json"))
+	admin, _ := keyring.New(cfg, store, keyring.WithMasterKeys(mk))
+	defer admin.Close()
+	tenants := make([]string, 100)
+	for i := range tenants {
+		tenants[i] = fmt.Sprintf("tenant-%03d", i)
+	}
+	rep, err := admin.EnsureTenants(ctx, tenants)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("created:", len(rep.Created), "wrapped by:", rep.Created[0].WrappedBy)
+	fmt.Println("KMS calls:", admin.Stats().KMSCalls(), "(the class key)")
+
+	app, _ := keyring.New(cfg, store, keyring.WithMasterKeys(mk))
+	defer app.Close()
+	for _, t := range tenants {
+		if _, err := app.PrimaryKEK(ctx, envelope.Scope{Class: envelope.High, Tenant: t}); err != nil {
+			panic(err)
+		}
+	}
+	fmt.Println("a new process serving all of them, KMS calls:", app.Stats().KMSCalls())
+	// Output:
+	// created: 100 wrapped by: class-key
+	// KMS calls: 1 (the class key)
+	// a new process serving all of them, KMS calls: 1
+}
+
+// A service that writes card numbers but never reads them: the keyring
+// refuses to open its values before touching any key, whatever the KMS
+// would allow.
+func ExampleConfig_encryptOnly() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "keyring-example")
+	defer os.RemoveAll(dir)
+	store := keyring.NewFileStore(filepath.Join(dir, "keyring.json"))
+	cfg := keyring.Config{Name: "billing", Classes: map[string]keyring.ClassConfig{
+		"critical": {MasterKey: criticalKey},
+		"high":     {MasterKey: highKey},
+	}}
+	cfg.EncryptOnly = []string{"critical"} // high: in neither list, so not at all
+	kr, err := keyring.New(cfg, store, keyring.WithMasterKeys(newDemoKey(criticalKey), newDemoKey(highKey)))
+	if err != nil {
+		panic(err)
+	}
+	defer kr.Close()
+	env := envelope.New(kr)
+	card := envelope.Binding{Class: envelope.Critical, Table: "payments", Column: "pan", Row: "42"}
+	ct, err := env.Seal(ctx, card, []byte("4111111111111111"))
+	fmt.Println("seal:", err)
+	_, err = env.Open(ctx, card, ct)
+	fmt.Println("open denied:", errors.Is(err, keyring.ErrAccessDenied))
+	_, err = env.Seal(ctx, envelope.Binding{Class: envelope.High, Table: "users", Column: "email"}, []byte("a@b.c"))
+	fmt.Println("another class denied:", errors.Is(err, keyring.ErrAccessDenied))
+	// Output:
+	// seal: <nil>
+	// open denied: true
+	// another class denied: true
+}

@@ -50,6 +50,7 @@ type fileScope struct {
 type fileKEK struct {
 	Version     uint32     `json:"version"`
 	State       State      `json:"state"`
+	WrappedBy   KeyWrap    `json:"wrapped_by,omitempty"`
 	MasterKey   string     `json:"master_key"`
 	Wrapped     []byte     `json:"wrapped,omitempty"`
 	CreatedAt   time.Time  `json:"created_at"`
@@ -100,7 +101,7 @@ func (f *FileStore) read() (map[envelope.Scope]*ScopeState, error) {
 		// audit event): a file that breaks them still loads.
 		st := &ScopeState{Scope: envelope.Scope{Class: s.Class, Tenant: s.Tenant}, Search: s.Search, Epoch: s.Epoch, MAC: s.MAC}
 		for _, k := range s.KEKs {
-			st.Records = append(st.Records, Record{Version: k.Version, State: k.State, MasterKeyURI: k.MasterKey, Wrapped: k.Wrapped,
+			st.Records = append(st.Records, Record{Version: k.Version, State: k.State, WrappedBy: k.WrappedBy, MasterKeyURI: k.MasterKey, Wrapped: k.Wrapped,
 				CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt, DemotedAt: optTime(k.DemotedAt), DestroyedAt: optTime(k.DestroyedAt)})
 		}
 		if ck := s.ClassKey; ck != nil {
@@ -116,7 +117,7 @@ func (f *FileStore) write(all map[envelope.Scope]*ScopeState) error {
 	for _, st := range all {
 		s := fileScope{Class: st.Scope.Class, Tenant: st.Scope.Tenant, Search: st.Search, Epoch: st.Epoch, MAC: st.MAC}
 		for _, r := range st.Records {
-			s.KEKs = append(s.KEKs, fileKEK{Version: r.Version, State: r.State, MasterKey: r.MasterKeyURI, Wrapped: r.Wrapped,
+			s.KEKs = append(s.KEKs, fileKEK{Version: r.Version, State: r.State, WrappedBy: r.WrappedBy, MasterKey: r.MasterKeyURI, Wrapped: r.Wrapped,
 				CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), DemotedAt: timeOpt(r.DemotedAt), DestroyedAt: timeOpt(r.DestroyedAt)})
 		}
 		if ck := st.ClassKey; ck != nil {
@@ -246,6 +247,40 @@ func (f *FileStore) UpdateScope(ctx context.Context, scope envelope.Scope, fn fu
 	}
 	all[scope] = st
 	return f.write(all)
+}
+
+// CreateScopes implements ScopeCreator: one locked read and one write of
+// the file for all of states.
+func (f *FileStore) CreateScopes(ctx context.Context, states []*ScopeState) ([]envelope.Scope, error) {
+	for _, st := range states {
+		if err := checkUpdate(&ScopeState{Scope: st.Scope}, st); err != nil {
+			return nil, err
+		}
+	}
+	unlock, err := f.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	all, err := f.read()
+	if err != nil {
+		return nil, err
+	}
+	var created []envelope.Scope
+	for _, st := range states {
+		if old, ok := all[st.Scope]; ok && !old.empty() {
+			continue
+		}
+		all[st.Scope] = st.Clone()
+		created = append(created, st.Scope)
+	}
+	if len(created) == 0 {
+		return nil, nil
+	}
+	if err := f.write(all); err != nil {
+		return nil, err
+	}
+	return created, nil
 }
 
 func sortedStates(all map[envelope.Scope]*ScopeState) []*ScopeState {

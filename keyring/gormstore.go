@@ -37,6 +37,7 @@ type kekRow struct {
 	Version      int64      `gorm:"column:version;not null;uniqueIndex:fieldcrypt_keks_version,priority:3"`
 	IsPrimary    *bool      `gorm:"column:is_primary;uniqueIndex:fieldcrypt_keks_primary,priority:3"`
 	State        string     `gorm:"column:state;size:16;not null"`
+	WrappedBy    *string    `gorm:"column:wrapped_by;size:16"` // NULL: the master key
 	MasterKeyURI string     `gorm:"column:master_key_uri;size:512;not null"`
 	WrappedKey   []byte     `gorm:"column:wrapped_key"`
 	CreatedAt    time.Time  `gorm:"column:created_at;not null;autoCreateTime:false"`
@@ -146,7 +147,8 @@ func (scopeRow) TableName() string { return ScopeTable }
 //	                       is_primary boolean NULL        TRUE for the active version, else NULL;
 //	                                                      UNIQUE fieldcrypt_keks_primary (class, tenant, is_primary)
 //	                       state varchar(16)              active | decrypt-only | retired | destroyed
-//	                       master_key_uri varchar(512)    the master key wrapped_key is wrapped under
+//	                       wrapped_by varchar(16) NULL    NULL: the master key; 'class-key': the class key
+//	                       master_key_uri varchar(512)    the master key wrapped_key is wrapped under ('' for the class key)
 //	                       wrapped_key blob NULL          NULL once destroyed
 //	                       created_at, updated_at timestamp, demoted_at, destroyed_at timestamp NULL
 type GormStore struct {
@@ -265,11 +267,19 @@ func epochOf(r scopeRow) int64 {
 	return *r.Epoch
 }
 
+func optString(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
 func (r kekRow) record() Record {
 	out := Record{
 		Version:      uint32(r.Version),
 		State:        State(r.State),
 		MasterKeyURI: r.MasterKeyURI,
+		WrappedBy:    KeyWrap(optString(r.WrappedBy)),
 		Wrapped:      r.WrappedKey,
 		CreatedAt:    r.CreatedAt,
 		UpdatedAt:    r.UpdatedAt,
@@ -293,6 +303,10 @@ func rowOf(scope envelope.Scope, r Record) kekRow {
 	if r.State == StateActive {
 		t := true
 		row.IsPrimary = &t
+	}
+	if r.WrappedBy != WrapMasterKey {
+		w := string(r.WrappedBy)
+		row.WrappedBy = &w
 	}
 	row.DemotedAt = timeOpt(r.DemotedAt)
 	row.DestroyedAt = timeOpt(r.DestroyedAt)
@@ -390,6 +404,99 @@ func (s *GormStore) ListScopes(ctx context.Context) ([]*ScopeState, error) {
 	out := sortedStates(all)
 	// Scope rows with nothing in them are left by a failed first creation; skip.
 	return slices.DeleteFunc(out, func(st *ScopeState) bool { return st.empty() }), nil
+}
+
+// CreateScopes implements ScopeCreator: per call, one transaction that
+// reads which scopes have a row already, then inserts the scope rows and
+// KEK rows of the others in batches. A scope with a row (even an empty one
+// a failed creation left) is left alone. A concurrent creator of the same
+// scope makes the insert fail on the primary key: the transaction is
+// retried and skips it.
+func (s *GormStore) CreateScopes(ctx context.Context, states []*ScopeState) ([]envelope.Scope, error) {
+	for _, st := range states {
+		if err := checkUpdate(&ScopeState{Scope: st.Scope}, st); err != nil {
+			return nil, err
+		}
+	}
+	const maxAttempts = 30
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		var created []envelope.Scope
+		created, err = s.createOnce(ctx, states)
+		if err == nil {
+			return created, nil
+		}
+		if !retryable(err) {
+			return nil, fmt.Errorf("%w: create %d scopes: %v", ErrStore, len(states), err)
+		}
+		s.retries.Add(1)
+		if berr := backoff(ctx, attempt); berr != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%w: create %d scopes: gave up after conflicts: %v", ErrStore, len(states), err)
+}
+
+func (s *GormStore) createOnce(ctx context.Context, states []*ScopeState) ([]envelope.Scope, error) {
+	var created []envelope.Scope
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		created = nil
+		tenants := map[string][]string{}
+		for _, st := range states {
+			c := st.Scope.Class.String()
+			tenants[c] = append(tenants[c], st.Scope.Tenant)
+		}
+		exists := map[envelope.Scope]bool{}
+		for c, ts := range tenants {
+			var rows []scopeRow
+			if err := tx.Select("class", "tenant").Where("class = ? AND tenant IN ?", c, ts).Find(&rows).Error; err != nil {
+				return err
+			}
+			for _, r := range rows {
+				cl, err := envelope.ParseClass(r.Class)
+				if err != nil {
+					return fmt.Errorf("%w: %s: unknown class %q", ErrStore, ScopeTable, r.Class)
+				}
+				exists[envelope.Scope{Class: cl, Tenant: r.Tenant}] = true
+			}
+		}
+		var srows []scopeRow
+		var krows []kekRow
+		now := time.Now().UTC()
+		for _, st := range states {
+			if exists[st.Scope] {
+				continue
+			}
+			exists[st.Scope] = true // listed twice: once
+			srows = append(srows, newScopeRow(st, now))
+			for _, r := range st.Records {
+				krows = append(krows, rowOf(st.Scope, r))
+			}
+			created = append(created, st.Scope)
+		}
+		if len(srows) == 0 {
+			return nil
+		}
+		if err := tx.CreateInBatches(srows, 500).Error; err != nil {
+			return err
+		}
+		return tx.CreateInBatches(krows, 500).Error
+	})
+	return created, err
+}
+
+// newScopeRow is the scope row of a new scope whose state is st.
+func newScopeRow(st *ScopeState, now time.Time) scopeRow {
+	r := scopeRow{Class: st.Scope.Class.String(), Tenant: st.Scope.Tenant, Search: formatVersions(st.Search), UpdatedAt: now, MAC: st.MAC}
+	if st.sealed() {
+		e := int64(st.Epoch)
+		r.Epoch = &e
+	}
+	if ck := st.ClassKey; ck != nil {
+		uri, at := ck.MasterKeyURI, ck.CreatedAt.UTC()
+		r.ClassKeyURI, r.ClassKeyWrapped, r.ClassKeyCreatedAt = &uri, ck.Wrapped, &at
+	}
+	return r
 }
 
 // errRetry marks a conflict worth retrying.
@@ -493,6 +600,7 @@ func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 			"master_key_uri": row.MasterKeyURI,
 			"updated_at":     row.UpdatedAt,
 			"is_primary":     gorm.Expr("NULL"),
+			"wrapped_by":     gorm.Expr("NULL"),
 			"wrapped_key":    gorm.Expr("NULL"),
 			"demoted_at":     gorm.Expr("NULL"),
 			"destroyed_at":   gorm.Expr("NULL"),
@@ -502,6 +610,9 @@ func (s *GormStore) save(tx *gorm.DB, before, after *ScopeState) error {
 		}
 		if row.WrappedKey != nil {
 			cols["wrapped_key"] = row.WrappedKey
+		}
+		if row.WrappedBy != nil {
+			cols["wrapped_by"] = *row.WrappedBy
 		}
 		if row.DemotedAt != nil {
 			cols["demoted_at"] = *row.DemotedAt

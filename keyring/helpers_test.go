@@ -27,7 +27,8 @@ type memKey struct {
 	aead cipher.AEAD
 
 	wraps, unwraps atomic.Int64
-	mode           atomic.Int32 // 0 up, 1 unavailable, 2 access denied
+	mode           atomic.Int32 // modeUp, modeDown, ...
+	closes         atomic.Int32
 
 	mu        sync.Mutex
 	perKEK    map[string]int // unwraps per "class/tenant/version"
@@ -40,6 +41,7 @@ const (
 	modeUp = iota
 	modeDown
 	modeDenied
+	modeHang // no answer until the caller's context ends
 )
 
 func newMemKey(t testing.TB, uri string) *memKey {
@@ -63,11 +65,16 @@ func memKeyFrom(t testing.TB, uri string, raw []byte) *memKey {
 
 func (m *memKey) URI() string { return m.uri }
 
-// Close does nothing: the key lives in memory.
-func (m *memKey) Close() error { return nil }
+func (m *memKey) Close() error {
+	m.closes.Add(1)
+	return nil
+}
 
-func (m *memKey) fail(op string) error {
+func (m *memKey) fail(ctx context.Context, op string) error {
 	switch m.mode.Load() {
+	case modeHang:
+		<-ctx.Done()
+		return &kms.Error{Op: op, URI: m.uri, Err: fmt.Errorf("%w: %w", kms.ErrUnavailable, ctx.Err())}
 	case modeDown:
 		return &kms.Error{Op: op, URI: m.uri, Err: fmt.Errorf("%w: connection refused", kms.ErrUnavailable)}
 	case modeDenied:
@@ -80,9 +87,9 @@ func ecKey(ec kms.EncryptionContext) string {
 	return ec[ECClass] + "/" + ec[ECTenant] + "/" + ec[ECKEKVersion]
 }
 
-func (m *memKey) Wrap(_ context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {
+func (m *memKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionContext) ([]byte, error) {
 	m.wraps.Add(1)
-	if err := m.fail("wrap"); err != nil {
+	if err := m.fail(ctx, "wrap"); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -93,7 +100,7 @@ func (m *memKey) Wrap(_ context.Context, key []byte, ec kms.EncryptionContext) (
 	return m.aead.Seal(nonce, nonce, key, ec.Canonical()), nil
 }
 
-func (m *memKey) Unwrap(_ context.Context, wrapped []byte, ec kms.EncryptionContext) ([]byte, error) {
+func (m *memKey) Unwrap(ctx context.Context, wrapped []byte, ec kms.EncryptionContext) ([]byte, error) {
 	m.unwraps.Add(1)
 	m.mu.Lock()
 	m.perKEK[ecKey(ec)]++
@@ -105,7 +112,7 @@ func (m *memKey) Unwrap(_ context.Context, wrapped []byte, ec kms.EncryptionCont
 	if gate != nil {
 		<-gate
 	}
-	if err := m.fail("unwrap"); err != nil {
+	if err := m.fail(ctx, "unwrap"); err != nil {
 		return nil, err
 	}
 	n := m.aead.NonceSize()
@@ -206,20 +213,25 @@ func (e *env) process(cfg Config, opts ...Option) (*Keyring, map[string]*memKey)
 // processOn is process with a store handle of its own.
 func (e *env) processOn(cfg Config, store Store, opts ...Option) (*Keyring, map[string]*memKey) {
 	e.t.Helper()
-	uris := []string{uriCritical, uriHigh, uriModerate, uriLow, uriNewCritical}
+	uris := []string{uriCritical, uriHigh, uriModerate, uriLow, uriNewCritical, uriNewHigh}
 	keys := e.keys(uris...)
 	var list []kms.MasterKey
 	for _, k := range keys {
 		list = append(list, k)
 	}
-	all := append([]Option{WithMasterKeys(list...), WithClock(e.clock.Now)}, opts...)
+	// Breakers probe on the real clock: quickly, so tests that bring the
+	// KMS back do not wait.
+	all := append([]Option{WithMasterKeys(list...), withClock(e.clock.Now), WithCircuitBreaker(2*time.Millisecond, 10*time.Millisecond)}, opts...)
 	kr, err := New(cfg, store, all...)
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = kr.Close() })
 	return kr, keys
 }
 
-const uriNewCritical = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/11111111-aaaa-bbbb-cccc-000000000002"
+const (
+	uriNewCritical = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/11111111-aaaa-bbbb-cccc-000000000002"
+	uriNewHigh     = "gcp-kms://projects/p/locations/europe-west1/keyRings/fc/cryptoKeys/high-2"
+)
 
 func sum(keys map[string]*memKey, f func(*memKey) int64) int64 {
 	var n int64
@@ -248,5 +260,12 @@ func rotateWithSearch(t testing.TB, kr *Keyring, s envelope.Scope, n int) {
 
 // settle waits for background refreshes.
 func (k *Keyring) settle() { k.wg.Wait() }
+
+// waitBreakers waits until every circuit breaker of kr is closed: a probe
+// reached the KMS since it came back.
+func waitBreakers(t testing.TB, kr *Keyring) {
+	t.Helper()
+	require.Eventually(t, func() bool { return kr.Stats().OpenBreakers == 0 }, 10*time.Second, time.Millisecond, "a probe reaches the KMS")
+}
 
 var encryptedClasses = []envelope.Class{envelope.Critical, envelope.High, envelope.Moderate, envelope.Low}

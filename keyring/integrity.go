@@ -23,18 +23,33 @@ const unsealedReason = "the key store predates integrity protection: run 'fieldc
 const macSize = sha256.Size
 
 // macLabel starts the MAC input, so it can never be confused with another
-// use of the same key.
-const macLabel = "fieldcrypt/v1/keyring-state-mac"
+// use of the same key. macLabelV2 starts it for states that hold a KEK
+// wrapped by the class key: their encoding carries each record's wrapping.
+const (
+	macLabel   = "fieldcrypt/v1/keyring-state-mac"
+	macLabelV2 = "fieldcrypt/v2/keyring-state-mac"
+)
 
 // stateMAC authenticates everything a scope state says, under the class's
 // MAC key: HMAC-SHA256 of an unambiguous encoding (every variable-length
 // field length-prefixed) of the keyring name, the scope, the epoch, every
-// record (version, state, master key URI, SHA-256 of the wrapped key,
-// created, updated, demoted and destroyed times in milliseconds), the
-// search list and the class key (master key URI, SHA-256 of the wrapped
-// key, creation time).
+// record (version, state, [wrapping,] master key URI, SHA-256 of the
+// wrapped key, created, updated, demoted and destroyed times in
+// milliseconds), the search list and the class key (master key URI,
+// SHA-256 of the wrapped key, creation time).
+//
+// A state none of whose records is wrapped by the class key is encoded
+// exactly as before class-key wrapping existed (label v1, no wrapping
+// field), so existing sealed stores verify unchanged; any other state is
+// encoded under label v2 with the wrapping of every record. Changing a
+// record's wrapping therefore changes the encoding and the label.
 func (k *Keyring) stateMAC(macKey []byte, st *ScopeState) []byte {
-	b := appendString(nil, macLabel)
+	label := macLabel
+	v2 := slices.ContainsFunc(st.Records, func(r Record) bool { return r.WrappedBy != WrapMasterKey })
+	if v2 {
+		label = macLabelV2
+	}
+	b := appendString(nil, label)
 	b = appendString(b, k.name)
 	b = appendString(b, st.Scope.Class.String())
 	b = appendString(b, st.Scope.Tenant)
@@ -43,6 +58,9 @@ func (k *Keyring) stateMAC(macKey []byte, st *ScopeState) []byte {
 	for _, r := range st.Records {
 		b = binary.BigEndian.AppendUint32(b, r.Version)
 		b = appendString(b, string(r.State))
+		if v2 {
+			b = appendString(b, string(r.WrappedBy))
+		}
 		b = appendString(b, r.MasterKeyURI)
 		b = appendDigest(b, r.Wrapped)
 		for _, t := range []time.Time{r.CreatedAt, r.UpdatedAt, r.DemotedAt, r.DestroyedAt} {
@@ -331,6 +349,6 @@ func sameState(a, b *ScopeState) bool {
 }
 
 func sameRecord(x, y Record) bool {
-	return x.Version == y.Version && x.State == y.State && x.MasterKeyURI == y.MasterKeyURI && bytes.Equal(x.Wrapped, y.Wrapped) &&
+	return x.Version == y.Version && x.State == y.State && x.WrappedBy == y.WrappedBy && x.MasterKeyURI == y.MasterKeyURI && bytes.Equal(x.Wrapped, y.Wrapped) &&
 		x.CreatedAt.Equal(y.CreatedAt) && x.UpdatedAt.Equal(y.UpdatedAt) && x.DemotedAt.Equal(y.DemotedAt) && x.DestroyedAt.Equal(y.DestroyedAt)
 }

@@ -14,7 +14,8 @@ type kekJSON struct {
 	State        string     `json:"state"`
 	Primary      bool       `json:"primary"`
 	SearchRank   int        `json:"search_rank,omitempty"`
-	MasterKeyURI string     `json:"master_key_uri"`
+	WrappedBy    string     `json:"wrapped_by"`     // master-key | class-key
+	MasterKeyURI string     `json:"master_key_uri"` // "" when wrapped by the class key
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
 	DemotedAt    *time.Time `json:"demoted_at,omitempty"`   // when it stopped being the primary
@@ -23,13 +24,13 @@ type kekJSON struct {
 }
 
 // MarshalJSON renders the version as {"class", "tenant", "version",
-// "state", "primary", "search_rank", "master_key_uri", "created_at",
+// "state", "primary", "search_rank", "wrapped_by", "master_key_uri", "created_at",
 // "updated_at", "demoted_at", "in_use_until", "destroyed_at"}: the shape
 // the fieldcrypt command prints with -o json.
 func (i KEKInfo) MarshalJSON() ([]byte, error) {
 	return json.Marshal(kekJSON{
 		Class: i.Ref.Class.String(), Tenant: i.Ref.Tenant, Version: i.Ref.Version, State: string(i.State),
-		Primary: i.Primary, SearchRank: i.SearchRank, MasterKeyURI: i.MasterKeyURI,
+		Primary: i.Primary, SearchRank: i.SearchRank, WrappedBy: i.WrappedBy.String(), MasterKeyURI: i.MasterKeyURI,
 		CreatedAt: i.CreatedAt.UTC(), UpdatedAt: i.UpdatedAt.UTC(),
 		DemotedAt: utcOrNil(i.DemotedAt), InUseUntil: utcOrNil(i.InUseUntil()), DestroyedAt: utcOrNil(i.DestroyedAt),
 	})

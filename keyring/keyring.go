@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/hooks"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
@@ -55,13 +57,17 @@ type Keyring struct {
 	auto          bool
 	allowUnsealed bool
 	name          string
-	scoped        map[envelope.Class]bool // configured encrypted classes → tenant scoped
+	scoped        map[envelope.Class]bool   // configured encrypted classes → tenant scoped
+	access        map[envelope.Class]access // Config.Decrypt / EncryptOnly; nil: no limit
 
 	cfgMu sync.RWMutex
 	cfg   Config
 
-	mkMu sync.Mutex
-	mks  map[string]kms.MasterKey
+	mkMu       sync.Mutex
+	mks        map[string]*guardedKey
+	ownKeys    bool          // close master keys at Close (false with WithMasterKeys: the caller's)
+	probeAfter time.Duration // circuit breaker: first probe (0: no breaker)
+	probeMax   time.Duration // circuit breaker: longest wait between probes
 
 	mu              sync.RWMutex
 	keks            map[envelope.KEKRef]*kekEntry
@@ -75,18 +81,22 @@ type Keyring struct {
 	unsealedChecked map[envelope.Class]time.Time // when an unsealed class was last checked for sealed scopes
 	unsealedWarned  map[envelope.Scope]bool      // unsealed scopes already audited
 
-	sf     singleflight.Group
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	stats  counters
-	audit  audit.Sink
-	onZero func(*envelope.KEK) // test hook
+	sf      singleflight.Group
+	life    context.Context    // cancelled by Close: every background call runs under it
+	stop    context.CancelFunc // cancels life
+	wg      sync.WaitGroup     // refreshes and shared loads in flight
+	probers sync.WaitGroup     // circuit-breaker probe loops
+	closed  atomic.Bool
+	stats   counters
+	audit   audit.Sink
+	onZero  func(*envelope.KEK) // test hook
 }
 
 type kekEntry struct {
 	refresher
 	kek      *envelope.KEK
-	verified atomic.Int64 // unix nanos of the last successful unwrap
+	verified atomic.Int64   // unix nanos of the last successful unwrap (by the KMS)
+	parent   *classKeyEntry // unwrapped through this class key: cached as long as it is, refreshed with it
 }
 
 type scopeEntry struct {
@@ -111,7 +121,7 @@ func (k *Keyring) refreshAsync(r *refresher, now time.Time, refresh func(ctx con
 	}
 	if !k.spawn(func() {
 		defer r.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), k.opTO)
+		ctx, cancel := k.background()
 		defer cancel()
 		k.stats.refreshes.Add(1)
 		var next int64
@@ -155,26 +165,36 @@ type Option func(*Keyring)
 // WithOpener makes the keyring open master keys through o instead of
 // kms.DefaultRegistry: typically a kms.Registry with explicitly configured
 // openers. When o is a kms.URIValidator (a Registry is), master key URIs
-// are validated by it too.
-func WithOpener(o kms.Opener) Option { return func(k *Keyring) { k.opener = o } }
+// are validated by it too. The keyring owns what o opens: Close closes the
+// keys it opened.
+func WithOpener(o kms.Opener) Option {
+	return func(k *Keyring) { k.opener, k.ownKeys = o, true }
+}
 
 // WithMasterKeys makes the keyring use the given master keys, by URI,
-// instead of opening them through the kms registry.
+// instead of opening them through the kms registry. They stay the
+// caller's: Close does not close them.
 func WithMasterKeys(keys ...kms.MasterKey) Option {
 	m := map[string]kms.MasterKey{}
 	for _, mk := range keys {
 		m[mk.URI()] = mk
 	}
-	return WithOpener(kms.OpenerFunc(func(_ context.Context, uri string) (kms.MasterKey, error) {
+	o := kms.OpenerFunc(func(_ context.Context, uri string) (kms.MasterKey, error) {
 		if mk, ok := m[uri]; ok {
 			return mk, nil
 		}
 		return nil, &kms.Error{Op: "open", URI: uri, Err: kms.ErrKeyNotFound}
-	}))
+	})
+	return func(k *Keyring) { k.opener, k.ownKeys = o, false }
 }
 
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) Option { return func(k *Keyring) { k.now = now } }
+// withClock replaces time.Now. It is not part of the API: tests use it,
+// and the CLI reaches it through internal/hooks.
+func withClock(now func() time.Time) Option { return func(k *Keyring) { k.now = now } }
+
+func init() {
+	hooks.KeyringClock = func(now func() time.Time) any { return withClock(now) }
+}
 
 // WithEvictGrace sets how long an evicted KEK stays unzeroed so callers
 // that obtained it just before eviction can finish (default 1 min).
@@ -209,6 +229,9 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 	k := &Keyring{
 		store:           store,
 		opener:          kms.DefaultRegistry,
+		ownKeys:         true,
+		probeAfter:      DefaultProbeAfter,
+		probeMax:        DefaultMaxProbe,
 		now:             time.Now,
 		ttl:             cfg.ttl(),
 		maxAge:          cfg.maxAge(),
@@ -221,8 +244,9 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 		allowUnsealed:   cfg.AllowUnsealedStore,
 		name:            cfg.Name,
 		scoped:          map[envelope.Class]bool{},
+		access:          cfg.access(),
 		cfg:             cfg.clone(),
-		mks:             map[string]kms.MasterKey{},
+		mks:             map[string]*guardedKey{},
 		keks:            map[envelope.KEKRef]*kekEntry{},
 		fails:           map[envelope.KEKRef]failure{},
 		scopes:          map[envelope.Scope]*scopeEntry{},
@@ -252,6 +276,7 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 	if store == nil {
 		return nil, configErr("nil store")
 	}
+	k.life, k.stop = context.WithCancel(context.Background())
 	return k, nil
 }
 
@@ -267,35 +292,6 @@ func (k *Keyring) classURI(c envelope.Class) string {
 	k.cfgMu.RLock()
 	defer k.cfgMu.RUnlock()
 	return k.cfg.Classes[c.String()].MasterKey
-}
-
-// Close stops background refreshes and zeroes every cached KEK. KEKs
-// obtained from the keyring must not be used after Close.
-func (k *Keyring) Close() error {
-	k.mu.Lock()
-	if k.closed.Load() {
-		k.mu.Unlock()
-		return nil
-	}
-	k.closed.Store(true) // under k.mu: spawn checks it under k.mu too
-	k.mu.Unlock()
-	k.wg.Wait()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for ref, e := range k.keks {
-		k.zero(e.kek)
-		delete(k.keks, ref)
-	}
-	for _, g := range k.graves {
-		k.zero(g.kek)
-	}
-	k.graves = nil
-	k.scopes = map[envelope.Scope]*scopeEntry{}
-	for c, e := range k.classKeys {
-		clear(e.macKey)
-		delete(k.classKeys, c)
-	}
-	return nil
 }
 
 // scope checks a scope: the class must be configured and encrypted, and
@@ -329,43 +325,70 @@ func (k *Keyring) ec(ref envelope.KEKRef) kms.EncryptionContext {
 	return ec
 }
 
-func (k *Keyring) masterKey(ctx context.Context, uri string) (kms.MasterKey, error) {
+// masterKey returns the master key uri names, opened once, behind its
+// circuit breaker.
+func (k *Keyring) masterKey(ctx context.Context, uri string) (*guardedKey, error) {
 	k.mkMu.Lock()
-	mk, ok := k.mks[uri]
+	g, ok := k.mks[uri]
 	k.mkMu.Unlock()
 	if ok {
-		return mk, nil
+		return g, nil
 	}
 	mk, err := k.opener.OpenMasterKey(ctx, uri)
 	if err != nil {
 		return nil, err
 	}
 	k.mkMu.Lock()
+	defer k.mkMu.Unlock()
 	if prev, ok := k.mks[uri]; ok {
-		mk = prev
-	} else {
-		k.mks[uri] = mk
+		k.discard(mk) // opened twice concurrently
+		return prev, nil
 	}
-	k.mkMu.Unlock()
-	return mk, nil
+	if k.closed.Load() {
+		k.discard(mk)
+		return nil, &kms.Error{Op: "open", URI: uri, Err: fmt.Errorf("%w: %w", kms.ErrUnavailable, ErrClosed)}
+	}
+	g = k.guard(mk)
+	k.mks[uri] = g
+	return g, nil
 }
 
-// newKEK generates a KEK for ref and wraps it under uri.
-func (k *Keyring) newKEK(ctx context.Context, ref envelope.KEKRef, uri string) (*envelope.KEK, []byte, error) {
+// discard closes a master key the keyring opened but will not use.
+func (k *Keyring) discard(mk kms.MasterKey) {
+	if c, ok := mk.(io.Closer); ok && k.ownKeys {
+		_ = c.Close()
+	}
+}
+
+// newKEK generates a KEK for ref and wraps it: a tenant KEK of a sealed
+// class under the class key (no KMS call), any other under the master key
+// uri. It returns the KEK and its record (version, wrapping, master key,
+// wrapped key; the caller sets state and times). It never loads the class
+// key (it runs inside store transactions): the caller made sure it is
+// cached (update seals with it); without it, the KMS wraps.
+func (k *Keyring) newKEK(ctx context.Context, ref envelope.KEKRef, uri string) (*envelope.KEK, Record, error) {
 	raw := make([]byte, envelope.KEKSize)
 	defer clear(raw)
 	if _, err := rand.Read(raw); err != nil {
-		return nil, nil, keyErr("generate", ref, uri, "crypto/rand failed", err)
+		return nil, Record{}, keyErr("generate", ref, uri, "crypto/rand failed", err)
 	}
-	wrapped, err := k.wrap(ctx, ref, uri, raw)
+	rec := Record{Version: ref.Version}
+	var err error
+	if ck := k.cachedClassKey(ref.Class); ref.Tenant != "" && ck != nil {
+		rec.WrappedBy = WrapClassKey
+		rec.Wrapped, err = k.wrapWithClassKey(ck, ref, raw)
+	} else {
+		rec.MasterKeyURI = uri
+		rec.Wrapped, err = k.wrap(ctx, ref, uri, raw)
+	}
 	if err != nil {
-		return nil, nil, err
+		return nil, Record{}, err
 	}
 	kek, err := envelope.NewKEK(ref, raw)
 	if err != nil {
-		return nil, nil, keyErr("generate", ref, uri, "", err)
+		return nil, Record{}, keyErr("generate", ref, uri, "", err)
 	}
-	return kek, wrapped, nil
+	return kek, rec, nil
 }
 
 func (k *Keyring) wrap(ctx context.Context, ref envelope.KEKRef, uri string, raw []byte) ([]byte, error) {
@@ -384,7 +407,6 @@ func (k *Keyring) wrapUnder(ctx context.Context, uri string, raw []byte, ec kms.
 	if err != nil {
 		return nil, "open master key", err
 	}
-	k.stats.kmsWrap.Add(1)
 	wrapped, err := mk.Wrap(ctx, raw, ec)
 	if err != nil {
 		k.stats.wrapErrors.Add(1)
@@ -404,8 +426,12 @@ func rewrapKey(unwrap func() ([]byte, error), wrap func([]byte) ([]byte, error))
 	return wrap(raw)
 }
 
-// unwrap returns the plaintext KEK of rec; the caller must clear it.
+// unwrap returns the plaintext KEK of rec, wrapped by the master key, from
+// the KMS; the caller must clear it. (unwrapKEK takes either wrapping.)
 func (k *Keyring) unwrap(ctx context.Context, ref envelope.KEKRef, rec *Record) ([]byte, error) {
+	if rec.WrappedBy != WrapMasterKey {
+		return nil, keyErr("unwrap", ref, "", "not wrapped by a master key", envelope.ErrKeyUnavailable, ErrStore)
+	}
 	return k.unwrapUnder(ctx, "unwrap", ref, rec.MasterKeyURI, rec.Wrapped, k.ec(ref), envelope.KEKSize, "")
 }
 
@@ -432,13 +458,14 @@ func (k *Keyring) unwrapUnder(ctx context.Context, op string, ref envelope.KEKRe
 		k.stats.unwrapErrors.Add(1)
 		return nil, keyErr(op, ref, uri, "open master key", envelope.ErrKeyUnavailable, err)
 	}
-	k.stats.kmsUnwrap.Add(1)
 	raw, err := mk.Unwrap(ctx, wrapped, ec)
-	var counts map[string]int64
-	if ref.Version == 0 {
-		counts = map[string]int64{"class_key": 1}
+	if !errors.Is(err, ErrCircuitOpen) { // no event for a call that was not made
+		var counts map[string]int64
+		if ref.Version == 0 {
+			counts = map[string]int64{"class_key": 1}
+		}
+		k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, counts)
 	}
-	k.emit(ctx, audit.MasterKeyUnwrap, ref, uri, err, counts)
 	if err != nil {
 		k.stats.unwrapErrors.Add(1)
 		if tamperReason != "" && errors.Is(err, kms.ErrAuthentication) {
@@ -478,12 +505,6 @@ func (k *Keyring) uriOwner(uri string) envelope.Class {
 func definitive(err error) bool {
 	return errors.Is(err, kms.ErrAccessDenied) || errors.Is(err, kms.ErrKeyDisabled) ||
 		errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrAuthentication)
-}
-
-// detached returns a context for work shared by several callers: it keeps
-// ctx's values, drops its cancellation, and is bounded by the op timeout.
-func (k *Keyring) detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), k.opTO)
 }
 
 // zero destroys a KEK (envelope.KEK.Destroy: key bytes zeroed, later use

@@ -131,7 +131,16 @@ func TestTenantScoping(t *testing.T) {
 	assert.Equal(t, ref(envelope.High, "acme", 1), a.Ref())
 	assert.Equal(t, ref(envelope.High, "globex", 1), b.Ref())
 	assert.NotSame(t, a, b)
-	assert.Equal(t, "acme", keys[uriHigh].contexts[1][ECTenant], "tenant bound in the encryption context (after the class key's)")
+	assert.EqualValues(t, 1, keys[uriHigh].wraps.Load(), "one KMS wrap: the class key; tenant KEKs are wrapped by it")
+	assert.Equal(t, purposeClassKey, keys[uriHigh].contexts[0][ECPurpose])
+	list, err := kr.List(ctx)
+	require.NoError(t, err)
+	for _, i := range list {
+		if i.Ref.Tenant != "" {
+			assert.Equal(t, WrapClassKey, i.WrappedBy, "%s", i.Ref)
+			assert.Empty(t, i.MasterKeyURI, "%s", i.Ref)
+		}
+	}
 	// critical is not: a tenant is refused, tenant "" works.
 	for _, call := range []func() error{
 		func() error {
@@ -211,7 +220,8 @@ func TestRotateAndSearchKeys(t *testing.T) {
 	assert.Equal(t, 0, list[0].SearchRank)
 	assert.Equal(t, StateActive, list[1].State)
 	assert.Equal(t, 1, list[1].SearchRank)
-	assert.Equal(t, uriHigh, list[1].MasterKeyURI)
+	assert.Equal(t, WrapClassKey, list[1].WrappedBy, "a tenant KEK is wrapped by its class key")
+	assert.Empty(t, list[1].MasterKeyURI)
 }
 
 func TestRetireReactivateDestroy(t *testing.T) {
@@ -522,7 +532,7 @@ func TestRewrapAll(t *testing.T) {
 func TestRewrapInterruptedResumes(t *testing.T) {
 	e := newEnv(t, nil)
 	kr, keys := e.process(testConfig())
-	for _, tenant := range []string{"a", "b", "c"} {
+	for _, tenant := range []string{"", "a", "b", "c"} {
 		_, err := kr.EnsureScope(ctx, envelope.Scope{Class: envelope.High, Tenant: tenant})
 		require.NoError(t, err)
 	}
@@ -541,9 +551,16 @@ func TestRewrapInterruptedResumes(t *testing.T) {
 	assert.Contains(t, err.Error(), newHigh)
 	assert.Equal(t, uriHigh, kr.Config().Classes["high"].MasterKey, "config unchanged on failure")
 	nk.mode.Store(modeUp)
+	waitBreakers(t, kr)
 	rep, err := kr.RewrapAll(ctx, envelope.High, newHigh)
 	require.NoError(t, err)
-	assert.Equal(t, 3, rep.Rewrapped)
+	assert.Equal(t, 1, rep.Rewrapped, "the class-wide KEK")
+	assert.True(t, rep.ClassKey)
+	assert.Equal(t, 3, rep.UnderClassKey, "tenant KEKs move with their class key")
+	for _, tenant := range []string{"a", "b", "c"} {
+		_, err := kr.KEK(ctx, ref(envelope.High, tenant, 1))
+		require.NoError(t, err)
+	}
 }
 
 func TestListHasNoKeyMaterial(t *testing.T) {

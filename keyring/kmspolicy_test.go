@@ -40,9 +40,11 @@ func TestDocumentedEncryptionContext(t *testing.T) {
 	kr, err := keyring.New(cfg, store, keyring.WithMasterKeys(mk))
 	require.NoError(t, err)
 	defer kr.Close()
-	_, err = kr.EnsureScope(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+	_, err = kr.EnsureScope(ctx, envelope.Scope{Class: envelope.Critical})
 	require.NoError(t, err)
-	_, err = kr.Rotate(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+	_, err = kr.Rotate(ctx, envelope.Scope{Class: envelope.Critical})
+	require.NoError(t, err)
+	_, err = kr.EnsureScope(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
 	require.NoError(t, err)
 
 	decrypt := func(blob []byte, ec map[string]string) ([]byte, error) {
@@ -52,15 +54,23 @@ func TestDocumentedEncryptionContext(t *testing.T) {
 		}
 		return res.Plaintext, nil
 	}
-	st, err := store.LoadScope(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+	st, err := store.LoadScope(ctx, envelope.Scope{Class: envelope.Critical})
 	require.NoError(t, err)
 	require.Len(t, st.Records, 2)
 	r := st.Records[1]
-	// KEK: class name, tenant, decimal version, keyring id.
+	// A class-wide KEK: class name, decimal version, keyring id (no tenant).
 	pt, err := decrypt(r.Wrapped, map[string]string{
-		"fieldcrypt:class": "critical", "fieldcrypt:tenant": "acme", "fieldcrypt:kek-version": "2", "fieldcrypt:keyring": "billing"})
+		"fieldcrypt:class": "critical", "fieldcrypt:kek-version": "2", "fieldcrypt:keyring": "billing"})
 	require.NoError(t, err)
 	assert.Len(t, pt, envelope.KEKSize)
+	// A tenant's KEK is wrapped by the class key, not by the KMS.
+	ts, err := store.LoadScope(ctx, envelope.Scope{Class: envelope.Critical, Tenant: "acme"})
+	require.NoError(t, err)
+	require.Len(t, ts.Records, 1)
+	assert.Equal(t, keyring.WrapClassKey, ts.Records[0].WrappedBy)
+	_, err = decrypt(ts.Records[0].Wrapped, map[string]string{
+		"fieldcrypt:class": "critical", "fieldcrypt:tenant": "acme", "fieldcrypt:kek-version": "1", "fieldcrypt:keyring": "billing"})
+	assert.Error(t, err, "tenant KEKs never go to the KMS")
 	_, err = decrypt(r.Wrapped, map[string]string{"classification": "critical"})
 	assert.Error(t, err, "the key the old awskms doc named is not sent")
 

@@ -13,12 +13,15 @@ import (
 )
 
 // Init creates version 1 of the class-wide scope (tenant "") of every
-// configured encrypted class that has no KEK yet, and returns the primary
+// configured encrypted class that has no KEK yet (every one this process
+// may use, with Config.Decrypt or EncryptOnly), and returns the primary
 // of each. It is idempotent.
 func (k *Keyring) Init(ctx context.Context) ([]KEKInfo, error) {
 	classes := make([]envelope.Class, 0, len(k.scoped))
 	for c := range k.scoped {
-		classes = append(classes, c)
+		if k.allowed(c) {
+			classes = append(classes, c)
+		}
 	}
 	slices.Sort(classes)
 	var out []KEKInfo
@@ -36,7 +39,13 @@ func (k *Keyring) Init(ctx context.Context) ([]KEKInfo, error) {
 // scope has no KEK yet, and returns its primary. Concurrent calls, from any
 // process, create one version 1. A scope whose versions were all
 // destroyed is not recreated (use Rotate to start a new version).
-func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info KEKInfo, err error) {
+func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (KEKInfo, error) {
+	info, _, err := k.ensureScope(ctx, scope)
+	return info, err
+}
+
+// ensureScope is EnsureScope; it also reports whether it created version 1.
+func (k *Keyring) ensureScope(ctx context.Context, scope envelope.Scope) (info KEKInfo, made bool, err error) {
 	var created *envelope.KEK
 	defer func() {
 		if created != nil || err != nil {
@@ -45,7 +54,10 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 	}()
 	s, err := k.scope("ensure", scope)
 	if err != nil {
-		return KEKInfo{}, err
+		return KEKInfo{}, false, err
+	}
+	if err := k.allow(ctx, "ensure", envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, accessEncrypt); err != nil {
+		return KEKInfo{}, false, err
 	}
 	uri := k.classURI(s.Class)
 	final, err := k.update(ctx, "ensure", s, func(st *ScopeState) error {
@@ -57,12 +69,13 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 			return nil
 		}
 		ref := envelope.KEKRef{Class: s.Class, Tenant: s.Tenant, Version: 1}
-		kek, wrapped, err := k.newKEK(ctx, ref, uri)
+		kek, rec, err := k.newKEK(ctx, ref, uri)
 		if err != nil {
 			return err
 		}
 		now := k.stamp()
-		st.Records = append(st.Records, Record{Version: 1, State: StateActive, MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: now, UpdatedAt: now})
+		rec.State, rec.CreatedAt, rec.UpdatedAt = StateActive, now, now
+		st.Records = append(st.Records, rec)
 		st.Search = []uint32{1}
 		created = kek
 		return nil
@@ -72,16 +85,26 @@ func (k *Keyring) EnsureScope(ctx context.Context, scope envelope.Scope) (info K
 			k.zero(created)
 			created = nil
 		}
-		return KEKInfo{}, err
+		return KEKInfo{}, false, err
 	}
-	return k.committed(final, created, 0), nil
+	made = created != nil
+	return k.committed(final, created, 0), made, nil
 }
 
 // committed caches a KEK an operation just generated (update cached the
 // state it wrote) and returns the info of version v (0: the primary) in st.
 func (k *Keyring) committed(st *ScopeState, created *envelope.KEK, v uint32) KEKInfo {
 	if created != nil {
-		_ = k.putKEK(created.Ref(), created, k.now()) // a new version is not destroyed
+		var parent *classKeyEntry
+		if r := st.Record(created.Ref().Version); r != nil && r.WrappedBy == WrapClassKey {
+			if parent = k.cachedClassKey(created.Ref().Class); parent == nil {
+				k.zero(created) // unwrapped again on first use
+				created = nil
+			}
+		}
+		if created != nil {
+			_ = k.putKEK(created.Ref(), created, parent, k.now()) // a new version is not destroyed
+		}
 	}
 	r := st.Primary()
 	if v != 0 {
@@ -121,6 +144,9 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 	if err != nil {
 		return KEKInfo{}, err
 	}
+	if err := k.allow(ctx, "rotate", envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, accessDecrypt); err != nil {
+		return KEKInfo{}, err
+	}
 	uri := k.classURI(s.Class)
 	var created *envelope.KEK
 	final, err := k.update(ctx, "rotate", s, func(st *ScopeState) error {
@@ -130,7 +156,7 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 		}
 		v := st.maxVersion() + 1
 		ref := envelope.KEKRef{Class: s.Class, Tenant: s.Tenant, Version: v}
-		kek, wrapped, err := k.newKEK(ctx, ref, uri)
+		kek, rec, err := k.newKEK(ctx, ref, uri)
 		if err != nil {
 			return err
 		}
@@ -140,7 +166,8 @@ func (k *Keyring) Rotate(ctx context.Context, scope envelope.Scope) (info KEKInf
 			p.UpdatedAt = now
 			p.DemotedAt = now
 		}
-		st.Records = append(st.Records, Record{Version: v, State: StateActive, MasterKeyURI: uri, Wrapped: wrapped, CreatedAt: now, UpdatedAt: now})
+		rec.State, rec.CreatedAt, rec.UpdatedAt = StateActive, now, now
+		st.Records = append(st.Records, rec)
 		if !slices.ContainsFunc(st.Search, func(sv uint32) bool { return st.Record(sv).State != StateDestroyed }) {
 			st.Search = []uint32{v} // first version, or a shredded scope restarted
 		}
@@ -191,6 +218,9 @@ func (k *Keyring) FinishSearchRotation(ctx context.Context, scope envelope.Scope
 func (k *Keyring) updateSearch(ctx context.Context, op string, scope envelope.Scope, fn func(*ScopeState) error) ([]uint32, error) {
 	s, err := k.scope(op, scope)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.allow(ctx, op, envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, accessDecrypt); err != nil {
 		return nil, err
 	}
 	final, err := k.update(ctx, op, s, fn)
@@ -287,6 +317,9 @@ func (k *Keyring) transition(ctx context.Context, op string, ref envelope.KEKRef
 	if err != nil {
 		return KEKInfo{}, err
 	}
+	if err := k.allow(ctx, op, ref, accessDecrypt); err != nil {
+		return KEKInfo{}, err
+	}
 	final, err := k.update(ctx, op, s, func(st *ScopeState) error {
 		r := st.Record(ref.Version)
 		if r == nil {
@@ -370,6 +403,9 @@ func (k *Keyring) Destroy(ctx context.Context, ref envelope.KEKRef, opts ...Dest
 	}()
 	s, err := k.scope("destroy", ref.Scope())
 	if err != nil {
+		return KEKInfo{}, err
+	}
+	if err := k.allow(ctx, "destroy", ref, accessDecrypt); err != nil {
 		return KEKInfo{}, err
 	}
 	check := func(st *ScopeState) (*Record, error) {
@@ -482,6 +518,9 @@ func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredRepo
 		if _, ok := k.scoped[st.Scope.Class]; !ok {
 			return rep, scopeErr("shred-tenant", st.Scope, "", "class "+st.Scope.Class.String()+" is not configured in this keyring, so its keys cannot be verified or re-sealed: configure it (with its master key) and shred again", ErrRefused)
 		}
+		if err := k.allow(ctx, "shred-tenant", envelope.KEKRef{Class: st.Scope.Class, Tenant: tenant}, accessDecrypt); err != nil {
+			return rep, err
+		}
 		scopes = append(scopes, st.Scope)
 	}
 	for _, s := range scopes {
@@ -517,7 +556,8 @@ func (k *Keyring) ShredTenant(ctx context.Context, tenant string) (rep ShredRepo
 // tenant and version. It never returns key material. Scopes of configured
 // classes are verified like lookups verify them (a tampered store fails
 // List with ErrTampered); scopes of classes this configuration does not
-// list cannot be verified and are listed as stored.
+// list, or that this process may not use (Config.Decrypt, EncryptOnly),
+// cannot be verified and are listed as stored.
 func (k *Keyring) List(ctx context.Context) ([]KEKInfo, error) {
 	started := k.now()
 	floors := map[envelope.Scope]uint64{}
@@ -532,7 +572,7 @@ func (k *Keyring) List(ctx context.Context) ([]KEKInfo, error) {
 	}
 	var out []KEKInfo
 	for _, st := range all {
-		if _, ok := k.scoped[st.Scope.Class]; ok {
+		if _, ok := k.scoped[st.Scope.Class]; ok && k.allowed(st.Scope.Class) {
 			if _, err := k.verify(ctx, "list", st, floors[st.Scope]); err != nil {
 				return nil, err
 			}
@@ -554,6 +594,13 @@ type RewrapReport struct {
 	AlreadyDone int  // versions already under To (an earlier, interrupted run)
 	Destroyed   int  // tombstones, nothing to rewrap
 	ClassKey    bool // the class key was moved to To now
+	// UnderClassKey counts tenant KEK versions wrapped by the class key:
+	// moving the class key to To moves them too, with no call each.
+	UnderClassKey int
+	// MovedToClassKey counts tenant KEK versions that were wrapped by the
+	// old master key and are now wrapped by the class key (like Upgrade
+	// does), rather than by To: no longer a KMS call each per process.
+	MovedToClassKey int
 	// Config is the keyring configuration with the class's master key
 	// replaced by To and the previous one added to PreviousMasterKeys. The
 	// caller must persist it (the keyring already uses it). Every process
@@ -580,11 +627,15 @@ type RewrapReport struct {
 func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI string) (rep RewrapReport, err error) {
 	defer func() {
 		k.emit(ctx, audit.KEKRewrapped, envelope.KEKRef{Class: class}, newURI, err, map[string]int64{
-			"rewrapped": int64(rep.Rewrapped), "already_done": int64(rep.AlreadyDone), "destroyed": int64(rep.Destroyed)})
+			"rewrapped": int64(rep.Rewrapped), "already_done": int64(rep.AlreadyDone), "destroyed": int64(rep.Destroyed),
+			"under_class_key": int64(rep.UnderClassKey), "moved_to_class_key": int64(rep.MovedToClassKey)})
 	}()
 	rep = RewrapReport{Class: class, To: newURI}
 	s, err := k.scope("rewrap", envelope.Scope{Class: class})
 	if err != nil {
+		return rep, err
+	}
+	if err := k.allow(ctx, "rewrap", envelope.KEKRef{Class: class}, accessDecrypt); err != nil {
 		return rep, err
 	}
 	if p := uriProblem(k.uris, newURI); p != "" {
@@ -604,11 +655,11 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 			continue
 		}
 		sc := st0.Scope
-		var n, done, dead int
+		var n, done, dead, under, moved int
 		var srcs []string
 		var movedClassKey bool
 		_, err := k.update(ctx, "rewrap", sc, func(st *ScopeState) error {
-			n, done, dead, srcs, movedClassKey = 0, 0, 0, nil, false
+			n, done, dead, under, moved, srcs, movedClassKey = 0, 0, 0, 0, 0, nil, false
 			for i := range st.Records {
 				r := &st.Records[i]
 				ref := envelope.KEKRef{Class: sc.Class, Tenant: sc.Tenant, Version: r.Version}
@@ -616,8 +667,20 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 				case r.State == StateDestroyed:
 					dead++
 					continue
+				case r.WrappedBy == WrapClassKey:
+					under++
+					continue
 				case r.MasterKeyURI == newURI:
 					done++
+					continue
+				}
+				if ck := k.cachedClassKey(class); ck != nil && sc.Tenant != "" {
+					src := r.MasterKeyURI
+					if err := k.moveToClassKey(ctx, ck, ref, r); err != nil {
+						return err
+					}
+					srcs = append(srcs, src)
+					moved++
 					continue
 				}
 				wrapped, err := rewrapKey(func() ([]byte, error) { return k.unwrap(ctx, ref, r) },
@@ -651,6 +714,8 @@ func (k *Keyring) RewrapAll(ctx context.Context, class envelope.Class, newURI st
 		rep.Rewrapped += n
 		rep.AlreadyDone += done
 		rep.Destroyed += dead
+		rep.UnderClassKey += under
+		rep.MovedToClassKey += moved
 		rep.ClassKey = rep.ClassKey || movedClassKey
 	}
 	rep.From = sortedKeys(from)

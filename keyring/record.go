@@ -28,13 +28,43 @@ func (s State) Valid() bool {
 	return false
 }
 
+// KeyWrap says what a stored KEK is wrapped under.
+type KeyWrap string
+
+// The two ways a KEK is stored.
+const (
+	// WrapMasterKey: wrapped by the class's master key, in the KMS (under
+	// Record.MasterKeyURI, bound to an encryption context naming keyring,
+	// class, tenant and version). Class-wide KEKs always; tenant KEKs
+	// created before class-key wrapping existed, or in a class that is not
+	// sealed yet. The empty string, as every store holds it.
+	WrapMasterKey KeyWrap = ""
+	// WrapClassKey: wrapped locally by the class key (AES-256-KWP under a
+	// key derived from it for this keyring, class, tenant and version; see
+	// docs/threat-model.md). Tenant KEKs: unwrapping them costs no KMS call
+	// once the class key is unwrapped, however many tenants there are.
+	// Record.MasterKeyURI is empty.
+	WrapClassKey KeyWrap = "class-key"
+)
+
+// Valid reports whether w is one of the two wrappings.
+func (w KeyWrap) Valid() bool { return w == WrapMasterKey || w == WrapClassKey }
+
+func (w KeyWrap) String() string {
+	if w == WrapMasterKey {
+		return "master-key"
+	}
+	return string(w)
+}
+
 // Record is one stored KEK version: metadata and the wrapped key. Wrapped
 // is nil once the version is destroyed. It never holds a plaintext key.
 type Record struct {
 	Version      uint32
 	State        State
-	MasterKeyURI string // the master key Wrapped is wrapped under
-	Wrapped      []byte // nil when destroyed
+	WrappedBy    KeyWrap // what Wrapped is wrapped under
+	MasterKeyURI string  // the master key Wrapped is wrapped under; empty when WrappedBy is WrapClassKey
+	Wrapped      []byte  // nil when destroyed
 	CreatedAt    time.Time
 	UpdatedAt    time.Time // last state or wrapping change
 	DemotedAt    time.Time // when it stopped being the primary (Rotate); zero if it is the primary, or was demoted before this field existed
@@ -138,7 +168,8 @@ func (s *ScopeState) Clone() *ScopeState {
 // is the only way to a new primary: there is no "promote"), and there is
 // one unless every version is destroyed; wrapped key and master key URI
 // present unless destroyed, absent once destroyed; search versions exist;
-// a class key only in the class-wide scope.
+// a class key only in the class-wide scope; KEKs wrapped by the class key
+// only in tenant scopes, with no master key URI.
 func (s *ScopeState) Check() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: scope %s: "+format, append([]any{ErrStore, s.Scope}, args...)...)
@@ -152,6 +183,9 @@ func (s *ScopeState) Check() error {
 		if !r.State.Valid() {
 			return bad("version %d has invalid state %q", r.Version, r.State)
 		}
+		if !r.WrappedBy.Valid() {
+			return bad("version %d has an unknown wrapping %q", r.Version, r.WrappedBy)
+		}
 		switch r.State {
 		case StateActive:
 			active++
@@ -163,8 +197,18 @@ func (s *ScopeState) Check() error {
 		}
 		live++
 		highestLive = r.Version
-		if len(r.Wrapped) == 0 || r.MasterKeyURI == "" {
-			return bad("version %d (%s) has no wrapped key or master key URI", r.Version, r.State)
+		switch r.WrappedBy {
+		case WrapMasterKey:
+			if len(r.Wrapped) == 0 || r.MasterKeyURI == "" {
+				return bad("version %d (%s) has no wrapped key or master key URI", r.Version, r.State)
+			}
+		case WrapClassKey:
+			if s.Scope.Tenant == "" {
+				return bad("version %d is wrapped by the class key outside a tenant scope", r.Version)
+			}
+			if len(r.Wrapped) != classWrappedSize || r.MasterKeyURI != "" {
+				return bad("version %d is wrapped by the class key but holds %d bytes (want %d) or names a master key", r.Version, len(r.Wrapped), classWrappedSize)
+			}
 		}
 	}
 	if active > 1 {
@@ -229,8 +273,9 @@ type KEKInfo struct {
 	Ref          envelope.KEKRef
 	State        State
 	Primary      bool
-	SearchRank   int    // 0: not a search key; 1: the current search key; 2..: older ones still live
-	MasterKeyURI string // kept after destruction, for the audit trail
+	SearchRank   int     // 0: not a search key; 1: the current search key; 2..: older ones still live
+	WrappedBy    KeyWrap // the master key (in the KMS) or the class key
+	MasterKeyURI string  // when WrappedBy is WrapMasterKey; kept after destruction, for the audit trail
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	DemotedAt    time.Time // when it stopped being the primary; zero if it is the primary or was demoted before this was recorded
@@ -262,6 +307,7 @@ func infoOf(st *ScopeState, r *Record) KEKInfo {
 		State:        r.State,
 		Primary:      r.State == StateActive,
 		SearchRank:   st.searchRank(r.Version),
+		WrappedBy:    r.WrappedBy,
 		MasterKeyURI: r.MasterKeyURI,
 		CreatedAt:    r.CreatedAt,
 		UpdatedAt:    r.UpdatedAt,

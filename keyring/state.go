@@ -18,14 +18,18 @@ import (
 // never once it is MaxStateAge old: then lookups wait for the store and
 // fail with envelope.ErrKeyUnavailable if it does not answer.
 
-// lookupScope checks *scope and returns its (cached) state, creating
-// version 1 if the scope is empty and auto-creation is on.
-func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Scope) (*ScopeState, error) {
+// lookupScope checks *scope, and that the process may use it as need
+// says, and returns its (cached) state, creating version 1 if the scope is
+// empty and auto-creation is on.
+func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Scope, need access) (*ScopeState, error) {
 	if k.closed.Load() {
 		return nil, scopeErr(op, *scope, "", "", envelope.ErrKeyUnavailable, ErrClosed)
 	}
 	s, err := k.scope(op, *scope)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.allow(ctx, op, envelope.KEKRef{Class: s.Class, Tenant: s.Tenant}, need); err != nil {
 		return nil, err
 	}
 	*scope = s
@@ -37,9 +41,9 @@ func (k *Keyring) lookupScope(ctx context.Context, op string, scope *envelope.Sc
 		if !k.auto {
 			return nil, scopeErr(op, s, k.classURI(s.Class), "scope has no KEK yet (run init, or enable auto-creation)", envelope.ErrUnknownKey)
 		}
-		v, err, _ := k.sf.Do("create:"+s.String(), func() (any, error) {
-			dctx, cancel := k.detached(ctx)
-			defer cancel()
+		v, err := k.shared(ctx, "create:"+s.String(), func(err error) error {
+			return scopeErr(op, s, "", "", envelope.ErrKeyUnavailable, err)
+		}, func(dctx context.Context) (any, error) {
 			if _, err := k.EnsureScope(dctx, s); err != nil {
 				return nil, err
 			}
@@ -77,9 +81,9 @@ func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion
 		return nil, err
 	}
 	key := fmt.Sprintf("scope:%s:%d", scope, minVersion)
-	ch := k.sf.DoChan(key, func() (any, error) {
-		dctx, cancel := k.detached(ctx)
-		defer cancel()
+	v, err := k.shared(ctx, key, func(err error) error {
+		return scopeErr("lookup", scope, "", "", envelope.ErrKeyUnavailable, err)
+	}, func(dctx context.Context) (any, error) {
 		st, err := k.loadScope(dctx, "lookup", scope)
 		if err != nil {
 			if k.failBO > 0 {
@@ -91,15 +95,10 @@ func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion
 		}
 		return st, nil
 	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*ScopeState), nil
-	case <-ctx.Done():
-		return nil, scopeErr("lookup", scope, "", "", envelope.ErrKeyUnavailable, ctx.Err())
+	if err != nil {
+		return nil, err
 	}
+	return v.(*ScopeState), nil
 }
 
 // loadScope reads scope from the store, verifies it and caches it. A state

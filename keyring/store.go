@@ -34,3 +34,20 @@ type Store interface {
 	// versions.
 	UpdateScope(ctx context.Context, scope envelope.Scope, fn func(*ScopeState) error) error
 }
+
+// ScopeCreator is implemented by stores that can create many new scopes
+// at once: Keyring.EnsureTenants uses it to provision thousands of tenants
+// in a few transactions instead of one per tenant. GormStore and
+// FileStore implement it; a store without it gets one UpdateScope per
+// scope.
+type ScopeCreator interface {
+	// CreateScopes stores each of states whose scope was never written
+	// and leaves every other scope alone, in one transaction (a failure
+	// leaves every scope untouched). It returns the scopes it created; it
+	// may skip one that was never written but has left a trace (the
+	// caller then creates it with UpdateScope). Each state must pass
+	// ScopeState.Check, or nothing is written. Concurrent creators, in any
+	// process, never create a scope twice: the one that loses leaves it
+	// alone.
+	CreateScopes(ctx context.Context, states []*ScopeState) ([]envelope.Scope, error)
+}

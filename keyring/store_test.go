@@ -19,6 +19,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
 )
@@ -28,16 +29,16 @@ import (
 // connection pool, its own file descriptors).
 type storeCase struct {
 	name string
-	open func(t *testing.T) func() Store
+	open func(t testing.TB) func() Store
 }
 
 func storeCases() []storeCase {
-	cases := []storeCase{{"file", func(t *testing.T) func() Store {
+	cases := []storeCase{{"file", func(t testing.TB) func() Store {
 		path := filepath.Join(t.TempDir(), "keks.json")
 		return func() Store { return NewFileStore(path) }
 	}}}
 	for _, d := range testsvc.Dialects() {
-		cases = append(cases, storeCase{"gorm-" + string(d), func(t *testing.T) func() Store {
+		cases = append(cases, storeCase{"gorm-" + string(d), func(t testing.TB) func() Store {
 			_, dsn := testsvc.OpenDSN(t, d)
 			first := true
 			return func() Store {
@@ -57,7 +58,7 @@ func storeCases() []storeCase {
 }
 
 // openPool opens a new connection pool on a testsvc DSN (CLI URL form).
-func openPool(t *testing.T, dsn string) *gorm.DB {
+func openPool(t testing.TB, dsn string) *gorm.DB {
 	t.Helper()
 	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
 	var dial gorm.Dialector
@@ -222,9 +223,10 @@ func TestConcurrentRotation(t *testing.T) {
 			krs := make([]*Keyring, procs)
 			keys := make([]map[string]*memKey, procs)
 			var stores []Store
+			sink := &audit.Memory{}
 			for i := range krs {
 				stores = append(stores, open())
-				krs[i], keys[i] = e.processOn(testConfig(), stores[i])
+				krs[i], keys[i] = e.processOn(testConfig(), stores[i], WithAudit(sink))
 			}
 			defer func() {
 				var retries int64
@@ -268,7 +270,14 @@ func TestConcurrentRotation(t *testing.T) {
 					}
 				}
 			}
-			assert.Equal(t, 1, kekWraps, "one version 1 created across all processes")
+			created := 0
+			for _, ev := range sink.Events() {
+				if ev.Type == audit.KEKCreated && ev.Outcome == audit.OK {
+					created++
+				}
+			}
+			assert.Equal(t, 1, created, "one version 1 created across all processes")
+			assert.Zero(t, kekWraps, "a tenant KEK is wrapped by the class key, not the KMS")
 			assert.Equal(t, 1, classKeyWraps, "one class key created across all processes")
 
 			start := time.Now()

@@ -42,8 +42,8 @@ func rawWrite(t testing.TB, store Store, st *ScopeState) {
 		db := s.db
 		require.NoError(t, db.Exec("DELETE FROM "+KEKTable+" WHERE class = ? AND tenant = ?", class, tenant).Error)
 		for _, r := range st.Records {
-			require.NoError(t, db.Exec("INSERT INTO "+KEKTable+" (class, tenant, version, is_primary, state, master_key_uri, wrapped_key, created_at, updated_at, demoted_at, destroyed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-				class, tenant, int64(r.Version), orNull(r.State == StateActive, true), string(r.State), r.MasterKeyURI, bytesOrNull(r.Wrapped),
+			require.NoError(t, db.Exec("INSERT INTO "+KEKTable+" (class, tenant, version, is_primary, state, wrapped_by, master_key_uri, wrapped_key, created_at, updated_at, demoted_at, destroyed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+				class, tenant, int64(r.Version), orNull(r.State == StateActive, true), string(r.State), orNull(r.WrappedBy != WrapMasterKey, string(r.WrappedBy)), r.MasterKeyURI, bytesOrNull(r.Wrapped),
 				r.CreatedAt.UTC(), r.UpdatedAt.UTC(), orNull(!r.DemotedAt.IsZero(), r.DemotedAt.UTC()), orNull(!r.DestroyedAt.IsZero(), r.DestroyedAt.UTC())).Error)
 		}
 		var n int64
@@ -136,7 +136,7 @@ func (e *env) victim(attacker *memKey, sink audit.Sink, opts ...Option) *Keyring
 		}
 		return nil, &kms.Error{Op: "open", URI: uri, Err: kms.ErrKeyNotFound}
 	})
-	all := append([]Option{WithOpener(opener), WithClock(e.clock.Now), WithAudit(sink)}, opts...)
+	all := append([]Option{WithOpener(opener), withClock(e.clock.Now), WithAudit(sink)}, opts...)
 	kr, err := New(testConfig(), e.store, all...)
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = kr.Close() })

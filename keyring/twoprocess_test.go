@@ -164,7 +164,7 @@ func testTwoProcessDestroy(t *testing.T, d testsvc.Dialect) {
 		}
 		return time.Now()
 	}
-	parent, err := New(cfg, store, WithClock(parentClock))
+	parent, err := New(cfg, store, withClock(parentClock))
 	require.NoError(t, err)
 	defer parent.Close()
 	_, err = parent.Init(ctx)

@@ -43,6 +43,10 @@ type ClassUpgrade struct {
 	Sealed          []envelope.Scope // scopes that had no MAC: sealed now, as they were
 	AlreadySealed   int              // scopes whose MAC verified: left alone
 	Renamed         int              // records moved from an alias to its configured URI
+	// MovedToClassKey counts tenant KEK versions moved from the master key
+	// to the class key (one KMS unwrap each, once): afterwards a process
+	// unwraps them without KMS calls.
+	MovedToClassKey int
 }
 
 // Upgrade seals a key store written before keyrings were sealed: for every
@@ -72,11 +76,16 @@ func (k *Keyring) Upgrade(ctx context.Context, opts ...UpgradeOption) (UpgradeRe
 	}
 	slices.Sort(classes)
 	for _, c := range classes {
+		if err := k.allow(ctx, "upgrade", envelope.KEKRef{Class: c}, accessDecrypt); err != nil {
+			return rep, err
+		}
+	}
+	for _, c := range classes {
 		cu, err := k.upgradeClass(ctx, c, o)
 		rep.Classes = append(rep.Classes, cu)
 		k.emit(ctx, audit.KeyringSealed, envelope.KEKRef{Class: c}, k.classURI(c), err, map[string]int64{
 			"class_key_created": b2i(cu.ClassKeyCreated), "scopes_sealed": int64(len(cu.Sealed)),
-			"scopes_already_sealed": int64(cu.AlreadySealed), "records_renamed": int64(cu.Renamed)})
+			"scopes_already_sealed": int64(cu.AlreadySealed), "records_renamed": int64(cu.Renamed), "moved_to_class_key": int64(cu.MovedToClassKey)})
 		if err != nil {
 			return rep, err
 		}
@@ -107,21 +116,21 @@ func (k *Keyring) upgradeClass(ctx context.Context, c envelope.Class, o upgradeO
 	var macKey []byte
 	for _, s := range scopes {
 		var sealed, already bool
-		var renamed int
+		var renamed, moved int
 		floor := k.epochFloor(s)
 		var final *ScopeState
-		var created *WrappedClassKey
+		var created *classKeyEntry
 		err := k.store.UpdateScope(ctx, s, func(st *ScopeState) error {
-			final, created, sealed, already, renamed = nil, nil, false, false, 0
+			final, created, sealed, already, renamed, moved = nil, nil, false, false, 0, 0
 			if s == home {
-				m, ck, err := k.upgradeClassKey(ctx, st, sealedScopes(all, c))
+				m, e, err := k.upgradeClassKey(ctx, st, sealedScopes(all, c))
 				if err != nil {
 					return err
 				}
-				macKey, created = m, ck
+				macKey, created = m, e
 			}
 			var err error
-			sealed, already, renamed, err = k.vouch(ctx, st, macKey, floor, o)
+			sealed, already, renamed, moved, err = k.vouch(ctx, st, macKey, floor, o)
 			final = st
 			return err
 		})
@@ -129,7 +138,7 @@ func (k *Keyring) upgradeClass(ctx context.Context, c envelope.Class, o upgradeO
 			return cu, k.opErr("upgrade", s, "", err)
 		}
 		if created != nil { // cached once stored, never before
-			k.putClassKey(c, created, macKey)
+			k.putClassKey(c, created)
 			cu.ClassKeyCreated = true
 		}
 		if sealed {
@@ -139,6 +148,7 @@ func (k *Keyring) upgradeClass(ctx context.Context, c envelope.Class, o upgradeO
 			cu.AlreadySealed++
 		}
 		cu.Renamed += renamed
+		cu.MovedToClassKey += moved
 		k.setScope(s, final.Clone(), k.now())
 	}
 	return cu, nil
@@ -151,8 +161,8 @@ func sealedScopes(all []*ScopeState, c envelope.Class) bool {
 
 // upgradeClassKey returns the MAC key of the class whose class-wide state
 // is st, creating the class key in st if the class has none (then it also
-// returns the new class key, for the caller to cache once it is stored).
-func (k *Keyring) upgradeClassKey(ctx context.Context, st *ScopeState, sealedElsewhere bool) ([]byte, *WrappedClassKey, error) {
+// returns the new entry, for the caller to cache once it is stored).
+func (k *Keyring) upgradeClassKey(ctx context.Context, st *ScopeState, sealedElsewhere bool) ([]byte, *classKeyEntry, error) {
 	c := st.Scope.Class
 	if st.ClassKey != nil {
 		m, err := k.classMAC(ctx, c, st)
@@ -163,19 +173,20 @@ func (k *Keyring) upgradeClassKey(ctx context.Context, st *ScopeState, sealedEls
 		k.emitTamper(ctx, st.Scope, 0, "", err)
 		return nil, nil, err
 	}
-	ck, m, err := k.newClassKey(ctx, c)
+	ck, e, err := k.newClassKey(ctx, c)
 	if err != nil {
 		return nil, nil, err
 	}
 	st.ClassKey = ck
-	return m, ck, nil
+	return e.macKey, e, nil
 }
 
 // vouch seals st as it is, after the checks an honest store passes: a
 // sealed state must verify (and is left alone unless an alias renames a
-// record); an unsealed one must keep the invariants and name only trusted
-// master keys.
-func (k *Keyring) vouch(ctx context.Context, st *ScopeState, macKey []byte, floor uint64, o upgradeOptions) (sealed, already bool, renamed int, err error) {
+// record or a tenant KEK moves to the class key); an unsealed one must
+// keep the invariants and name only trusted master keys. Live tenant KEKs
+// wrapped by the master key move to the class key.
+func (k *Keyring) vouch(ctx context.Context, st *ScopeState, macKey []byte, floor uint64, o upgradeOptions) (sealed, already bool, renamed, moved int, err error) {
 	refuse := func(reason string, errs ...error) error {
 		err := scopeErr("upgrade", st.Scope, k.classURI(st.Scope.Class), reason+": not vouching for it", append([]error{envelope.ErrKeyUnavailable, ErrTampered}, errs...)...)
 		k.emitTamper(ctx, st.Scope, 0, "", err)
@@ -184,47 +195,54 @@ func (k *Keyring) vouch(ctx context.Context, st *ScopeState, macKey []byte, floo
 	switch {
 	case len(st.MAC) > 0:
 		if _, err := k.verify(ctx, "upgrade", st, floor); err != nil {
-			return false, false, 0, err
+			return false, false, 0, 0, err
 		}
 		already = true
 	case floor > 0:
-		return false, false, 0, refuse(fmt.Sprintf("the scope lost its MAC (this process saw epoch %d)", floor))
+		return false, false, 0, 0, refuse(fmt.Sprintf("the scope lost its MAC (this process saw epoch %d)", floor))
 	default:
 		if err := st.Check(); err != nil {
-			return false, false, 0, refuse("the stored state breaks the keyring's invariants", err)
+			return false, false, 0, 0, refuse("the stored state breaks the keyring's invariants", err)
 		}
 	}
 	c := st.Scope.Class
 	for i := range st.Records {
 		r := &st.Records[i]
 		ref := envelope.KEKRef{Class: c, Tenant: st.Scope.Tenant, Version: r.Version}
+		if r.WrappedBy == WrapClassKey {
+			continue // the MAC (verified above) vouches for it; nothing else can
+		}
 		if to, ok := o.aliases[r.MasterKeyURI]; ok && to != r.MasterKeyURI {
 			if !k.trusts(c, to) {
-				return false, false, 0, keyErr("upgrade", ref, to, fmt.Sprintf("alias target of %s is not a master key of class %s", r.MasterKeyURI, c), ErrInvalidConfig)
+				return false, false, 0, 0, keyErr("upgrade", ref, to, fmt.Sprintf("alias target of %s is not a master key of class %s", r.MasterKeyURI, c), ErrInvalidConfig)
 			}
 			if r.State != StateDestroyed {
 				probe := *r
 				probe.MasterKeyURI = to
 				raw, err := k.unwrap(ctx, ref, &probe)
 				if err != nil {
-					return false, false, 0, keyErr("upgrade", ref, to, "the key stored as "+r.MasterKeyURI+" does not unwrap under its alias", ErrInvalidConfig, err)
+					return false, false, 0, 0, keyErr("upgrade", ref, to, "the key stored as "+r.MasterKeyURI+" does not unwrap under its alias", ErrInvalidConfig, err)
 				}
 				clear(raw)
 			}
 			r.MasterKeyURI = to
 			renamed++
-			continue
-		}
-		if r.State != StateDestroyed && !k.trusts(c, r.MasterKeyURI) {
+		} else if r.State != StateDestroyed && !k.trusts(c, r.MasterKeyURI) {
 			err := keyErr("upgrade", ref, r.MasterKeyURI, k.untrustedReason(c, r.MasterKeyURI)+": not vouching for it", envelope.ErrKeyUnavailable, ErrUntrustedKey)
 			k.emitTamper(ctx, st.Scope, r.Version, r.MasterKeyURI, err)
-			return false, false, 0, err
+			return false, false, 0, 0, err
+		}
+		if ck := k.cachedClassKey(c); ck != nil && ref.Tenant != "" && r.State != StateDestroyed {
+			if err := k.moveToClassKey(ctx, ck, ref, r); err != nil {
+				return false, false, 0, 0, err
+			}
+			moved++
 		}
 	}
-	if already && renamed == 0 {
-		return false, true, 0, nil
+	if already && renamed == 0 && moved == 0 {
+		return false, true, 0, 0, nil
 	}
 	st.Epoch++
 	st.MAC = k.stateMAC(macKey, st)
-	return !already, already, renamed, nil
+	return !already, already, renamed, moved, nil
 }

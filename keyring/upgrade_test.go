@@ -34,6 +34,108 @@ func (e *env) legacyScope(s envelope.Scope, uri string, n uint32) {
 	rawWrite(e.t, e.store, st)
 }
 
+// sealedLegacyScope writes, with plain store access, the state a keyring
+// wrote after sealing existed but before tenant KEKs moved under the class
+// key: a legacyScope (KEKs wrapped by the master key), sealed by kr.
+func (e *env) sealedLegacyScope(kr *Keyring, s envelope.Scope, uri string, n uint32) {
+	e.t.Helper()
+	e.legacyScope(s, uri, n)
+	st := rawRead(e.t, e.store, s)
+	macKey, err := kr.classMAC(ctx, s.Class, nil)
+	require.NoError(e.t, err)
+	st.Epoch = 1
+	st.MAC = kr.stateMAC(macKey, st)
+	rawWrite(e.t, e.store, st)
+}
+
+// TestTenantKEKMigration: tenant KEKs wrapped by the master key (written
+// before class-key wrapping) keep opening, one KMS unwrap each; new
+// versions are wrapped by the class key; Upgrade, or RewrapAll, moves the
+// old ones under the class key (one KMS unwrap each, once), after which a
+// cold process makes no KMS call per tenant. Values sealed before open
+// after. On every store.
+func TestTenantKEKMigration(t *testing.T) {
+	newHigh := uriNewHigh
+	for _, migrate := range []struct {
+		name string
+		run  func(t *testing.T, kr *Keyring) int
+	}{
+		{"upgrade", func(t *testing.T, kr *Keyring) int {
+			rep, err := kr.Upgrade(ctx)
+			require.NoError(t, err)
+			return rep.Classes[1].MovedToClassKey // high
+		}},
+		{"rewrap", func(t *testing.T, kr *Keyring) int {
+			cfg := kr.Config()
+			cc := cfg.Classes["high"]
+			cc.PreviousMasterKeys = append(cc.PreviousMasterKeys, newHigh)
+			cfg.Classes["high"] = cc
+			kr.cfg = cfg
+			rep, err := kr.RewrapAll(ctx, envelope.High, newHigh)
+			require.NoError(t, err)
+			assert.True(t, rep.ClassKey)
+			return rep.MovedToClassKey
+		}},
+	} {
+		for _, sc := range storeCases() {
+			t.Run(migrate.name+"/"+sc.name, func(t *testing.T) {
+				e := newEnv(t, sc.open(t)())
+				admin, _ := e.process(testConfig())
+				_, err := admin.Init(ctx)
+				require.NoError(t, err)
+				acme, globex := envelope.Scope{Class: envelope.High, Tenant: "acme"}, envelope.Scope{Class: envelope.High, Tenant: "globex"}
+				e.sealedLegacyScope(admin, acme, uriHigh, 2)
+				e.sealedLegacyScope(admin, globex, uriHigh, 1)
+
+				// Still read, through the KMS; a new version goes under the
+				// class key.
+				app, keys := e.process(testConfig())
+				env := envelope.New(app)
+				bind := func(s envelope.Scope) envelope.Binding {
+					return envelope.Binding{Class: s.Class, Tenant: s.Tenant, Table: "t", Column: "c"}
+				}
+				old := map[envelope.Scope][]byte{}
+				for _, s := range []envelope.Scope{acme, globex} {
+					ct, err := env.Seal(ctx, bind(s), []byte("before"))
+					require.NoError(t, err)
+					old[s] = ct
+				}
+				assert.Equal(t, 1, keys[uriHigh].unwrapsOf(envelope.High, "acme", 2), "a legacy tenant KEK: one KMS unwrap")
+				info, err := app.Rotate(ctx, globex)
+				require.NoError(t, err)
+				assert.Equal(t, WrapClassKey, info.WrappedBy)
+
+				moved := migrate.run(t, admin)
+				assert.Equal(t, 3, moved, "acme v1, v2 and globex v1")
+				for _, s := range []envelope.Scope{acme, globex} {
+					for _, r := range rawRead(t, e.store, s).Records {
+						assert.Equal(t, WrapClassKey, r.WrappedBy, "%s v%d", s, r.Version)
+						assert.Empty(t, r.MasterKeyURI)
+					}
+				}
+
+				cfg := admin.Config()
+				cold, coldKeys := e.process(cfg)
+				cenv := envelope.New(cold)
+				for s, ct := range old {
+					pt, err := cenv.Open(ctx, bind(s), ct)
+					require.NoError(t, err)
+					assert.Equal(t, "before", string(pt))
+				}
+				_, err = cold.KEK(ctx, ref(envelope.High, "acme", 1))
+				require.NoError(t, err)
+				assert.EqualValues(t, 1, sum(coldKeys, unwraps), "the class key only")
+
+				if migrate.name == "upgrade" {
+					again, err := admin.Upgrade(ctx)
+					require.NoError(t, err)
+					assert.Zero(t, again.Classes[1].MovedToClassKey)
+				}
+			})
+		}
+	}
+}
+
 func TestUnsealedStoreAndUpgrade(t *testing.T) {
 	for _, sc := range storeCases() {
 		t.Run(sc.name, func(t *testing.T) {

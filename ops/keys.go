@@ -271,14 +271,19 @@ type RewrapOptions struct {
 
 // RewrapResult is what Rewrap did.
 type RewrapResult struct {
-	Class         string   `json:"class"`
-	From          []string `json:"from"`
-	To            string   `json:"to"`
-	Rewrapped     int      `json:"rewrapped"`
-	AlreadyDone   int      `json:"already_done"`
-	Destroyed     int      `json:"destroyed"`
-	ConfigUpdated string   `json:"config_updated,omitempty"` // the file whose master_key was changed
-	Action        string   `json:"action,omitempty"`         // what the operator must still do
+	Class       string   `json:"class"`
+	From        []string `json:"from"`
+	To          string   `json:"to"`
+	Rewrapped   int      `json:"rewrapped"`
+	AlreadyDone int      `json:"already_done"`
+	Destroyed   int      `json:"destroyed"`
+	// Tenant KEK versions wrapped by the class key: they move with it.
+	UnderClassKey int `json:"under_class_key"`
+	// Tenant KEK versions that were wrapped by the old master key and are
+	// now wrapped by the class key.
+	MovedToClassKey int    `json:"moved_to_class_key"`
+	ConfigUpdated   string `json:"config_updated,omitempty"` // the file whose master_key was changed
+	Action          string `json:"action,omitempty"`         // what the operator must still do
 }
 
 // Rewrap rotates the master key of class to `to`: every KEK version of the
@@ -307,7 +312,8 @@ func (o *Operator) Rewrap(ctx context.Context, class envelope.Class, to string, 
 	if err != nil {
 		return nil, err
 	}
-	res := &RewrapResult{Class: class.String(), From: rep.From, To: to, Rewrapped: rep.Rewrapped, AlreadyDone: rep.AlreadyDone, Destroyed: rep.Destroyed}
+	res := &RewrapResult{Class: class.String(), From: rep.From, To: to, Rewrapped: rep.Rewrapped, AlreadyDone: rep.AlreadyDone, Destroyed: rep.Destroyed,
+		UnderClassKey: rep.UnderClassKey, MovedToClassKey: rep.MovedToClassKey}
 	if res.From == nil {
 		res.From = []string{}
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/fielderr"
+	"github.com/fieldcrypt/fieldcrypt/internal/hooks"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
 )
 
@@ -118,13 +119,17 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Operator, err
 		case !m.HasTable(keyring.KEKTable):
 			o.Close()
 			return nil, fmt.Errorf("%w: database %s has no keyring tables (%s): run 'fieldcrypt init' first", ErrNotSetUp, o.DSN.Redacted, keyring.KEKTable)
-		case !m.HasColumn(keyring.ScopeTable, "epoch"):
+		case !m.HasColumn(keyring.ScopeTable, "epoch") || !m.HasColumn(keyring.KEKTable, "wrapped_by"):
 			o.Close()
-			return nil, fmt.Errorf("%w: the keyring tables in %s predate sealed keyrings: run 'fieldcrypt keys upgrade' (it adds their new columns, then seals the keyring)", ErrNotSetUp, o.DSN.Redacted)
+			return nil, fmt.Errorf("%w: the keyring tables in %s lack columns this version needs (they predate sealed keyrings or class-key wrapping): run 'fieldcrypt keys upgrade' (it adds them, then seals the keyring)", ErrNotSetUp, o.DSN.Redacted)
 		}
 		store = keyring.NewGormStoreNoMigrate(o.DB)
 	}
-	kopts := append([]keyring.Option{keyring.WithOpener(cfg.Registry()), keyring.WithAudit(o.Audit), keyring.WithClock(o.Now)}, opts.KeyringOptions...)
+	kopts := []keyring.Option{keyring.WithOpener(cfg.Registry()), keyring.WithAudit(o.Audit)}
+	if opts.Now != nil { // tests: the keyring decides on the caller's clock
+		kopts = append(kopts, hooks.KeyringClock(opts.Now).(keyring.Option))
+	}
+	kopts = append(kopts, opts.KeyringOptions...)
 	if o.Keyring, err = keyring.New(kc, store, kopts...); err != nil {
 		o.Close()
 		return nil, err

@@ -7,9 +7,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/fieldcrypt/fieldcrypt/config"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/fielderr"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
 	"github.com/fieldcrypt/fieldcrypt/reencrypt"
@@ -98,6 +100,36 @@ type SetupResult struct {
 	Keyring      string            `json:"keyring"`
 	Created      []keyring.KEKInfo `json:"created"`
 	Existing     []keyring.KEKInfo `json:"existing"`
+	// SetupOptions.Tenants: how many tenant scopes were created and found.
+	TenantsCreated  int `json:"tenants_created,omitempty"`
+	TenantsExisting int `json:"tenants_existing,omitempty"`
+}
+
+// SetupOptions configure Setup.
+type SetupOptions struct {
+	// Tenants are provisioned in bulk (keyring.EnsureTenants): version 1 of
+	// each tenant's scope in every tenant-scoped class, without a KMS call
+	// per tenant.
+	Tenants []string
+}
+
+// ReadTenants reads a tenants file: one tenant per line; blank lines and
+// lines starting with '#' are skipped; surrounding spaces are trimmed.
+func ReadTenants(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fielderr.Mark(fmt.Errorf("tenants file: %w", err), fielderr.InvalidInput)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fielderr.Mark(fmt.Errorf("tenants file %s lists no tenant", path), fielderr.InvalidInput)
+	}
+	return out, nil
 }
 
 // Setup prepares the database of an Operator opened with Migrate: the
@@ -105,7 +137,11 @@ type SetupResult struct {
 // and, with a configured tenant, of the tenant in tenant-scoped classes.
 // It is idempotent: existing KEKs are left alone (and listed as such). The
 // keyring records kek.created.
-func (o *Operator) Setup(ctx context.Context) (*SetupResult, error) {
+func (o *Operator) Setup(ctx context.Context, opts ...SetupOptions) (*SetupResult, error) {
+	var so SetupOptions
+	for _, x := range opts {
+		so.Tenants = append(so.Tenants, x.Tenants...)
+	}
 	res := &SetupResult{CreatedFiles: []string{}, Created: []keyring.KEKInfo{}, Existing: []keyring.KEKInfo{},
 		ConfigFile: o.Config.Path, Database: o.DSN.Redacted, Keyring: o.Config.Keyring}
 	// The re-encryption job tables too, so that reencrypt runs no DDL on a
@@ -134,6 +170,11 @@ func (o *Operator) Setup(ctx context.Context) (*SetupResult, error) {
 			infos = append(infos, info)
 		}
 	}
+	if err == nil && len(so.Tenants) > 0 {
+		var rep keyring.TenantsReport
+		rep, err = o.Keyring.EnsureTenants(ctx, so.Tenants) // records kek.created per scope
+		res.TenantsCreated, res.TenantsExisting = len(rep.Created), rep.Existing
+	}
 	for _, i := range infos {
 		if existed[i.Ref] {
 			res.Existing = append(res.Existing, i)
@@ -150,7 +191,8 @@ type UpgradeResult struct {
 	ClassKeyCreated bool     `json:"class_key_created"`
 	Sealed          []string `json:"sealed"` // scopes sealed now, as they were
 	AlreadySealed   int      `json:"already_sealed"`
-	Renamed         int      `json:"renamed"` // records moved from a relative local:// URI to the absolute one
+	Renamed         int      `json:"renamed"`            // records moved from a relative local:// URI to the absolute one
+	MovedToClassKey int      `json:"moved_to_class_key"` // tenant KEK versions moved from the master key to the class key
 }
 
 // Upgrade seals a keyring written before keyrings were sealed (open the
@@ -172,7 +214,7 @@ func (o *Operator) Upgrade(ctx context.Context, confirm Confirm) ([]UpgradeResul
 	}
 	out := []UpgradeResult{}
 	for _, cu := range rep.Classes {
-		u := UpgradeResult{Class: cu.Class.String(), ClassKeyCreated: cu.ClassKeyCreated, Sealed: []string{}, AlreadySealed: cu.AlreadySealed, Renamed: cu.Renamed}
+		u := UpgradeResult{Class: cu.Class.String(), ClassKeyCreated: cu.ClassKeyCreated, Sealed: []string{}, AlreadySealed: cu.AlreadySealed, Renamed: cu.Renamed, MovedToClassKey: cu.MovedToClassKey}
 		for _, s := range cu.Sealed {
 			u.Sealed = append(u.Sealed, s.String())
 		}

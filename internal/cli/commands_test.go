@@ -305,6 +305,33 @@ func TestShredTenant(t *testing.T) {
 	assert.Contains(t, string(audit), `"event":"tenant.shredded"`)
 }
 
+func TestInitTenantsFile(t *testing.T) {
+	e := newEnv(t)
+	e.write("fieldcrypt.yaml", `classes:
+  critical: {master_key: "local://k/critical.key", tenant_scoped: true}
+  low: {master_key: "local://k/low.key"}
+`)
+	e.write("tenants.txt", "# tenants of the import\nacme\n\n  globex  \nacme\n")
+	var res initResult
+	require.NoError(t, json.Unmarshal([]byte(e.ok("init", "--tenants-file", "tenants.txt", "-o", "json").stdout), &res))
+	assert.Equal(t, 2, res.TenantsCreated)
+	r := e.ok("init", "--tenants-file", "tenants.txt")
+	assert.Contains(t, r.stdout, "tenants: 0 scopes created, 2 existed")
+
+	var keks []kekJSON
+	require.NoError(t, json.Unmarshal([]byte(e.ok("keys", "list", "-o", "json").stdout), &keks))
+	wrapped := map[string]string{}
+	for _, k := range keks {
+		wrapped[scopeName(k.Class, k.Tenant)] = k.WrappedBy
+	}
+	assert.Equal(t, map[string]string{"critical": "master-key", "critical/tenant=acme": "class-key", "critical/tenant=globex": "class-key", "low": "master-key"}, wrapped)
+	assert.Contains(t, e.ok("keys", "list").stdout, "(class key)")
+
+	e.write("empty.txt", "# nobody\n")
+	e.code(ExitUsage, "init", "--tenants-file", "empty.txt")
+	e.code(ExitUsage, "init", "--tenants-file", "missing.txt")
+}
+
 func TestBench(t *testing.T) {
 	e := newEnv(t)
 	r := e.ok("bench", "--duration", "20ms", "--stream-size", "1", "-o", "json")

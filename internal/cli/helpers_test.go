@@ -114,6 +114,7 @@ type (
 		State        string     `json:"state"`
 		Primary      bool       `json:"primary"`
 		SearchRank   int        `json:"search_rank,omitempty"`
+		WrappedBy    string     `json:"wrapped_by"`
 		MasterKeyURI string     `json:"master_key_uri"`
 		CreatedAt    time.Time  `json:"created_at"`
 		DemotedAt    *time.Time `json:"demoted_at,omitempty"`
@@ -130,8 +131,10 @@ type (
 		Destroyed []kekJSON `json:"destroyed"`
 	}
 	initResult struct {
-		Created  []kekJSON `json:"created"`
-		Existing []kekJSON `json:"existing"`
+		Created         []kekJSON `json:"created"`
+		Existing        []kekJSON `json:"existing"`
+		TenantsCreated  int       `json:"tenants_created"`
+		TenantsExisting int       `json:"tenants_existing"`
 	}
 	censusResult    = ops.CensusResult
 	rewrapResult    = ops.RewrapResult

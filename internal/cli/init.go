@@ -14,6 +14,7 @@ import (
 
 func (a *app) initCmd() *cobra.Command {
 	var noBootstrap bool
+	var tenantsFile string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create the keyring tables and a first KEK per configured class",
@@ -27,9 +28,16 @@ directory: local master key files (mode 0600) in .fieldcrypt/, a SQLite
 database fieldcrypt.db and a starter fieldcrypt.yaml, and says so.
 Local master keys are for development; use a KMS in production.
 
-With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
+With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.
+With --tenants-file FILE (one tenant per line) it creates those of every
+tenant listed, in bulk: tenant KEKs are wrapped by the class key, so this
+makes no KMS call per tenant, and the scopes are written a few hundred per
+transaction. Creating a tenant's KEKs on its first use needs no init at all.`,
 		Example: `  # Development setup in the current directory
   fieldcrypt init
+
+  # Provision the tenants of an import ahead of their traffic
+  fieldcrypt init --tenants-file tenants.txt
 
   # Production: master keys in AWS KMS, keyring in PostgreSQL
   FIELDCRYPT_DATABASE='postgres://app@db:5432/app?sslmode=require' \
@@ -77,7 +85,13 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 			if err != nil {
 				return err
 			}
-			res, err := op.Setup(ctx) // the keyring records kek.created
+			var so ops.SetupOptions
+			if tenantsFile != "" {
+				if so.Tenants, err = ops.ReadTenants(config.ResolvePath(a.io.Dir, tenantsFile)); err != nil {
+					return err
+				}
+			}
+			res, err := op.Setup(ctx, so) // the keyring records kek.created
 			if err != nil {
 				return err
 			}
@@ -89,6 +103,9 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 				}
 				for _, k := range res.Existing {
 					fmt.Fprintf(w, "  exists   %s v%d (primary)\n", k.Ref.Scope(), k.Ref.Version)
+				}
+				if tenantsFile != "" {
+					fmt.Fprintf(w, "  tenants: %d scopes created, %d existed\n", res.TenantsCreated, res.TenantsExisting)
 				}
 				if res.ConfigFile != "" {
 					fmt.Fprintf(w, "Config: %s\n", res.ConfigFile)
@@ -102,5 +119,6 @@ With --tenant T it also creates the KEKs of tenant T in tenant-scoped classes.`,
 		},
 	}
 	cmd.Flags().BoolVar(&noBootstrap, "no-bootstrap", false, "never create local key files or a starter config")
+	cmd.Flags().StringVar(&tenantsFile, "tenants-file", "", "also create the KEKs of every tenant listed in FILE (one per line), in bulk")
 	return cmd
 }

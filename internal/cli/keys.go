@@ -92,7 +92,11 @@ func (a *app) keysListCmd() *cobra.Command {
 					if k.Primary {
 						state += " (primary)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Ref.Class, tenant, k.Ref.Version, state, search, k.MasterKeyURI, k.CreatedAt.UTC().Format(time.RFC3339), destroyed, inUse)
+					wrappedBy := k.MasterKeyURI
+					if k.WrappedBy == keyring.WrapClassKey {
+						wrappedBy = "(class key)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Ref.Class, tenant, k.Ref.Version, state, search, wrappedBy, k.CreatedAt.UTC().Format(time.RFC3339), destroyed, inUse)
 				}
 				tw.Flush()
 				if len(out) == 0 {
@@ -253,6 +257,9 @@ everywhere and a re-run reports 0 rewrapped.`,
 			}
 			return a.emit(res, func(w io.Writer) {
 				fmt.Fprintf(w, "class %s: %d KEK versions rewrapped under %s (%d already there, %d destroyed)\n", res.Class, res.Rewrapped, res.To, res.AlreadyDone, res.Destroyed)
+				if res.UnderClassKey+res.MovedToClassKey > 0 {
+					fmt.Fprintf(w, "  tenant KEK versions under the class key: %d (moved with it), %d moved there now\n", res.UnderClassKey, res.MovedToClassKey)
+				}
 				if res.ConfigUpdated != "" {
 					fmt.Fprintf(w, "updated classes.%s.master_key (old one now in previous_master_keys) in %s\n", res.Class, res.ConfigUpdated)
 				}

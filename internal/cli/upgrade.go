@@ -29,7 +29,10 @@ before. It refuses to vouch for a version under a master key the
 configuration does not list (add it to previous_master_keys if it is yours)
 and for sealed state that fails verification (exit 3). Records stored under
 the relative local:// paths of an earlier 'init' are moved to the absolute
-path of the same key file. It is idempotent: re-running it finishes an
+path of the same key file. Tenant KEKs still wrapped by the master key (an
+earlier fieldcrypt wrapped each in the KMS) move under the class key: one
+KMS call each, once; afterwards a process unwraps them without any. It is
+idempotent: re-running it finishes an
 interrupted run. It asks for confirmation; in scripts pass --yes.`,
 		Example: `  fieldcrypt keys list
   fieldcrypt keys upgrade
@@ -59,6 +62,9 @@ interrupted run. It asks for confirmation; in scripts pass --yes.`,
 					}
 					if u.Renamed > 0 {
 						what = append(what, fmt.Sprintf("%d versions moved to the absolute master key path", u.Renamed))
+					}
+					if u.MovedToClassKey > 0 {
+						what = append(what, fmt.Sprintf("%d tenant KEK versions moved under the class key", u.MovedToClassKey))
 					}
 					if len(what) == 0 {
 						what = append(what, "nothing to do")

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"strings"
+	"sync"
 
 	kmsapi "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
@@ -87,7 +88,8 @@ type MasterKey struct {
 	uri    string
 	name   string
 	client *kmsapi.KeyManagementClient
-	owned  bool // client created by New, closed by Close
+	owned  bool // client created by New (or an Opener), closed by Close
+	closed sync.Once
 }
 
 var _ kms.MasterKey = (*MasterKey)(nil)
@@ -182,10 +184,13 @@ func (k *MasterKey) URI() string { return k.uri }
 // Close closes the client New (or an Opener) created; it does nothing for
 // a client passed with WithClient.
 func (k *MasterKey) Close() error {
-	if k.owned {
-		return k.client.Close()
-	}
-	return nil
+	var err error
+	k.closed.Do(func() {
+		if k.owned {
+			err = k.client.Close()
+		}
+	})
+	return err
 }
 
 // Wrap encrypts key with Cloud KMS Encrypt, bound to ec.
