@@ -260,6 +260,13 @@ func (r *runner) run(ctx context.Context, explicitID bool) (Summary, error) {
 	}
 	err = g.Wait()
 	stopProg()
+	if cerr := ctx.Err(); err != nil && cerr != nil && !errors.Is(err, cerr) {
+		// The caller stopped the job. A driver may report that as the
+		// transaction it rolled back ("sql: transaction has already been
+		// committed or rolled back") rather than as the context's error;
+		// callers test errors.Is(err, context.Canceled), so say both.
+		err = fmt.Errorf("%w (%w)", cerr, err)
+	}
 	if err == nil {
 		var n int64
 		if n, _, err = r.pending(ctx); err == nil && n == 0 {
