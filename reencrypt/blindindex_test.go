@@ -141,3 +141,43 @@ func TestBlindIndexValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestBlindIndexUniqueCollision: two legacy rows with the same value under
+// a unique blind index: the second fails, named by its key (never the
+// value or the index), and every other row is migrated.
+func TestBlindIndexUniqueCollision(t *testing.T) {
+	testsvc.Each(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		_, env := newKeys()
+		col := testColumn("items", true)
+		createTable(t, db, col.Table, true)
+		require.NoError(t, db.Exec("ALTER TABLE items ADD val_bidx VARCHAR(64) NULL").Error)
+		require.NoError(t, db.Exec("CREATE UNIQUE INDEX items_val_bidx ON items (val_bidx)").Error)
+		seed(t, db, env, col, 60, func(int64) string { return "pt" })
+		dup := plain(10)
+		require.NoError(t, db.Exec("UPDATE items SET val = ? WHERE id IN (25, 50)", dup).Error)
+		col.BlindIndexes = []BlindIndex{{Column: "val_bidx"}}
+
+		sum, err := Run(ctx, db, env, col, Options{Mode: EncryptExisting, BatchSize: 20})
+		require.ErrorIs(t, err, ErrRowsFailed)
+		assert.NotContains(t, err.Error(), dup)
+		assert.Equal(t, int64(58), sum.Changed)
+		assert.Equal(t, int64(2), sum.Failed)
+		require.Len(t, sum.Failures, 2)
+		assert.Equal(t, []string{"25", "50"}, []string{sum.Failures[0].Row, sum.Failures[1].Row})
+		for _, f := range sum.Failures {
+			assert.ErrorIs(t, f.Err, ErrDuplicateIndex)
+		}
+		vals := values(t, db, col)
+		assert.Equal(t, dup, string(vals[25]), "the colliding row is left as it was")
+		assert.True(t, envelope.IsCiphertext(vals[10]))
+		assert.True(t, envelope.IsCiphertext(vals[26]))
+
+		// Remove the duplicates, run again: done.
+		require.NoError(t, db.Exec("DELETE FROM items WHERE id IN (25, 50)").Error)
+		sum, err = Run(ctx, db, env, col, Options{Mode: EncryptExisting})
+		require.NoError(t, err)
+		assert.Zero(t, sum.Changed)
+		assert.Equal(t, int64(58), sum.Current)
+	})
+}

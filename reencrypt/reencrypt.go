@@ -35,6 +35,11 @@ var (
 	// ErrConflict means a row kept changing under the compare-and-swap
 	// beyond Options.MaxRetries.
 	ErrConflict = fielderr.New(fielderr.Conflict, "reencrypt: row changed concurrently too often")
+	// ErrDuplicateIndex means a row's blind index is already taken under
+	// a unique index: another row holds the same value. The row is left
+	// as it was (listed in Summary.Failures); remove the duplicate and run
+	// again.
+	ErrDuplicateIndex = fielderr.New(fielderr.Conflict, "reencrypt: blind index violates a unique index (another row holds the same value)")
 	// ErrMalformedValue means a value starts like a ciphertext but is not a
 	// well-formed one.
 	ErrMalformedValue = fielderr.New(fielderr.Malformed, "reencrypt: malformed ciphertext in column")

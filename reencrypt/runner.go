@@ -625,7 +625,21 @@ func (r *runner) commitBatch(ctx context.Context, c *chunk, b *batch) error {
 	defer func() { _ = tx.Rollback() }()
 	d := *b.d
 	if err := r.swap(ctx, tx, b.ups, &d); err != nil {
-		return err
+		if !dbsql.UniqueViolation(err) || !r.writesIndexes() {
+			return err
+		}
+		// A blind index under a unique index collides (two legacy rows
+		// with the same value): swap row by row, so the colliding rows
+		// fail, named, and the others are done.
+		_ = tx.Rollback()
+		if tx, err = r.db.BeginTx(ctx, nil); err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		d = *b.d
+		if err := r.swapEach(ctx, tx, b.ups, &d); err != nil {
+			return err
+		}
 	}
 	if err := r.checkpoint(ctx, tx, c, b.last, b.done, &d); err != nil {
 		return err
@@ -678,6 +692,35 @@ func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) 
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// swapEach is swap one row at a time, each under a savepoint: a row
+// whose blind index violates a unique index is rolled back and counted as
+// failed (ErrDuplicateIndex), the others are swapped.
+func (r *runner) swapEach(ctx context.Context, tx querier, ups []update, d *counts) error {
+	for _, u := range ups {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT fc_row"); err != nil {
+			return fmt.Errorf("reencrypt: savepoint: %w", err)
+		}
+		err := r.swap(ctx, tx, []update{u}, d)
+		if err == nil {
+			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT fc_row"); err != nil {
+				return fmt.Errorf("reencrypt: savepoint: %w", err)
+			}
+			continue
+		}
+		if !dbsql.UniqueViolation(err) {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT fc_row"); err != nil {
+			return fmt.Errorf("reencrypt: savepoint: %w", err)
+		}
+		k := r.col.rowKey(r.t, u.pk)
+		d.failed++
+		// The driver's message may quote the index value: not repeated.
+		d.failures = append(d.failures, RowFailure{Row: k, Err: fmt.Errorf("%w: %s.%s row %s", ErrDuplicateIndex, r.col.Table, r.col.Column, k)})
 	}
 	return nil
 }
