@@ -83,4 +83,3 @@ func seedPlain(b *testing.B, db *gorm.DB, n int) {
 		require.NoError(b, db.Exec("INSERT INTO items (id, val) VALUES "+strings.Join(ph, ","), args...).Error)
 	}
 }
-
