@@ -47,8 +47,13 @@ type ColumnCensus struct {
 	// them and a unique index does not cover them. encrypt-existing
 	// writes them.
 	MissingIndex map[string]int64 `json:"missing_index,omitempty"`
-	Failed       map[string]int64 `json:"failed"`                // by reason: the fielderr kind's name
-	FailedRows   []string         `json:"failed_rows,omitempty"` // first row ids that failed (ids, never values)
+	// UnconfiguredIndex names gormcrypt's blind-index column of this
+	// column (COLUMN_bidx) when the table has it but the configuration
+	// names no blind_index: census cannot check it, encrypt-existing
+	// refuses to run until it is configured.
+	UnconfiguredIndex string           `json:"unconfigured_blind_index,omitempty"`
+	Failed            map[string]int64 `json:"failed"`                // by reason: the fielderr kind's name
+	FailedRows        []string         `json:"failed_rows,omitempty"` // first row ids that failed (ids, never values)
 }
 
 // CensusResult is a census of the configured columns.
@@ -172,6 +177,7 @@ func (o *Operator) Census(ctx context.Context, opt CensusOptions) (*CensusResult
 		tenantScoped := cfg.Classes[col.Class].TenantScoped
 		cc := ColumnCensus{Table: col.Table, Column: col.Column, Class: col.Class, Rows: cr.Rows, Null: cr.Nulls,
 			Plaintext: cr.Plaintext, Versions: []VersionCount{}, Failed: map[string]int64{}}
+		cc.UnconfiguredIndex = o.unconfiguredIndex(ctx, col)
 		if len(cr.MissingIndex) > 0 {
 			cc.MissingIndex = cr.MissingIndex
 			for _, n := range cr.MissingIndex {

@@ -84,6 +84,14 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 	if err := reencrypt.CheckOptions(opts.Options); err != nil {
 		return nil, err
 	}
+	if opts.Mode == reencrypt.EncryptExisting {
+		for _, col := range cols {
+			if idx := o.unconfiguredIndex(ctx, col); idx != "" {
+				return nil, fmt.Errorf("%w: %s: the table has %s, the blind index gormcrypt writes for %s, but the column's configuration names no blind_index: migrated rows would be encrypted but not searchable, nor covered by a unique index. Add blind_index: %s (with blind_index_size / blind_index_argon2 as the field's blindindex tag says)",
+					reencrypt.ErrInvalidOptions, col.Name(), idx, col.Column, idx)
+			}
+		}
+	}
 	if sqlDB, err := o.DB.DB(); err == nil {
 		sqlDB.SetMaxIdleConns(reencrypt.PoolSize(opts.Workers)) // the operator's own pool
 	}
@@ -146,6 +154,20 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 		return res, fmt.Errorf("%d rows failed (listed by row id): %w: %w", res.Failed, firstErr, sample)
 	}
 	return res, firstErr
+}
+
+// unconfiguredIndex returns the name of gormcrypt's default blind-index
+// column of col (COLUMN_bidx) when the table has it but the configuration
+// names no blind_index, else "".
+func (o *Operator) unconfiguredIndex(ctx context.Context, col config.Column) string {
+	if col.BlindIndex != "" || col.Deterministic() {
+		return ""
+	}
+	idx := col.Column + "_bidx"
+	if o.DB.WithContext(ctx).Migrator().HasColumn(col.Table, idx) {
+		return idx
+	}
+	return ""
 }
 
 // ErrIntegrity marks an integrity failure an operation found: values that

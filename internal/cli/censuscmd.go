@@ -103,6 +103,10 @@ func printCensus(w io.Writer, res *ops.CensusResult) {
 	}
 	fmt.Fprintln(w)
 	for _, c := range res.Columns {
+		if c.UnconfiguredIndex != "" {
+			fmt.Fprintf(w, "  %s.%s: the table has %s (a gormcrypt blind index) but the configuration names no blind_index: its missing indexes are not counted; add blind_index: %s\n",
+				c.Table, c.Column, c.UnconfiguredIndex, c.UnconfiguredIndex)
+		}
 		for _, idx := range sortedKeys(c.MissingIndex) {
 			if n := c.MissingIndex[idx]; n > 0 {
 				fmt.Fprintf(w, "  %s.%s: %d encrypted values have no blind index in %s: equality search does not find them and a unique index does not cover them; run 'fieldcrypt encrypt-existing --column %s.%s' (or gormcrypt.RebuildBlindIndexes)\n",

@@ -76,6 +76,22 @@ columns:
 			assert.Zero(t, c.MissingIndex)
 			require.NoError(t, json.Unmarshal([]byte(e.ok("show", "customers", "--where", "secret="+secrets[2], "-o", "json").stdout), &res))
 			require.Len(t, res.Rows, 1)
+
+			// The issue's silent case: the table has gormcrypt's index
+			// column but the configuration does not name it. census says
+			// so; encrypt-existing refuses (exit 2) rather than produce
+			// unsearchable rows.
+			e.write("fieldcrypt.yaml", fmt.Sprintf(`keyring: flow
+database: %q
+classes:
+  critical: {master_key: "local://keys/critical.key"}
+columns:
+  - {table: customers, column: secret, pk: id, class: critical, row_bound: true}
+`, dsn))
+			r = e.ok("keys", "census", "--headers-only")
+			assert.Contains(t, r.stdout, "customers.secret: the table has secret_bidx (a gormcrypt blind index) but the configuration names no blind_index")
+			r = e.code(ExitUsage, "encrypt-existing", "--column", "customers.secret")
+			assert.Contains(t, r.stderr, "Add blind_index: secret_bidx")
 		})
 	}
 }
