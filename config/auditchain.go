@@ -13,7 +13,6 @@ import (
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/console"
-	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms/localkms"
 )
@@ -60,6 +59,14 @@ func (c Column) validateBlindIndex(where string) []error {
 	}
 	if c.BlindIndexSize != 0 && (c.BlindIndexSize < 4 || c.BlindIndexSize > 32) {
 		errs = append(errs, invalidf("%s: blind_index_size %d: want 4 to 32", where, c.BlindIndexSize))
+	}
+	switch {
+	case c.BlindIndex == "" && (c.BlindIndexSize != 0 || c.BlindIndexArgon2):
+		errs = append(errs, invalidf("%s: blind_index_size and blind_index_argon2 describe a blind index: name its column in blind_index (gormcrypt's default is %s_bidx)", where, c.Column))
+	case c.BlindIndex != "" && strings.EqualFold(c.BlindIndex, c.Column):
+		errs = append(errs, invalidf("%s: blind_index %q is the value's own column: name the index column (gormcrypt's default is %s_bidx)", where, c.BlindIndex, c.Column))
+	case c.BlindIndex != "" && c.Mode == "deterministic":
+		errs = append(errs, invalidf("%s: blind_index on a deterministic column: deterministic values are searchable already (gormcrypt refuses blindindex with deterministic)", where))
 	}
 	return errs
 }
@@ -183,12 +190,8 @@ func (c *Config) CreateAuditKey() (string, error) {
 func (c *Config) ConsoleColumns() []console.Column {
 	out := make([]console.Column, len(c.Columns))
 	for i, col := range c.Columns {
-		size := col.BlindIndexSize
-		if size == 0 {
-			size = envelope.DefaultBlindIndexSize
-		}
 		out[i] = console.Column{Table: col.Table, Column: col.Column, PK: col.PK, Class: col.ClassValue(), Deterministic: col.Deterministic(),
-			BlindIndex: col.BlindIndex, BlindIndexSpec: envelope.BlindIndex{Size: size}, Tenant: c.Tenant, TenantColumn: col.TenantColumn, Binary: col.Binary()}
+			BlindIndex: col.BlindIndex, BlindIndexSpec: col.BlindIndexSpec(), Tenant: c.Tenant, TenantColumn: col.TenantColumn, Binary: col.Binary()}
 	}
 	return out
 }

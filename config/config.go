@@ -106,11 +106,34 @@ type Column struct {
 	RowBound     bool   `yaml:"row_bound,omitempty" json:"row_bound"`                   // bind values to their row's pk
 	Encoding     string `yaml:"encoding,omitempty" json:"encoding"`                     // text (default, "fc1:" base64) or binary
 	TenantColumn string `yaml:"tenant_column,omitempty" json:"tenant_column,omitempty"` // column holding each row's tenant
-	// BlindIndex names the column holding the value's blind index (as
-	// gormcrypt writes it), for 'show --where'; BlindIndexSize is its size
-	// in bytes (default 16).
-	BlindIndex     string `yaml:"blind_index,omitempty" json:"blind_index,omitempty"`
-	BlindIndexSize int    `yaml:"blind_index_size,omitempty" json:"blind_index_size,omitempty"`
+	// BlindIndex names the column holding the value's blind index, as
+	// gormcrypt's `blindindex` tag writes it (by default the column's
+	// name + "_bidx"). encrypt-existing and reencrypt --full write it with
+	// the value; census counts encrypted rows whose index is missing;
+	// 'show --where' searches it. BlindIndexSize is its size in bytes
+	// (blindindex=size:N, default 16); BlindIndexArgon2 says the index is
+	// stretched with Argon2id (blindindex=argon2). Both must match the tag:
+	// they enter the index's value.
+	BlindIndex       string `yaml:"blind_index,omitempty" json:"blind_index,omitempty"`
+	BlindIndexSize   int    `yaml:"blind_index_size,omitempty" json:"blind_index_size,omitempty"`
+	BlindIndexArgon2 bool   `yaml:"blind_index_argon2,omitempty" json:"blind_index_argon2,omitempty"`
+}
+
+// BlindIndexSpec is the column's blind index configuration (the zero
+// value when it has none).
+func (c Column) BlindIndexSpec() envelope.BlindIndex {
+	if c.BlindIndex == "" {
+		return envelope.BlindIndex{}
+	}
+	bi := envelope.BlindIndex{Size: c.BlindIndexSize}
+	if bi.Size == 0 {
+		bi.Size = envelope.DefaultBlindIndexSize
+	}
+	if c.BlindIndexArgon2 {
+		a := envelope.OWASPArgon2 // what gormcrypt's blindindex=argon2 uses
+		bi.Argon2 = &a
+	}
+	return bi
 }
 
 // Name is "table.column".
@@ -136,7 +159,15 @@ func (c Column) Reencrypt(tenant string) reencrypt.Column {
 		Table: c.Table, PK: c.PK, Column: c.Column, Class: c.ClassValue(),
 		Tenant: tenant, TenantColumn: c.TenantColumn,
 		RowBound: c.RowBound, Deterministic: c.Deterministic(), Text: !c.Binary(),
+		BlindIndexes: c.blindIndexes(),
 	}
+}
+
+func (c Column) blindIndexes() []reencrypt.BlindIndex {
+	if c.BlindIndex == "" {
+		return nil
+	}
+	return []reencrypt.BlindIndex{{Column: c.BlindIndex, Spec: c.BlindIndexSpec()}}
 }
 
 // Overrides are the values given by flags; empty fields are unset.

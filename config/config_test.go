@@ -124,3 +124,42 @@ allow_unsealed_store: true
 		"local://keys/low.key":   "local://" + filepath.Join(dir, "keys", "low.key"),
 	}, cfg.LegacyURIs())
 }
+
+func TestBlindIndexConfig(t *testing.T) {
+	load := func(t *testing.T, column string) (*Config, error) {
+		t.Helper()
+		dir := t.TempDir()
+		body := "classes:\n  critical: {master_key: \"local://keys/critical.key\"}\ncolumns:\n  - " + column + "\n"
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "fieldcrypt.yaml"), []byte(body), 0o600))
+		cfg, err := Load(dir, func(string) string { return "" }, Overrides{})
+		require.NoError(t, err)
+		return cfg, cfg.Validate(true)
+	}
+	t.Run("spec reaches the engine", func(t *testing.T) {
+		cfg, err := load(t, "{table: patients, column: ssn, class: critical, row_bound: true, blind_index: ssn_bidx, blind_index_size: 20, blind_index_argon2: true}")
+		require.NoError(t, err)
+		rc := cfg.Columns[0].Reencrypt("")
+		require.Len(t, rc.BlindIndexes, 1)
+		assert.Equal(t, "ssn_bidx", rc.BlindIndexes[0].Column)
+		assert.Equal(t, 20, rc.BlindIndexes[0].Spec.Size)
+		require.NotNil(t, rc.BlindIndexes[0].Spec.Argon2)
+		assert.Equal(t, uint32(2), rc.BlindIndexes[0].Spec.Argon2.Time)
+		assert.Equal(t, 16, Column{BlindIndex: "x"}.BlindIndexSpec().Size, "default size")
+		assert.Empty(t, Column{Column: "ssn"}.Reencrypt("").BlindIndexes)
+	})
+	for _, tc := range []struct{ name, column, want string }{
+		{"not an identifier", "{table: p, column: ssn, class: critical, blind_index: \"ssn-bidx\"}", "blind_index \"ssn-bidx\": want a plain SQL identifier"},
+		{"size", "{table: p, column: ssn, class: critical, blind_index: ssn_bidx, blind_index_size: 64}", "blind_index_size 64: want 4 to 32"},
+		{"options without a column", "{table: p, column: ssn, class: critical, blind_index_size: 16}", "name its column in blind_index (gormcrypt's default is ssn_bidx)"},
+		{"argon2 without a column", "{table: p, column: ssn, class: critical, blind_index_argon2: true}", "name its column in blind_index"},
+		{"the value's column", "{table: p, column: ssn, class: critical, blind_index: SSN}", "is the value's own column"},
+		{"deterministic", "{table: p, column: ssn, class: critical, mode: deterministic, blind_index: ssn_bidx}", "deterministic values are searchable already"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, tc.column)
+			require.ErrorIs(t, err, ErrInvalid)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), "columns[0] (p.ssn)")
+		})
+	}
+}

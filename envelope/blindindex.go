@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"hash"
 
@@ -90,6 +91,19 @@ func (e *Envelope) ComputeBlindIndex(ctx context.Context, b Binding, bi BlindInd
 		return nil, err
 	}
 	return blindIndex(keks[0], b, bi, value)
+}
+
+// ComputeBlindIndexText returns the blind index of value as it is stored
+// in an index column: ComputeBlindIndex in lower-case hex. gormcrypt
+// writes it on every insert and update, and the reencrypt engine when it
+// migrates a column, so both give the same bytes for the same value,
+// binding (class, tenant, table, column) and spec.
+func (e *Envelope) ComputeBlindIndexText(ctx context.Context, b Binding, bi BlindIndex, value []byte) (string, error) {
+	idx, err := e.ComputeBlindIndex(ctx, b, bi, value)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(idx), nil
 }
 
 // BlindIndexCandidates returns the blind index of value under every live

@@ -70,3 +70,15 @@ func ExampleEnvelope_ComputeBlindIndex() {
 	fmt.Println(len(stored), string(candidates[0]) == string(stored))
 	// Output: 16 true
 }
+
+// The text stored in a blind-index column: what gormcrypt writes on every
+// insert and update, and what the reencrypt engine writes when it
+// migrates a column.
+func ExampleEnvelope_ComputeBlindIndexText() {
+	ctx := context.Background()
+	e := envelope.New(envelopetest.New())
+	b := envelope.Binding{Class: envelope.Critical, Table: "patients", Column: "ssn"}
+	h, _ := e.ComputeBlindIndexText(ctx, b, envelope.BlindIndex{}, []byte("123-45-6789"))
+	fmt.Println(len(h))
+	// Output: 32
+}

@@ -223,11 +223,11 @@ func (cf *cfield) encrypt(ctx context.Context, row string, pt []byte) (ct string
 	}
 	ct = envelope.EncodeText(raw)
 	if cf.BlindIndex != "" {
-		idx, err := cf.p.env.ComputeBlindIndex(ctx, b, cf.BlindIndexSpec, pt)
-		if err != nil {
+		// The same function the reencrypt engine uses when it migrates a
+		// column: the same bytes for the same value.
+		if bidx, err = cf.p.env.ComputeBlindIndexText(ctx, b, cf.BlindIndexSpec, pt); err != nil {
 			return "", "", cf.fail("encrypt", row, ErrEncrypt, err)
 		}
-		bidx = hexString(idx)
 	}
 	return ct, bidx, nil
 }

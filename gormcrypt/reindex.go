@@ -144,12 +144,11 @@ func (p *Plugin) rebuildField(ctx context.Context, db *gorm.DB, pl *plan, cf *cf
 				}
 				continue
 			}
-			idx, err := p.env.ComputeBlindIndex(ctx, cf.binding(ctx, ""), cf.BlindIndexSpec, pt)
+			h, err := p.env.ComputeBlindIndexText(ctx, cf.binding(ctx, ""), cf.BlindIndexSpec, pt)
 			clear(pt)
 			if err != nil {
 				return cf.fail("rebuild-index", key, ErrEncrypt, err)
 			}
-			h := hexString(idx)
 			if index.Valid && index.String == h {
 				res.Current++
 				continue

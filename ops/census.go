@@ -34,26 +34,39 @@ func mustClass(s string) envelope.Class {
 
 // ColumnCensus is the census of one configured column.
 type ColumnCensus struct {
-	Table      string           `json:"table"`
-	Column     string           `json:"column"`
-	Class      string           `json:"class"`
-	Rows       int64            `json:"rows"`
-	Null       int64            `json:"null"`
-	Plaintext  int64            `json:"plaintext"`
-	Encrypted  int64            `json:"encrypted"`
-	Versions   []VersionCount   `json:"versions"`
-	Failed     map[string]int64 `json:"failed"`                // by reason: the fielderr kind's name
-	FailedRows []string         `json:"failed_rows,omitempty"` // first row ids that failed (ids, never values)
+	Table     string         `json:"table"`
+	Column    string         `json:"column"`
+	Class     string         `json:"class"`
+	Rows      int64          `json:"rows"`
+	Null      int64          `json:"null"`
+	Plaintext int64          `json:"plaintext"`
+	Encrypted int64          `json:"encrypted"`
+	Versions  []VersionCount `json:"versions"`
+	// MissingIndex counts, per blind-index column (blind_index), the
+	// encrypted values whose index is NULL: equality search does not find
+	// them and a unique index does not cover them. encrypt-existing
+	// writes them.
+	MissingIndex map[string]int64 `json:"missing_index,omitempty"`
+	// UnconfiguredIndex names gormcrypt's blind-index column of this
+	// column (COLUMN_bidx) when the table has it but the configuration
+	// names no blind_index: census cannot check it, encrypt-existing
+	// refuses to run until it is configured.
+	UnconfiguredIndex string           `json:"unconfigured_blind_index,omitempty"`
+	Failed            map[string]int64 `json:"failed"`                // by reason: the fielderr kind's name
+	FailedRows        []string         `json:"failed_rows,omitempty"` // first row ids that failed (ids, never values)
 }
 
 // CensusResult is a census of the configured columns.
 type CensusResult struct {
-	Verified  bool             `json:"verified"` // values were opened, not just their headers read
-	Columns   []ColumnCensus   `json:"columns"`
-	Versions  []VersionCount   `json:"versions"` // all columns together
-	Plaintext int64            `json:"plaintext"`
-	Encrypted int64            `json:"encrypted"`
-	Failed    map[string]int64 `json:"failed"`
+	Verified  bool           `json:"verified"` // values were opened, not just their headers read
+	Columns   []ColumnCensus `json:"columns"`
+	Versions  []VersionCount `json:"versions"` // all columns together
+	Plaintext int64          `json:"plaintext"`
+	Encrypted int64          `json:"encrypted"`
+	// MissingIndex counts encrypted values without their blind index, all
+	// columns together.
+	MissingIndex int64            `json:"missing_index"`
+	Failed       map[string]int64 `json:"failed"`
 }
 
 // Failure reasons a census counts: the names of the fielderr kinds, and
@@ -164,6 +177,13 @@ func (o *Operator) Census(ctx context.Context, opt CensusOptions) (*CensusResult
 		tenantScoped := cfg.Classes[col.Class].TenantScoped
 		cc := ColumnCensus{Table: col.Table, Column: col.Column, Class: col.Class, Rows: cr.Rows, Null: cr.Nulls,
 			Plaintext: cr.Plaintext, Versions: []VersionCount{}, Failed: map[string]int64{}}
+		cc.UnconfiguredIndex = o.unconfiguredIndex(ctx, col)
+		if len(cr.MissingIndex) > 0 {
+			cc.MissingIndex = cr.MissingIndex
+			for _, n := range cr.MissingIndex {
+				res.MissingIndex += n
+			}
+		}
 		for _, k := range cr.Keys {
 			v := VersionCount{Class: k.Class.String(), Version: k.KEKVersion, Suite: suiteName(k.Suite), Count: k.Count}
 			if tenantScoped {

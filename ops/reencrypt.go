@@ -22,6 +22,7 @@ type ColumnResult struct {
 	Scanned         int64    `json:"scanned"`
 	Changed         int64    `json:"changed"` // in a dry run: would change
 	Current         int64    `json:"current"`
+	Indexed         int64    `json:"indexed,omitempty"` // encrypted values whose missing blind index was written
 	Null            int64    `json:"null"`
 	Plaintext       int64    `json:"plaintext"`
 	Conflicts       int64    `json:"conflicts"`
@@ -33,6 +34,9 @@ type ColumnResult struct {
 	JobFinished     bool     `json:"job_finished"`
 	DurationS       float64  `json:"duration_s"`
 	Error           string   `json:"error,omitempty"`
+	// Cleanup (encrypt-existing) is the statement that removes the old
+	// plaintexts from the table's files (reencrypt.AfterMigration).
+	Cleanup string `json:"cleanup,omitempty"`
 }
 
 // ReencryptResult is what Reencrypt did to every column.
@@ -43,6 +47,10 @@ type ReencryptResult struct {
 	Changed int64             `json:"changed"`
 	Failed  int64             `json:"failed"`
 	KMS     map[string]uint64 `json:"kms,omitempty"` // keyring counters: KMS calls scale with keys, not rows
+	// AfterMigration (encrypt-existing) says how to clear the old
+	// plaintexts from this database's files and logs; each column's
+	// Cleanup is its table's command.
+	AfterMigration *reencrypt.Cleanup `json:"after_migration,omitempty"`
 }
 
 // ReencryptOptions tune Reencrypt: the engine's options (Mode, Workers,
@@ -76,6 +84,14 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 	if err := reencrypt.CheckOptions(opts.Options); err != nil {
 		return nil, err
 	}
+	if opts.Mode == reencrypt.EncryptExisting {
+		for _, col := range cols {
+			if idx := o.unconfiguredIndex(ctx, col); idx != "" {
+				return nil, fmt.Errorf("%w: %s: the table has %s, the blind index gormcrypt writes for %s, but the column's configuration names no blind_index: migrated rows would be encrypted but not searchable, nor covered by a unique index. Add blind_index: %s (with blind_index_size / blind_index_argon2 as the field's blindindex tag says)",
+					reencrypt.ErrInvalidOptions, col.Name(), idx, col.Column, idx)
+			}
+		}
+	}
 	if sqlDB, err := o.DB.DB(); err == nil {
 		sqlDB.SetMaxIdleConns(reencrypt.PoolSize(opts.Workers)) // the operator's own pool
 	}
@@ -92,7 +108,7 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 		sum, err := reencrypt.Run(ctx, o.DB, env, col.Reencrypt(o.Config.Tenant), eo)
 		cr := ColumnResult{
 			Table: col.Table, Column: col.Column, Class: col.Class, JobID: sum.JobID, Mode: opts.Mode.String(), DryRun: opts.DryRun,
-			Scanned: sum.Scanned, Changed: sum.Changed, Current: sum.Current, Null: sum.Nulls, Plaintext: sum.Plaintext,
+			Scanned: sum.Scanned, Changed: sum.Changed, Current: sum.Current, Indexed: sum.Indexed, Null: sum.Nulls, Plaintext: sum.Plaintext,
 			Conflicts: sum.Conflicts, Vanished: sum.Vanished, Failed: sum.Failed, ChunksDone: sum.ChunksDone,
 			ChunksTakenOver: sum.ChunksTakenOver, JobFinished: sum.JobFinished, DurationS: round2(sum.Duration.Seconds()),
 		}
@@ -109,6 +125,13 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 		}
 		if err != nil {
 			cr.Error = o.DSN.Redact(err.Error())
+		}
+		if opts.Mode == reencrypt.EncryptExisting && !opts.DryRun {
+			c := reencrypt.AfterMigration(o.DB.Dialector.Name(), col.Table)
+			cr.Cleanup = c.Command
+			if res.AfterMigration == nil {
+				res.AfterMigration = &c
+			}
 		}
 		res.Columns = append(res.Columns, cr)
 		res.Changed += sum.Changed
@@ -131,6 +154,20 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 		return res, fmt.Errorf("%d rows failed (listed by row id): %w: %w", res.Failed, firstErr, sample)
 	}
 	return res, firstErr
+}
+
+// unconfiguredIndex returns the name of gormcrypt's default blind-index
+// column of col (COLUMN_bidx) when the table has it but the configuration
+// names no blind_index, else "".
+func (o *Operator) unconfiguredIndex(ctx context.Context, col config.Column) string {
+	if col.BlindIndex != "" || col.Deterministic() {
+		return ""
+	}
+	idx := col.Column + "_bidx"
+	if o.DB.WithContext(ctx).Migrator().HasColumn(col.Table, idx) {
+		return idx
+	}
+	return ""
 }
 
 // ErrIntegrity marks an integrity failure an operation found: values that

@@ -41,7 +41,16 @@ type CensusResult struct {
 	// ones) by row id.
 	Undecryptable int64
 	Failures      []RowFailure
+	// MissingIndex counts, per blind-index column (Column.BlindIndexes),
+	// the encrypted values whose index is NULL: rows that equality search
+	// does not find and a unique index does not cover. encrypt-existing
+	// (EncryptExisting) writes them, as does gormcrypt.RebuildBlindIndexes.
+	MissingIndex map[string]int64
 }
+
+// censusJob is the job id of a census's runner (it reads the blind
+// indexes to count the missing ones).
+const censusJob = "census"
 
 // Census reads every value of col and counts them by key version, so an
 // operator can see what a rotation still has to move and whether an old KEK
@@ -53,7 +62,7 @@ func Census(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column
 	if err := col.validate(); err != nil {
 		return res, err
 	}
-	opts := Options{BatchSize: co.BatchSize, MaxFailures: co.MaxFailures, JobID: "census", Owner: "census"}
+	opts := Options{BatchSize: co.BatchSize, MaxFailures: co.MaxFailures, JobID: censusJob, Owner: censusJob}
 	if err := opts.defaults(col); err != nil {
 		return res, err
 	}
@@ -62,6 +71,10 @@ func Census(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column
 		return res, err
 	}
 	counts := map[KeyCount]int64{}
+	res.MissingIndex = map[string]int64{}
+	for _, bi := range col.BlindIndexes {
+		res.MissingIndex[bi.Column] = 0
+	}
 	fail := func(rw row, err error) {
 		if len(res.Failures) < opts.MaxFailures {
 			res.Failures = append(res.Failures, RowFailure{Row: rw.key, Err: err})
@@ -85,6 +98,11 @@ func Census(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column
 				continue
 			}
 			counts[KeyCount{Tenant: rw.tenant, Class: h.Class, Suite: h.Suite, KEKVersion: h.KEKVersion}]++
+			for i, missing := range rw.idxNull {
+				if missing {
+					res.MissingIndex[col.BlindIndexes[i].Column]++
+				}
+			}
 			if env == nil {
 				continue
 			}

@@ -65,3 +65,16 @@ func Example() {
 	// census: critical v2: 5 values
 	// census: 1 NULL, 0 plaintext, 0 undecryptable
 }
+
+// What encrypt-existing prints once a migration is done: the command that
+// removes the old plaintexts from the table's files.
+func ExampleAfterMigration() {
+	c := reencrypt.AfterMigration("postgres", "patients")
+	fmt.Println(c.Command)
+	fmt.Println(reencrypt.AfterMigration("mysql", "patients").Command)
+	fmt.Println(reencrypt.AfterMigration("sqlite", "patients").Command)
+	// Output:
+	// VACUUM FULL patients; CHECKPOINT;
+	// OPTIMIZE TABLE patients;
+	// VACUUM; PRAGMA wal_checkpoint(TRUNCATE);
+}

@@ -35,6 +35,11 @@ var (
 	// ErrConflict means a row kept changing under the compare-and-swap
 	// beyond Options.MaxRetries.
 	ErrConflict = fielderr.New(fielderr.Conflict, "reencrypt: row changed concurrently too often")
+	// ErrDuplicateIndex means a row's blind index is already taken under
+	// a unique index: another row holds the same value. The row is left
+	// as it was (listed in Summary.Failures); remove the duplicate and run
+	// again.
+	ErrDuplicateIndex = fielderr.New(fielderr.Conflict, "reencrypt: blind index violates a unique index (another row holds the same value)")
 	// ErrMalformedValue means a value starts like a ciphertext but is not a
 	// well-formed one.
 	ErrMalformedValue = fielderr.New(fielderr.Malformed, "reencrypt: malformed ciphertext in column")
@@ -124,6 +129,31 @@ type Column struct {
 	// instead of envelope.RowKeys: the key's value for one column, its
 	// values as an []any for a composite key.
 	RowKey func(pk any) string
+
+	// BlindIndexes are the columns holding blind indexes of the value
+	// (gormcrypt's `blindindex` tag). EncryptExisting writes them in the
+	// same compare-and-swap as the ciphertext, and fills those still NULL
+	// next to a value already encrypted (a migration run before indexes
+	// were written); Full rewrites them with the value, under the newest
+	// search key. Rewrap, which never sees a plaintext, leaves them
+	// alone. Their values are byte-identical to what gormcrypt writes
+	// (envelope.ComputeBlindIndexText).
+	BlindIndexes []BlindIndex
+
+	// Canonical, when set, rewrites a legacy plaintext (EncryptExisting)
+	// into the form the application seals, before it is sealed and
+	// indexed: the database's text of a number, a boolean or a time is
+	// not always the application's. An error fails the row (named by its
+	// key, never its value). gormcrypt.MigrationColumns sets it.
+	Canonical func(plaintext []byte) ([]byte, error)
+}
+
+// BlindIndex is a blind-index column of a Column.
+type BlindIndex struct {
+	Column string // the column holding the index (hex text), e.g. "ssn_bidx"
+	// Spec is the index's configuration, as gormcrypt's tag gives it
+	// (blindindex=size:N;argon2): size and Argon2 cost enter the value.
+	Spec envelope.BlindIndex
 }
 
 // Limits and defaults of Options.
@@ -270,6 +300,10 @@ type Summary struct {
 	// values).
 	Current int64
 	Nulls   int64 // NULL values, skipped
+	// Indexed counts values already encrypted whose missing blind indexes
+	// EncryptExisting wrote (Column.BlindIndexes); in a dry run, that
+	// would be.
+	Indexed int64
 	// Plaintext counts plaintext values found and left alone (Rewrap,
 	// Full). EncryptExisting counts the plaintext it encrypts in Changed.
 	Plaintext int64
@@ -302,6 +336,20 @@ func (c Column) validate() error {
 	}
 	if !c.Class.Encrypted() {
 		return fmt.Errorf("%w: class %s is not an encrypted class", ErrInvalidOptions, c.Class)
+	}
+	seen := map[string]bool{strings.ToLower(c.Column): true}
+	for _, bi := range c.BlindIndexes {
+		switch {
+		case !identRE.MatchString(bi.Column) || strings.Contains(bi.Column, "."):
+			return fmt.Errorf("%w: blind index column %q is not a plain identifier", ErrInvalidOptions, bi.Column)
+		case seen[strings.ToLower(bi.Column)]:
+			return fmt.Errorf("%w: blind index column %q is named twice (or is the value's column)", ErrInvalidOptions, bi.Column)
+		case bi.Spec.Size != 0 && (bi.Spec.Size < 4 || bi.Spec.Size > 32):
+			return fmt.Errorf("%w: blind index %s: size %d (want 4 to 32 bytes)", ErrInvalidOptions, bi.Column, bi.Spec.Size)
+		case c.Deterministic:
+			return fmt.Errorf("%w: blind index %s on a deterministic column (deterministic values are searchable already)", ErrInvalidOptions, bi.Column)
+		}
+		seen[strings.ToLower(bi.Column)] = true
 	}
 	return nil
 }

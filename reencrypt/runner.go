@@ -26,6 +26,10 @@ type runner struct {
 	col     Column
 	opts    Options
 	colType string // PostgreSQL cast of the column
+	// readIndexes: the blind-index columns are read (to write or count
+	// missing ones); idxTypes are their PostgreSQL casts.
+	readIndexes bool
+	idxTypes    []string
 
 	clockOffset time.Duration // database clock minus local clock
 	limiter     *rate.Limiter
@@ -55,6 +59,7 @@ func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Co
 	// The caller's pool is used as it is (see PoolSize): library code
 	// never changes a caller's connection pool.
 	r := &runner{db: sqlDB, d: d, t: dbsql.NewTable(d, col.Table, pkColumns(col.PK)), env: env, col: col, opts: opts}
+	r.readIndexes = r.writesIndexes() || opts.JobID == censusJob
 	if opts.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(opts.RateLimit), opts.BatchSize)
 	}
@@ -83,6 +88,11 @@ func checkColumns(ctx context.Context, gdb *gorm.DB, col Column) error {
 			return fmt.Errorf("%w: column %s.%s does not exist", ErrInvalidOptions, col.Table, c)
 		}
 	}
+	for _, bi := range col.BlindIndexes {
+		if !m.HasColumn(col.Table, bi.Column) {
+			return fmt.Errorf("%w: blind index column %s.%s does not exist (create it first: gormcrypt.AutoMigrate adds it)", ErrInvalidOptions, col.Table, bi.Column)
+		}
+	}
 	return nil
 }
 
@@ -96,6 +106,13 @@ func (r *runner) introspect(ctx context.Context) error {
 	if r.colType, err = dbsql.ColumnType(ctx, r.db, r.d, r.col.Table, r.col.Column); err != nil {
 		return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, r.col.Column, err)
 	}
+	for _, bi := range r.col.BlindIndexes {
+		ty, err := dbsql.ColumnType(ctx, r.db, r.d, r.col.Table, bi.Column)
+		if err != nil {
+			return fmt.Errorf("%w: column %s.%s: %v", ErrInvalidOptions, r.col.Table, bi.Column, err)
+		}
+		r.idxTypes = append(r.idxTypes, ty)
+	}
 	r.clockOffset = clockOffset(ctx, r.db, r.d)
 	return nil
 }
@@ -107,6 +124,7 @@ func (r *runner) nowMS() int64 { return time.Now().Add(r.clockOffset).UnixMilli(
 // counts is a delta of Summary counters.
 type counts struct {
 	scanned, changed, current, nulls, plain, conflicts, vanished, failed int64
+	indexed                                                              int64
 	failures                                                             []RowFailure
 }
 
@@ -120,6 +138,8 @@ func (c *counts) add(o outcome) {
 		c.changed++
 	case oPlain:
 		c.plain++
+	case oIndex:
+		c.indexed++
 	}
 }
 
@@ -131,76 +151,168 @@ const (
 	oChange
 	oPlain
 	oFail
+	oIndex // the value stays; its missing blind indexes are written
 )
 
-// transform decides what happens to one value.
-func (r *runner) transform(ctx context.Context, rw row) ([]byte, outcome, error) {
+// transform decides what happens to one value: its new value and the
+// values of the column's blind indexes (nil unless indexes are written).
+func (r *runner) transform(ctx context.Context, rw row) ([]byte, []any, outcome, error) {
 	if rw.val == nil {
-		return nil, oNull, nil
+		return nil, nil, oNull, nil
 	}
 	if r.opts.transform != nil {
-		return r.opts.transform(rw.val), oChange, nil
+		return r.opts.transform(rw.val), nil, oChange, nil
 	}
 	b := envelope.Binding{Class: r.col.Class, Tenant: rw.tenant, Table: r.col.Table, Column: r.col.Column}
 	if !envelope.IsCiphertext(rw.val) {
 		if r.opts.Mode != EncryptExisting {
-			return nil, oPlain, nil
+			return nil, nil, oPlain, nil
+		}
+		pt := rw.val
+		if r.col.Canonical != nil {
+			c, err := r.col.Canonical(pt)
+			if err != nil {
+				return nil, nil, oFail, fmt.Errorf("%w: %s.%s: the legacy value does not convert to the application's form: %w", ErrMalformedValue, r.col.Table, r.col.Column, err)
+			}
+			pt = c
+			defer clear(c)
 		}
 		var (
 			out []byte
 			err error
 		)
 		if r.col.Deterministic {
-			out, err = r.env.SealDeterministic(ctx, b, rw.val)
+			out, err = r.env.SealDeterministic(ctx, b, pt)
 		} else {
+			sb := b
 			if r.col.RowBound {
-				b.Row = rw.key
+				sb.Row = rw.key
 			}
-			out, err = r.env.Seal(ctx, b, rw.val)
+			out, err = r.env.Seal(ctx, sb, pt)
 		}
 		if err != nil {
-			return nil, oFail, err
+			return nil, nil, oFail, err
+		}
+		idx, err := r.indexes(ctx, b, pt)
+		if err != nil {
+			return nil, nil, oFail, err
 		}
 		if r.col.Text {
 			out = []byte(envelope.EncodeText(out))
 		}
-		return out, oChange, nil
+		return out, idx, oChange, nil
 	}
 	h, err := envelope.Inspect(rw.val)
 	if err != nil {
-		return nil, oFail, fmt.Errorf("%w: %w", ErrMalformedValue, err)
+		return nil, nil, oFail, fmt.Errorf("%w: %w", ErrMalformedValue, err)
 	}
 	if h.Class != r.col.Class {
-		return nil, oFail, fmt.Errorf("%w: value is of class %s, column is %s", envelope.ErrAuthentication, h.Class, r.col.Class)
+		return nil, nil, oFail, fmt.Errorf("%w: value is of class %s, column is %s", envelope.ErrAuthentication, h.Class, r.col.Class)
 	}
 	switch r.opts.Mode {
 	case EncryptExisting:
-		return nil, oCurrent, nil
+		if !r.writesIndexes() || !rw.missingIndex() {
+			return nil, nil, oCurrent, nil
+		}
+		// Encrypted, but an index is NULL (a migration run before
+		// indexes were written): write the indexes, keep the value.
+		ob := b
+		if h.RowBound {
+			ob.Row = rw.key
+		}
+		pt, err := r.env.Open(ctx, ob, rw.val)
+		if err != nil {
+			return nil, nil, oFail, err
+		}
+		defer clear(pt)
+		idx, err := r.indexes(ctx, b, pt)
+		if err != nil {
+			return nil, nil, oFail, err
+		}
+		return rw.val, idx, oIndex, nil
 	case Rewrap:
 		if !h.Suite.Randomized() {
-			return nil, oCurrent, nil
+			return nil, nil, oCurrent, nil
 		}
 		out, err := r.env.Rewrap(ctx, b, rw.val)
 		if err != nil {
-			return nil, oFail, err
+			return nil, nil, oFail, err
 		}
 		if bytes.Equal(out, rw.val) {
-			return nil, oCurrent, nil
+			return nil, nil, oCurrent, nil
 		}
-		return out, oChange, nil
+		return out, nil, oChange, nil
 	default: // Full
 		if h.RowBound || r.col.RowBound {
 			b.Row = rw.key
 		}
+		if r.writesIndexes() {
+			return r.resealIndexed(ctx, b, h, rw)
+		}
 		out, err := r.env.Reencrypt(ctx, b, rw.val)
 		if err != nil {
-			return nil, oFail, err
+			return nil, nil, oFail, err
 		}
 		if bytes.Equal(out, rw.val) {
-			return nil, oCurrent, nil
+			return nil, nil, oCurrent, nil
 		}
-		return out, oChange, nil
+		return out, nil, oChange, nil
 	}
+}
+
+// resealIndexed is Full for a column with blind indexes: open, index
+// under the newest search key, seal again (same suite and encoding).
+func (r *runner) resealIndexed(ctx context.Context, b envelope.Binding, h envelope.Header, rw row) ([]byte, []any, outcome, error) {
+	ob := b
+	if !h.RowBound {
+		ob.Row = ""
+	}
+	pt, err := r.env.Open(ctx, ob, rw.val)
+	if err != nil {
+		return nil, nil, oFail, err
+	}
+	defer clear(pt)
+	var out []byte
+	if h.Suite == envelope.SuiteDeterministic {
+		out, err = r.env.SealDeterministic(ctx, b, pt)
+	} else {
+		out, err = r.env.Seal(ctx, b, pt)
+	}
+	if err != nil {
+		return nil, nil, oFail, err
+	}
+	idx, err := r.indexes(ctx, b, pt)
+	if err != nil {
+		return nil, nil, oFail, err
+	}
+	if envelope.IsText(string(rw.val[:min(len(rw.val), len(envelope.TextPrefix))])) {
+		out = []byte(envelope.EncodeText(out))
+	}
+	return out, idx, oChange, nil
+}
+
+// writesIndexes reports whether this run writes blind indexes.
+func (r *runner) writesIndexes() bool {
+	return len(r.col.BlindIndexes) > 0 && r.opts.Mode != Rewrap && r.opts.transform == nil
+}
+
+// indexes computes the column's blind indexes of pt (nil when the run
+// writes none), exactly as gormcrypt does: the value's binding without
+// the row, the index's spec, lower-case hex.
+func (r *runner) indexes(ctx context.Context, b envelope.Binding, pt []byte) ([]any, error) {
+	if !r.writesIndexes() {
+		return nil, nil
+	}
+	b.Row = ""
+	out := make([]any, len(r.col.BlindIndexes))
+	for i, bi := range r.col.BlindIndexes {
+		h, err := r.env.ComputeBlindIndexText(ctx, b, bi.Spec, pt)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = h
+	}
+	return out, nil
 }
 
 // fatal reports errors that must stop the run rather than mark a row
@@ -214,7 +326,7 @@ func fatal(err error) bool {
 func (r *runner) prepare(ctx context.Context, rows []row, c *counts) ([]update, error) {
 	ups := make([]update, 0, len(rows))
 	for _, rw := range rows {
-		nv, o, err := r.transform(ctx, rw)
+		nv, idx, o, err := r.transform(ctx, rw)
 		if err != nil {
 			if fatal(err) {
 				return nil, err
@@ -223,8 +335,8 @@ func (r *runner) prepare(ctx context.Context, rows []row, c *counts) ([]update, 
 			c.failures = append(c.failures, RowFailure{Row: rw.key, Err: err})
 			continue
 		}
-		if o == oChange {
-			ups = append(ups, update{pk: rw.pk, old: rw.val, new: nv})
+		if o == oChange || o == oIndex {
+			ups = append(ups, update{pk: rw.pk, old: rw.val, new: nv, idx: idx, indexOnly: o == oIndex})
 			continue
 		}
 		c.add(o)
@@ -513,7 +625,21 @@ func (r *runner) commitBatch(ctx context.Context, c *chunk, b *batch) error {
 	defer func() { _ = tx.Rollback() }()
 	d := *b.d
 	if err := r.swap(ctx, tx, b.ups, &d); err != nil {
-		return err
+		if !dbsql.UniqueViolation(err) || !r.writesIndexes() {
+			return err
+		}
+		// A blind index under a unique index collides (two legacy rows
+		// with the same value): swap row by row, so the colliding rows
+		// fail, named, and the others are done.
+		_ = tx.Rollback()
+		if tx, err = r.db.BeginTx(ctx, nil); err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		d = *b.d
+		if err := r.swapEach(ctx, tx, b.ups, &d); err != nil {
+			return err
+		}
 	}
 	if err := r.checkpoint(ctx, tx, c, b.last, b.done, &d); err != nil {
 		return err
@@ -536,11 +662,15 @@ func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) 
 		}
 		var missed [][]any
 		for _, u := range ups {
-			if !applied[r.t.Text(u.pk)] {
+			switch {
+			case !applied[r.t.Text(u.pk)]:
 				missed = append(missed, u.pk)
+			case u.indexOnly:
+				d.indexed++
+			default:
+				d.changed++
 			}
 		}
-		d.changed += int64(len(ups) - len(missed))
 		if len(missed) == 0 {
 			return nil
 		}
@@ -566,11 +696,41 @@ func (r *runner) swap(ctx context.Context, tx querier, ups []update, d *counts) 
 	return nil
 }
 
+// swapEach is swap one row at a time, each under a savepoint: a row
+// whose blind index violates a unique index is rolled back and counted as
+// failed (ErrDuplicateIndex), the others are swapped.
+func (r *runner) swapEach(ctx context.Context, tx querier, ups []update, d *counts) error {
+	for _, u := range ups {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT fc_row"); err != nil {
+			return fmt.Errorf("reencrypt: savepoint: %w", err)
+		}
+		err := r.swap(ctx, tx, []update{u}, d)
+		if err == nil {
+			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT fc_row"); err != nil {
+				return fmt.Errorf("reencrypt: savepoint: %w", err)
+			}
+			continue
+		}
+		if !dbsql.UniqueViolation(err) {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT fc_row"); err != nil {
+			return fmt.Errorf("reencrypt: savepoint: %w", err)
+		}
+		k := r.col.rowKey(r.t, u.pk)
+		d.failed++
+		// The driver's message may quote the index value: not repeated.
+		d.failures = append(d.failures, RowFailure{Row: k, Err: fmt.Errorf("%w: %s.%s row %s", ErrDuplicateIndex, r.col.Table, r.col.Column, k)})
+	}
+	return nil
+}
+
 func (r *runner) account(d *counts) {
 	r.mu.Lock()
 	s := &r.sum
 	s.Scanned += d.scanned
 	s.Changed += d.changed
+	s.Indexed += d.indexed
 	s.Current += d.current
 	s.Nulls += d.nulls
 	s.Plaintext += d.plain
@@ -600,7 +760,13 @@ func (r *runner) runDry(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		d.changed += int64(len(ups))
+		for _, u := range ups {
+			if u.indexOnly {
+				d.indexed++
+			} else {
+				d.changed++
+			}
+		}
 		r.account(d)
 		r.emit(false)
 		if len(rows) < r.opts.BatchSize {

@@ -17,6 +17,19 @@ type row struct {
 	key    string // Binding.Row
 	val    []byte // nil when NULL
 	tenant string
+	// idxNull says, per Column.BlindIndexes, whether the index is NULL
+	// (read only when the run writes or counts indexes).
+	idxNull []bool
+}
+
+// missingIndex reports whether a blind index of the row is NULL.
+func (rw row) missingIndex() bool {
+	for _, n := range rw.idxNull {
+		if n {
+			return true
+		}
+	}
+	return false
 }
 
 // pkColumns splits Column.PK ("id", or "tenant_id, id" for a composite
@@ -39,12 +52,19 @@ func valBytes(v any) []byte {
 	return nil
 }
 
-// cols are the columns read besides the key: the value, and the tenant.
+// cols are the columns read besides the key: the value, the tenant, and
+// the blind indexes (when they are written or counted).
 func (r *runner) cols() []string {
+	out := []string{r.col.Column}
 	if r.col.TenantColumn != "" {
-		return []string{r.col.Column, r.col.TenantColumn}
+		out = append(out, r.col.TenantColumn)
 	}
-	return []string{r.col.Column}
+	if r.readIndexes {
+		for _, bi := range r.col.BlindIndexes {
+			out = append(out, bi.Column)
+		}
+	}
+	return out
 }
 
 func (r *runner) rows(in []dbsql.Row) []row {
@@ -52,8 +72,16 @@ func (r *runner) rows(in []dbsql.Row) []row {
 	for i, dr := range in {
 		rw := row{pk: dr.Key, val: valBytes(dr.Vals[0]), tenant: r.col.Tenant}
 		rw.key = r.col.rowKey(r.t, dr.Key)
+		next := 1
 		if r.col.TenantColumn != "" {
 			rw.tenant, _ = dbsql.String(dr.Vals[1])
+			next++
+		}
+		if r.readIndexes {
+			rw.idxNull = make([]bool, len(r.col.BlindIndexes))
+			for j := range rw.idxNull {
+				rw.idxNull[j] = dr.Vals[next+j] == nil
+			}
 		}
 		out[i] = rw
 	}
@@ -99,6 +127,10 @@ func (r *runner) readLocked(ctx context.Context, q querier, pks [][]any) ([]row,
 type update struct {
 	pk       []any
 	old, new []byte
+	// idx are the blind indexes written with new (nil: none);
+	// indexOnly says new is old (only the indexes are missing).
+	idx       []any
+	indexOnly bool
 }
 
 func (r *runner) valArg(b []byte) any {
@@ -112,10 +144,20 @@ func (r *runner) valArg(b []byte) any {
 // (Table.Text) of the rows it changed.
 func (r *runner) bulkCAS(ctx context.Context, q querier, ups []update) (map[string]bool, error) {
 	swaps := make([]dbsql.Swap, len(ups))
-	for i, u := range ups {
-		swaps[i] = dbsql.Swap{Key: u.pk, Old: r.valArg(u.old), New: r.valArg(u.new)}
+	cas := dbsql.CAS{Set: r.col.Column, Cond: r.col.Column, SetType: r.colType, CondType: r.colType, Binary: !r.col.Text}
+	if ups[0].idx != nil {
+		// The indexes travel in the same statement as the value, under
+		// the same compare-and-swap: a row is encrypted and searchable,
+		// or untouched.
+		for i, bi := range r.col.BlindIndexes {
+			cas.Also = append(cas.Also, bi.Column)
+			cas.AlsoTypes = append(cas.AlsoTypes, r.idxTypes[i])
+		}
 	}
-	applied, err := r.t.Apply(ctx, q, dbsql.CAS{Set: r.col.Column, Cond: r.col.Column, SetType: r.colType, CondType: r.colType, Binary: !r.col.Text}, swaps)
+	for i, u := range ups {
+		swaps[i] = dbsql.Swap{Key: u.pk, Old: r.valArg(u.old), New: r.valArg(u.new), Also: u.idx}
+	}
+	applied, err := r.t.Apply(ctx, q, cas, swaps)
 	if err != nil {
 		return nil, fmt.Errorf("reencrypt: swapping %s.%s: %w", r.col.Table, r.col.Column, err)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -22,7 +23,8 @@ func (a *app) keysCensusCmd() *cobra.Command {
 		Short: "Count values per (class, KEK version), plaintext values and values that fail to open",
 		Long: `census scans the configured columns (read-only, in batches by primary key) and
 counts, per column and overall: values per class and KEK version, values
-still in plaintext, and values that fail to open, by reason
+still in plaintext, encrypted values whose blind index (blind_index) is
+missing, and values that fail to open, by reason
 (authentication, malformed: integrity; key_destroyed, key_retired,
 key_unknown: keys). By default it opens every value;
 --headers-only only reads ciphertext headers (faster, no KMS use).
@@ -93,10 +95,25 @@ func printCensus(w io.Writer, res *ops.CensusResult) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nTotal: %d encrypted, %d plaintext", res.Encrypted, res.Plaintext)
+	if res.MissingIndex > 0 {
+		fmt.Fprintf(w, ", %d without their blind index", res.MissingIndex)
+	}
 	if n := res.TotalFailed(); n > 0 {
 		fmt.Fprintf(w, ", %d failed to open", n)
 	}
 	fmt.Fprintln(w)
+	for _, c := range res.Columns {
+		if c.UnconfiguredIndex != "" {
+			fmt.Fprintf(w, "  %s.%s: the table has %s (a gormcrypt blind index) but the configuration names no blind_index: its missing indexes are not counted; add blind_index: %s\n",
+				c.Table, c.Column, c.UnconfiguredIndex, c.UnconfiguredIndex)
+		}
+		for _, idx := range sortedKeys(c.MissingIndex) {
+			if n := c.MissingIndex[idx]; n > 0 {
+				fmt.Fprintf(w, "  %s.%s: %d encrypted values have no blind index in %s: equality search does not find them and a unique index does not cover them; run 'fieldcrypt encrypt-existing --column %s.%s' (or gormcrypt.RebuildBlindIndexes)\n",
+					c.Table, c.Column, n, idx, c.Table, c.Column)
+			}
+		}
+	}
 	for _, v := range res.Versions {
 		name := v.Name()
 		if v.Suite == "deterministic" { // under a search key: tell it from the randomized values of the same version
@@ -107,6 +124,15 @@ func printCensus(w io.Writer, res *ops.CensusResult) {
 	if !res.Verified {
 		fmt.Fprintln(w, "(headers only: values were not opened)")
 	}
+}
+
+func sortedKeys(m map[string]int64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func dash(s string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -174,6 +175,21 @@ func printReencrypt(w io.Writer, res *ops.ReencryptResult) {
 		if res.KMS != nil {
 			fmt.Fprintf(w, "KMS calls: %d unwraps, %d wraps (KEK cache: %d hits, %d misses)\n", res.KMS["unwrap_calls"], res.KMS["wrap_calls"], res.KMS["cache_hits"], res.KMS["cache_misses"])
 		}
+		if am := res.AfterMigration; am != nil {
+			// The one thing left: the old plaintexts are still in the
+			// table's files and the database's logs.
+			var cmds []string
+			for _, c := range res.Columns {
+				if c.Cleanup != "" && !slices.Contains(cmds, c.Cleanup) {
+					cmds = append(cmds, c.Cleanup)
+				}
+			}
+			fmt.Fprintf(w, "\nThe old plaintexts are still on disk (old row versions, %s logs). Once the migration is finished, run:\n", am.Database)
+			for _, c := range cmds {
+				fmt.Fprintf(w, "  %s\n", c)
+			}
+			fmt.Fprintf(w, "Then: %s. Runbook: docs/operations.md \"After a migration\".\n", am.Then)
+		}
 	}()
 	verb := map[string]string{"rewrap": "rewrapped", "full": "re-encrypted", "encrypt-existing": "encrypted"}[res.Mode]
 	if res.DryRun {
@@ -182,6 +198,13 @@ func printReencrypt(w io.Writer, res *ops.ReencryptResult) {
 	for _, c := range res.Columns {
 		fmt.Fprintf(w, "%s.%s (%s, job %s): %d rows scanned, %d %s, %d already current, %d null",
 			c.Table, c.Column, c.Class, c.JobID, c.Scanned, c.Changed, verb, c.Current, c.Null)
+		if c.Indexed > 0 {
+			verbIdx := "blind indexes written"
+			if res.DryRun {
+				verbIdx = "blind indexes would be written"
+			}
+			fmt.Fprintf(w, ", %d %s", c.Indexed, verbIdx)
+		}
 		if c.Plaintext > 0 {
 			fmt.Fprintf(w, ", %d plaintext left alone (run encrypt-existing)", c.Plaintext)
 		}

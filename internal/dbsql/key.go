@@ -344,6 +344,9 @@ func (t *Table) Walk(ctx context.Context, q Querier, cols []string, batch int, f
 type Swap struct {
 	Key      []any
 	Old, New any
+	// Also holds the values of CAS.Also, in order: written in the same
+	// statement, under the same condition.
+	Also []any
 }
 
 // CAS describes a compare-and-swap statement: Set is the column written,
@@ -354,6 +357,18 @@ type CAS struct {
 	Set, Cond         string
 	SetType, CondType string
 	Binary            bool
+	// Also names more columns the swap writes (Swap.Also holds their
+	// values), with their PostgreSQL types in AlsoTypes: text values
+	// (such as blind indexes), written together with Set or not at all.
+	Also      []string
+	AlsoTypes []string
+}
+
+// alsoSet writes ", col = v.aN" for every CAS.Also column.
+func (c CAS) alsoSet(s *Buf, d Dialect, prefix string) {
+	for i, a := range c.Also {
+		s.W(", ", prefix, d.Quote(a), " = v.a", strconv.Itoa(i))
+	}
 }
 
 // Apply swaps every s.Old for s.New in one statement and returns the keys
@@ -370,7 +385,9 @@ func (t *Table) Apply(ctx context.Context, q Querier, c CAS, swaps []Swap) (map[
 	s := t.buf()
 	switch t.D {
 	case Postgres:
-		s.W("UPDATE ", t.qt, " AS t SET ", qs, " = v.nv FROM (VALUES ")
+		s.W("UPDATE ", t.qt, " AS t SET ", qs, " = v.nv")
+		c.alsoSet(s, t.D, "")
+		s.W(" FROM (VALUES ")
 		for i, sw := range swaps {
 			if i > 0 {
 				s.W(",")
@@ -379,17 +396,27 @@ func (t *Table) Apply(ctx context.Context, q Querier, c CAS, swaps []Swap) (map[
 			for j, k := range sw.Key {
 				s.W("CAST(").P(k).W(" AS ", t.types[j], "),")
 			}
-			s.W("CAST(").P(sw.Old).W(" AS ", c.CondType, "),CAST(").P(sw.New).W(" AS ", c.SetType, "))")
+			s.W("CAST(").P(sw.Old).W(" AS ", c.CondType, "),CAST(").P(sw.New).W(" AS ", c.SetType, ")")
+			for j, a := range sw.Also {
+				s.W(",CAST(").P(a).W(" AS ", c.AlsoTypes[j], ")")
+			}
+			s.W(")")
 		}
-		s.W(") AS v(", keyNames(n), ", ov, nv) WHERE ")
+		s.W(") AS v(", keyNames(n), ", ov, nv", alsoNames(len(c.Also)), ") WHERE ")
 		t.joinKey(s, "t.")
 		s.W(" AND t.", qc, " = v.ov RETURNING ", t.keyList("t."))
 	case SQLite:
-		s.W("UPDATE ", t.qt, " SET ", qs, " = v.nv FROM (SELECT ")
+		s.W("UPDATE ", t.qt, " SET ", qs, " = v.nv")
+		c.alsoSet(s, t.D, "")
+		s.W(" FROM (SELECT ")
 		for j := 0; j < n; j++ {
 			s.W("column", strconv.Itoa(j+1), " AS k", strconv.Itoa(j), ", ")
 		}
-		s.W("column", strconv.Itoa(n+1), " AS ov, column", strconv.Itoa(n+2), " AS nv FROM (VALUES ")
+		s.W("column", strconv.Itoa(n+1), " AS ov, column", strconv.Itoa(n+2), " AS nv")
+		for j := range c.Also {
+			s.W(", column", strconv.Itoa(n+3+j), " AS a", strconv.Itoa(j))
+		}
+		s.W(" FROM (VALUES ")
 		for i, sw := range swaps {
 			if i > 0 {
 				s.W(",")
@@ -398,7 +425,11 @@ func (t *Table) Apply(ctx context.Context, q Querier, c CAS, swaps []Swap) (map[
 			for _, k := range sw.Key {
 				s.P(k).W(",")
 			}
-			s.P(sw.Old).W(",").P(sw.New).W(")")
+			s.P(sw.Old).W(",").P(sw.New)
+			for _, a := range sw.Also {
+				s.W(",").P(a)
+			}
+			s.W(")")
 		}
 		s.W(")) AS v WHERE ")
 		t.joinKey(s, t.qt+".")
@@ -429,10 +460,17 @@ func (t *Table) Apply(ctx context.Context, q Querier, c CAS, swaps []Swap) (map[
 			if i == 0 {
 				s.W(" AS nv")
 			}
+			for j, a := range sw.Also {
+				s.W(", ").P(a)
+				if i == 0 {
+					s.W(" AS a", strconv.Itoa(j))
+				}
+			}
 		}
 		s.W(") AS v ON ")
 		t.joinKey(s, "t.")
 		s.W(" AND CAST(t.", qc, " AS BINARY) = CAST(v.ov AS BINARY) SET t.", qs, " = v.nv")
+		c.alsoSet(s, t.D, "t.")
 		res, err := q.ExecContext(ctx, s.String(), s.Args...)
 		if err != nil {
 			return nil, err
@@ -515,6 +553,15 @@ func (t *Table) joinKey(s *Buf, prefix string) {
 		}
 		s.W(prefix, k, " = v.k", strconv.Itoa(j))
 	}
+}
+
+// alsoNames is ", a0, a1, ..." for n CAS.Also columns.
+func alsoNames(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		b.WriteString(", a" + strconv.Itoa(i))
+	}
+	return b.String()
 }
 
 func keyNames(n int) string {
