@@ -473,6 +473,17 @@ func (e *Envelope) Rewrap(ctx context.Context, b Binding, ciphertext []byte) ([]
 // that KEK (or the one sealed under) is destroyed meanwhile, it fails with
 // ErrKeyDestroyed, so a value whose key was shredded does not live on.
 func (e *Envelope) Reencrypt(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
+	return e.ReencryptWith(ctx, b, ciphertext, nil)
+}
+
+// ReencryptWith is Reencrypt that also hands the plaintext to with while
+// the source KEK is still held, so that something derived from the value
+// (its blind indexes, say) is computed in the same pass and under the same
+// guarantee: if the source KEK is destroyed before the new seal is done,
+// ReencryptWith fails with ErrKeyDestroyed and whatever with computed must
+// be discarded. with must not keep the slice: it is zeroed when
+// ReencryptWith returns. An error from with is returned as it is.
+func (e *Envelope) ReencryptWith(ctx context.Context, b Binding, ciphertext []byte, with func(plaintext []byte) error) ([]byte, error) {
 	h, err := Inspect(ciphertext)
 	if err != nil {
 		return nil, &Error{Op: "reencrypt", Binding: b, Err: err}
@@ -493,6 +504,11 @@ func (e *Envelope) Reencrypt(ctx context.Context, b Binding, ciphertext []byte) 
 	}
 	if err != nil {
 		return nil, err
+	}
+	if with != nil {
+		if err := with(pt); err != nil {
+			return nil, err
+		}
 	}
 	if err := src.usable(); err != nil {
 		r := src.ref

@@ -303,3 +303,37 @@ func BenchmarkKEKReference(b *testing.B) {
 		}
 	})
 }
+
+// TestReencryptWithFailsWhenSourceDestroyed: what ReencryptWith hands its
+// callback is the value's plaintext, under the source KEK still held; if
+// that KEK is destroyed before the call returns, the new ciphertext is not
+// returned (a shredded value must not live on under a new key), and an
+// error from the callback comes back as it is.
+func TestReencryptWithFailsWhenSourceDestroyed(t *testing.T) {
+	ctx := context.Background()
+	b := Binding{Class: Critical, Table: "patients", Column: "ssn"}
+	raw := seqBytes(KEKSize, 3)
+	sealed, err := New(oneKEK{testKEK(t, raw)}).Seal(ctx, b, []byte("123-45-6789"))
+	require.NoError(t, err)
+
+	k := testKEK(t, raw)
+	e := New(oneKEK{k})
+	var seen string
+	out, err := e.ReencryptWith(ctx, b, sealed, func(pt []byte) error {
+		seen = string(pt)
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "123-45-6789", seen)
+	pt, err := e.Open(ctx, b, out)
+	require.NoError(t, err)
+	assert.Equal(t, "123-45-6789", string(pt))
+
+	boom := errors.New("index failed")
+	_, err = e.ReencryptWith(ctx, b, sealed, func([]byte) error { return boom })
+	require.ErrorIs(t, err, boom)
+
+	out, err = e.ReencryptWith(ctx, b, sealed, func([]byte) error { k.Destroy(); return nil })
+	require.ErrorIs(t, err, ErrKeyDestroyed)
+	assert.Nil(t, out)
+}

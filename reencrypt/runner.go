@@ -247,7 +247,7 @@ func (r *runner) transform(ctx context.Context, rw row) ([]byte, []any, outcome,
 			b.Row = rw.key
 		}
 		if r.writesIndexes() {
-			return r.resealIndexed(ctx, b, h, rw)
+			return r.resealIndexed(ctx, b, rw)
 		}
 		out, err := r.env.Reencrypt(ctx, b, rw.val)
 		if err != nil {
@@ -260,33 +260,18 @@ func (r *runner) transform(ctx context.Context, rw row) ([]byte, []any, outcome,
 	}
 }
 
-// resealIndexed is Full for a column with blind indexes: open, index
-// under the newest search key, seal again (same suite and encoding).
-func (r *runner) resealIndexed(ctx context.Context, b envelope.Binding, h envelope.Header, rw row) ([]byte, []any, outcome, error) {
-	ob := b
-	if !h.RowBound {
-		ob.Row = ""
-	}
-	pt, err := r.env.Open(ctx, ob, rw.val)
+// resealIndexed is Full for a column with blind indexes: the value is
+// sealed again exactly as Reencrypt does (same suite and encoding; it fails
+// if the source key is destroyed meanwhile) and its indexes are computed
+// under the newest search key from the plaintext in the same pass.
+func (r *runner) resealIndexed(ctx context.Context, b envelope.Binding, rw row) ([]byte, []any, outcome, error) {
+	var idx []any
+	out, err := r.env.ReencryptWith(ctx, b, rw.val, func(pt []byte) (err error) {
+		idx, err = r.indexes(ctx, b, pt)
+		return err
+	})
 	if err != nil {
 		return nil, nil, oFail, err
-	}
-	defer clear(pt)
-	var out []byte
-	if h.Suite == envelope.SuiteDeterministic {
-		out, err = r.env.SealDeterministic(ctx, b, pt)
-	} else {
-		out, err = r.env.Seal(ctx, b, pt)
-	}
-	if err != nil {
-		return nil, nil, oFail, err
-	}
-	idx, err := r.indexes(ctx, b, pt)
-	if err != nil {
-		return nil, nil, oFail, err
-	}
-	if envelope.IsText(string(rw.val[:min(len(rw.val), len(envelope.TextPrefix))])) {
-		out = []byte(envelope.EncodeText(out))
 	}
 	return out, idx, oChange, nil
 }
