@@ -472,6 +472,17 @@ func (r *runner) release(ctx context.Context, c *chunk) {
 	}
 }
 
+// releaseAll gives back every unfinished chunk this run (its Owner) still
+// leases.
+func (r *runner) releaseAll(ctx context.Context) {
+	s := &dbsql.Buf{D: r.d}
+	s.W("UPDATE ", ChunksTable, " SET owner = NULL, lease_until = 0, seq = seq + 1 WHERE job_id = ").P(r.opts.JobID).
+		W(" AND owner = ").P(r.opts.Owner).W(" AND done = 0")
+	if _, err := r.db.ExecContext(ctx, s.String(), s.Args...); err != nil {
+		r.opts.Logger.WarnContext(ctx, "reencrypt: releasing the run's chunk leases failed", "job", r.opts.JobID, "err", err)
+	}
+}
+
 // pending reports how many chunks are not done and not leased by this
 // process (those, its own workers finish), and the earliest lease expiry
 // among them.

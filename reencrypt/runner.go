@@ -357,6 +357,14 @@ func (r *runner) run(ctx context.Context, explicitID bool) (Summary, error) {
 	}
 	err = g.Wait()
 	stopProg()
+	if err != nil && ctx.Err() != nil {
+		// A claim whose commit raced the cancellation may have taken a
+		// lease the worker never saw: give back every lease this run
+		// holds, so a rerun need not wait for them to expire.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		r.releaseAll(rctx)
+		cancel()
+	}
 	if cerr := ctx.Err(); err != nil && cerr != nil && !errors.Is(err, cerr) {
 		// The caller stopped the job. A driver may report that as the
 		// transaction it rolled back ("sql: transaction has already been
