@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fieldcrypt/fieldcrypt/internal/telemetry"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
@@ -62,7 +65,9 @@ func (g *guardedKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionCont
 		return nil, err
 	}
 	g.k.stats.kmsWrap.Add(1)
+	ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpWrap)
 	out, err := g.mk.Wrap(ctx, key, ec)
+	end(err)
 	g.observe(err, func() func(context.Context) error { return g.wrapProbe(len(key), ec) })
 	return out, err
 }
@@ -73,7 +78,9 @@ func (g *guardedKey) Unwrap(ctx context.Context, wrapped []byte, ec kms.Encrypti
 		return nil, err
 	}
 	g.k.stats.kmsUnwrap.Add(1)
+	ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpUnwrap)
 	out, err := g.mk.Unwrap(ctx, wrapped, ec)
+	end(err)
 	g.observe(err, func() func(context.Context) error { return g.unwrapProbe(wrapped, ec) })
 	return out, err
 }
@@ -89,7 +96,9 @@ func (g *guardedKey) wrapProbe(n int, ec kms.EncryptionContext) func(context.Con
 			return err
 		}
 		g.k.stats.kmsWrap.Add(1)
+		ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpWrap)
 		_, err := g.mk.Wrap(ctx, key, ec)
+		end(err)
 		return err
 	}
 }
@@ -99,7 +108,9 @@ func (g *guardedKey) unwrapProbe(wrapped []byte, ec kms.EncryptionContext) func(
 	wrapped, ec = slices.Clone(wrapped), maps.Clone(ec)
 	return func(ctx context.Context) error {
 		g.k.stats.kmsUnwrap.Add(1)
+		ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpUnwrap)
 		raw, err := g.mk.Unwrap(ctx, wrapped, ec)
+		end(err)
 		clear(raw)
 		return err
 	}
@@ -113,6 +124,7 @@ func (g *guardedKey) admit(op string) error {
 		return nil
 	}
 	g.k.stats.rejected.Add(1)
+	g.k.tel.rejected.Add(context.Background(), 1, metric.WithAttributes(telemetry.KeyBackend.String(telemetry.Backend(g.uri)), telemetry.KeyOp.String(op)))
 	return &kms.Error{Op: op, URI: g.uri, Err: fmt.Errorf("%w: %w: the KMS has not answered since %s (%s); next probe within %v",
 		kms.ErrUnavailable, ErrCircuitOpen, g.since.UTC().Format(time.RFC3339Nano), g.cause, g.wait)}
 }
@@ -147,6 +159,7 @@ func (g *guardedKey) trip(err error, probe func() func(context.Context) error) {
 	g.gen++
 	gen := g.gen
 	g.mu.Unlock()
+	g.k.tel.breaker(g.uri, true)
 	if !g.k.spawnProber(func() { g.run(gen) }) {
 		g.reset() // closed keyring: nothing to probe for
 	}
@@ -160,6 +173,7 @@ func (g *guardedKey) reset() {
 	g.open, g.probe = false, nil
 	g.mu.Unlock()
 	if was {
+		g.k.tel.breaker(g.uri, false)
 		g.k.mu.Lock()
 		clear(g.k.fails)
 		clear(g.k.scopeFails)
