@@ -1,0 +1,4 @@
+package envelope
+
+// WithoutTelemetry is withoutTelemetry for the benchmarks' baseline.
+var WithoutTelemetry = withoutTelemetry
