@@ -2,6 +2,7 @@ package reencrypt
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -30,11 +31,21 @@ type runTelemetry struct {
 // Row outcomes: the label values of fieldcrypt.reencrypt.rows.
 var rowOutcomes = []string{"changed", "current", "null", "plaintext", "conflict", "vanished", "failed"}
 
-func newRunTelemetry(opts Options) *runTelemetry {
-	s := telemetry.Settings{MeterProvider: opts.MeterProvider, TracerProvider: opts.TracerProvider}
-	m := s.Meter()
-	t := &runTelemetry{
-		tracer: s.Tracer(),
+// runInstruments are the instruments of one provider.
+type runInstruments struct {
+	rows      metric.Int64Counter
+	chunks    metric.Int64Counter
+	chunkDur  metric.Float64Histogram
+	takeovers metric.Int64Counter
+}
+
+// globalRunInstruments are those of the global provider, created once (it
+// keeps every instrument created before the application installs one).
+var globalRunInstruments = sync.OnceValue(func() *runInstruments { return newRunInstruments(nil) })
+
+func newRunInstruments(mp metric.MeterProvider) *runInstruments {
+	m := telemetry.Settings{MeterProvider: mp}.Meter()
+	return &runInstruments{
 		rows: telemetry.Counter(m, telemetry.ReencryptRows,
 			"Rows processed by re-encryption jobs, by mode, dry_run and outcome (changed, current, null, plaintext, conflict, vanished, failed); rate() gives rows/s.", "{row}"),
 		chunks: telemetry.Counter(m, telemetry.ReencryptChunks,
@@ -42,9 +53,23 @@ func newRunTelemetry(opts Options) *runTelemetry {
 		chunkDur: telemetry.Seconds(m, telemetry.ReencryptChunkDur, "Time to process one chunk."),
 		takeovers: telemetry.Counter(m, telemetry.ReencryptTakeover,
 			"Chunks taken over from a worker whose lease expired (killed or cut off).", "{chunk}"),
-		mode:     telemetry.KeyMode.String(opts.Mode.String()),
-		dry:      attribute.Bool("dry_run", opts.DryRun),
-		rowAttrs: map[string][]metric.AddOption{},
+	}
+}
+
+func newRunTelemetry(opts Options) *runTelemetry {
+	in := globalRunInstruments()
+	if opts.MeterProvider != nil {
+		in = newRunInstruments(opts.MeterProvider)
+	}
+	t := &runTelemetry{
+		tracer:    telemetry.Settings{TracerProvider: opts.TracerProvider}.Tracer(),
+		rows:      in.rows,
+		chunks:    in.chunks,
+		chunkDur:  in.chunkDur,
+		takeovers: in.takeovers,
+		mode:      telemetry.KeyMode.String(opts.Mode.String()),
+		dry:       attribute.Bool("dry_run", opts.DryRun),
+		rowAttrs:  map[string][]metric.AddOption{},
 	}
 	for _, o := range rowOutcomes {
 		t.rowAttrs[o] = telemetry.Add(t.mode, t.dry, telemetry.KeyOutcome.String(o))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -70,8 +71,19 @@ type KMS struct {
 	rec    map[kmsKey][]metric.RecordOption
 }
 
-// NewKMS creates the KMS instruments of s's providers.
+// NewKMS creates the KMS instruments of s's providers. Those of the global
+// providers are created once and shared: the global provider keeps every
+// instrument created before the application installs one.
 func NewKMS(s Settings) *KMS {
+	if s.MeterProvider == nil && s.TracerProvider == nil {
+		return globalKMS()
+	}
+	return newKMS(s)
+}
+
+var globalKMS = sync.OnceValue(func() *KMS { return newKMS(Settings{}) })
+
+func newKMS(s Settings) *KMS {
 	m := s.Meter()
 	t := &KMS{
 		calls:  Counter(m, KMSCalls, "Calls to master keys in a KMS, by backend, operation (wrap, unwrap) and outcome (ok, error, unavailable, denied).", "{call}"),
