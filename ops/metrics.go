@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,8 +33,10 @@ type MetricsServer struct {
 	// MeterProvider is the provider whose metrics are served.
 	MeterProvider *sdkmetric.MeterProvider
 
-	srv  *http.Server
-	done chan error
+	srv       *http.Server
+	done      chan error
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // ServeMetrics listens on addr ("127.0.0.1:9464"; port 0 picks a free
@@ -69,11 +72,14 @@ func ServeMetrics(ctx context.Context, addr string) (*MetricsServer, error) {
 
 // Close stops serving (waiting for scrapes in progress, at most until ctx
 // ends) and shuts the provider down. Metrics recorded after Close are
-// dropped.
+// dropped. Later calls return the first one's error.
 func (m *MetricsServer) Close(ctx context.Context) error {
-	err := m.srv.Shutdown(ctx)
-	if serr := <-m.done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	return errors.Join(err, m.MeterProvider.Shutdown(ctx))
+	m.closeOnce.Do(func() {
+		err := m.srv.Shutdown(ctx)
+		if serr := <-m.done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+			err = serr
+		}
+		m.closeErr = errors.Join(err, m.MeterProvider.Shutdown(ctx))
+	})
+	return m.closeErr
 }
