@@ -85,7 +85,7 @@ func (bi BlindIndex) check() (BlindIndex, error) {
 // b.Row is ignored.
 func (e *Envelope) ComputeBlindIndex(ctx context.Context, b Binding, bi BlindIndex, value []byte) (_ []byte, err error) {
 	b.Row = ""
-	defer func() { e.count(ctx, false, b, kindBlindIndex, err) }()
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindBlindIndex, err) }()
 	keks, err := e.searchKEKs(ctx, "blind-index", b)
 	if err != nil {
 		return nil, err
@@ -98,7 +98,7 @@ func (e *Envelope) ComputeBlindIndex(ctx context.Context, b Binding, bi BlindInd
 // before a search-key rotation are still found.
 func (e *Envelope) BlindIndexCandidates(ctx context.Context, b Binding, bi BlindIndex, value []byte) (_ [][]byte, err error) {
 	b.Row = ""
-	defer func() { e.count(ctx, false, b, kindBlindIndex, err) }()
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindBlindIndex, err) }()
 	keks, err := e.searchKEKs(ctx, "blind-index", b)
 	if err != nil {
 		return nil, err

@@ -50,7 +50,7 @@ func appendSIVAAD(dst, hdr []byte, b Binding) []byte {
 // deterministic ciphertexts. b.Row is ignored.
 func (e *Envelope) SealDeterministic(ctx context.Context, b Binding, plaintext []byte) (out []byte, err error) {
 	b.Row = ""
-	defer func() { e.count(ctx, false, b, kindDeterministic, err) }()
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindDeterministic, err) }()
 	keks, err := e.searchKEKs(ctx, "seal-deterministic", b)
 	if err != nil {
 		return nil, err
@@ -65,7 +65,7 @@ func (e *Envelope) SealDeterministic(ctx context.Context, b Binding, plaintext [
 // re-encrypted.
 func (e *Envelope) DeterministicCandidates(ctx context.Context, b Binding, plaintext []byte) (_ [][]byte, err error) {
 	b.Row = ""
-	defer func() { e.count(ctx, false, b, kindDeterministic, err) }()
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindDeterministic, err) }()
 	keks, err := e.searchKEKs(ctx, "seal-deterministic", b)
 	if err != nil {
 		return nil, err

@@ -192,7 +192,7 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // KEK is destroyed while Seal runs, Seal fails with ErrKeyDestroyed.
 func (e *Envelope) Seal(ctx context.Context, b Binding, plaintext []byte) ([]byte, error) {
 	out, err := e.sealPrimary(ctx, b, plaintext)
-	e.count(ctx, false, b, kindRandom, err)
+	e.count(ctx, false, b.Class, b.Tenant, kindRandom, err)
 	return out, err
 }
 
@@ -301,7 +301,7 @@ func (e *Envelope) Open(ctx context.Context, b Binding, ciphertext []byte) ([]by
 	if kek != nil {
 		kek.release()
 	}
-	e.count(ctx, true, b, kind, err)
+	e.count(ctx, true, b.Class, b.Tenant, kind, err)
 	return pt, err
 }
 
@@ -500,7 +500,7 @@ func (e *Envelope) Reencrypt(ctx context.Context, b Binding, ciphertext []byte) 
 	if src != nil {
 		defer src.release()
 	}
-	e.count(ctx, true, b, kind, err)
+	e.count(ctx, true, b.Class, b.Tenant, kind, err)
 	if err != nil {
 		return nil, err
 	}

@@ -108,8 +108,9 @@ func (e *Envelope) initTelemetry() {
 	}
 }
 
-// count counts one operation on c (e.tel.seal or e.tel.open) with attrs.
-func (e *Envelope) count(ctx context.Context, open bool, b Binding, kind int, err error) {
+// count counts one seal (open false) or open of a value of class and
+// tenant, of kind, that ended with err.
+func (e *Envelope) count(ctx context.Context, open bool, class Class, tenant string, kind int, err error) {
 	t := e.tel
 	if t == nil {
 		return
@@ -119,10 +120,10 @@ func (e *Envelope) count(ctx context.Context, open bool, b Binding, kind int, er
 		c, attrs = t.open, &t.openAttrs
 	}
 	o := outcomeOf(err)
-	if e.tenantLabels && b.Tenant != "" {
-		c.Add(ctx, 1, metric.WithAttributes(telemetry.KeyClass.String(telemetry.ClassLabel(uint8(b.Class))),
-			telemetry.KeyKind.String(kindNames[kind]), telemetry.KeyOutcome.String(outcomeNames[o]), telemetry.KeyTenant.String(b.Tenant)))
+	if e.tenantLabels && tenant != "" {
+		c.Add(ctx, 1, metric.WithAttributes(telemetry.KeyClass.String(telemetry.ClassLabel(uint8(class))),
+			telemetry.KeyKind.String(kindNames[kind]), telemetry.KeyOutcome.String(outcomeNames[o]), telemetry.KeyTenant.String(tenant)))
 		return
 	}
-	c.Add(ctx, 1, attrs[telemetry.ClassIndex(uint8(b.Class))][kind][o]...)
+	c.Add(ctx, 1, attrs[telemetry.ClassIndex(uint8(class))][kind][o]...)
 }
