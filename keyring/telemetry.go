@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"context"
+	"sync"
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -46,9 +47,15 @@ var cacheResults = [numCacheResults]string{"hit", "miss", "stale", "refresh", "r
 
 // keyringTelemetry holds the keyring's instruments, created once in New.
 type keyringTelemetry struct {
-	tenants        bool
-	kms            *telemetry.KMS
-	tracer         trace.Tracer
+	*keyringInstruments
+	tenants bool
+	kms     *telemetry.KMS
+	tracer  trace.Tracer
+}
+
+// keyringInstruments are the keyring's instruments of one provider, with
+// their attribute sets built in advance.
+type keyringInstruments struct {
 	cache          metric.Int64Counter
 	cacheAttrs     [telemetry.NumClasses][numCacheResults][]metric.AddOption
 	breakerOpen    metric.Int64UpDownCounter
@@ -56,12 +63,22 @@ type keyringTelemetry struct {
 	rejected       metric.Int64Counter
 }
 
+// globalKeyringInstruments are those of the global provider, created once:
+// the global provider keeps every instrument created before the
+// application installs one.
+var globalKeyringInstruments = sync.OnceValue(func() *keyringInstruments { return newKeyringInstruments(nil) })
+
 func newKeyringTelemetry(s telemetry.Settings) *keyringTelemetry {
-	m := s.Meter()
-	t := &keyringTelemetry{
-		tenants: s.TenantLabels,
-		kms:     telemetry.NewKMS(s),
-		tracer:  s.Tracer(),
+	in := globalKeyringInstruments()
+	if s.MeterProvider != nil {
+		in = newKeyringInstruments(s.MeterProvider)
+	}
+	return &keyringTelemetry{keyringInstruments: in, tenants: s.TenantLabels, kms: telemetry.NewKMS(s), tracer: s.Tracer()}
+}
+
+func newKeyringInstruments(mp metric.MeterProvider) *keyringInstruments {
+	m := telemetry.Settings{MeterProvider: mp}.Meter()
+	t := &keyringInstruments{
 		cache: telemetry.Counter(m, telemetry.KEKCache,
 			"KEK lookups by class and result: hit (fresh cache entry), miss (store read and KMS unwrap), stale (served past cache_ttl or state_refresh while refreshing), refresh and refresh_failed (background revalidations).", "{lookup}"),
 		breakerOpen: telemetry.UpDown(m, telemetry.BreakerOpen,

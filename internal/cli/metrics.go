@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,7 +35,7 @@ func (a *app) serveMetrics(ctx context.Context, addr string) (metric.MeterProvid
 		defer cancel()
 		_ = m.Close(ctx)
 	})
-	fmt.Fprintf(a.io.Stderr, "fieldcrypt: serving metrics on http://%s/metrics\n", m.Addr)
+	a.note("fieldcrypt: serving metrics on http://%s/metrics", m.Addr)
 	return m.MeterProvider, nil
 }
 

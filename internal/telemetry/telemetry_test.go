@@ -24,7 +24,9 @@ func TestBackend(t *testing.T) {
 }
 
 func TestKMSOutcome(t *testing.T) {
-	wrap := func(err error) error { return &kms.Error{Op: "unwrap", URI: "local:///k", Err: fmt.Errorf("%w: detail", err)} }
+	wrap := func(err error) error {
+		return &kms.Error{Op: "unwrap", URI: "local:///k", Err: fmt.Errorf("%w: detail", err)}
+	}
 	for _, tc := range []struct {
 		name string
 		err  error
