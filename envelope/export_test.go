@@ -7,4 +7,6 @@ var WithoutTelemetry = withoutTelemetry
 
 // Count counts one successful random seal of b: the instrumentation alone,
 // for BenchmarkTelemetryCost.
-func (e *Envelope) Count(b Binding) { e.count(context.Background(), false, b.Class, b.Tenant, kindRandom, nil) }
+func (e *Envelope) Count(b Binding) {
+	e.count(context.Background(), false, b.Class, b.Tenant, kindRandom, nil)
+}
