@@ -51,6 +51,9 @@ type guardedKey struct {
 	wait  time.Duration // before the next probe
 	probe func(context.Context) error
 	gen   uint64 // openings, so that one probe loop runs per opening
+	// counted says the breaker is counted in fieldcrypt.kms.breaker.open
+	// (from its opening to its closing, or to the keyring's Close).
+	counted bool
 }
 
 func (k *Keyring) guard(mk kms.MasterKey) *guardedKey {
@@ -158,8 +161,9 @@ func (g *guardedKey) trip(err error, probe func() func(context.Context) error) {
 	g.open, g.since, g.cause, g.wait, g.probe = true, time.Now(), err.Error(), g.k.probeAfter, probe()
 	g.gen++
 	gen := g.gen
+	g.counted = true
 	g.mu.Unlock()
-	g.k.tel.breaker(g.uri, true)
+	g.k.tel.breaker(g.uri, true, true)
 	if !g.k.spawnProber(func() { g.run(gen) }) {
 		g.reset() // closed keyring: nothing to probe for
 	}
@@ -169,15 +173,26 @@ func (g *guardedKey) trip(err error, probe func() func(context.Context) error) {
 // (WithFailureBackoff) are forgotten, so lookups retry at once.
 func (g *guardedKey) reset() {
 	g.mu.Lock()
-	was := g.open
-	g.open, g.probe = false, nil
+	was, counted := g.open, g.counted
+	g.open, g.probe, g.counted = false, nil, false
 	g.mu.Unlock()
 	if was {
-		g.k.tel.breaker(g.uri, false)
+		g.k.tel.breaker(g.uri, false, counted)
 		g.k.mu.Lock()
 		clear(g.k.fails)
 		clear(g.k.scopeFails)
 		g.k.mu.Unlock()
+	}
+}
+
+// uncount stops counting the breaker as open (the keyring closes).
+func (g *guardedKey) uncount() {
+	g.mu.Lock()
+	counted := g.counted
+	g.counted = false
+	g.mu.Unlock()
+	if counted {
+		g.k.tel.breakerOpen.Add(context.Background(), -1, metric.WithAttributes(telemetry.KeyBackend.String(telemetry.Backend(g.uri))))
 	}
 }
 

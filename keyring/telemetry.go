@@ -106,15 +106,19 @@ func (t *keyringTelemetry) cacheResult(ctx context.Context, s envelope.Scope, re
 	t.cache.Add(ctx, 1, t.cacheAttrs[telemetry.ClassIndex(uint8(s.Class))][result]...)
 }
 
-// breaker counts a circuit breaker opening (open) or closing.
-func (t *keyringTelemetry) breaker(uri string, open bool) {
+// breaker counts a circuit breaker opening (open) or closing; gauge says
+// whether fieldcrypt.kms.breaker.open changes (not for a breaker the
+// keyring's Close already stopped counting).
+func (t *keyringTelemetry) breaker(uri string, open, gauge bool) {
 	ctx := context.Background()
 	b := telemetry.KeyBackend.String(telemetry.Backend(uri))
 	state, delta := "closed", int64(-1)
 	if open {
 		state, delta = "open", 1
 	}
-	t.breakerOpen.Add(ctx, delta, metric.WithAttributes(b))
+	if gauge {
+		t.breakerOpen.Add(ctx, delta, metric.WithAttributes(b))
+	}
 	t.breakerChanges.Add(ctx, 1, metric.WithAttributes(b, telemetry.KeyState.String(state)))
 }
 

@@ -135,4 +135,6 @@ func TestMetricsOutage(t *testing.T) {
 	assert.Equal(t, int64(1), m.Sum(t, "fieldcrypt.kms.breaker.open", map[string]string{"backend": "awskms"}))
 	assert.Positive(t, m.Sum(t, "fieldcrypt.kms.breaker.rejected", map[string]string{"backend": "awskms"}))
 	assert.Zero(t, m.Sum(t, "fieldcrypt.seal", map[string]string{}), "the envelope reports to its own provider (here the global one), not the keyring's")
+	require.NoError(t, kr.Close())
+	assert.Zero(t, m.Sum(t, "fieldcrypt.kms.breaker.open", map[string]string{"backend": "awskms"}), "a closed keyring has no open breaker")
 }
