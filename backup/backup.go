@@ -15,8 +15,12 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/telemetry"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
@@ -60,6 +64,15 @@ type EncryptOptions struct {
 	// Audit, if set, records a backup.encrypted event (class, master key,
 	// export id, bytes; the error on failure).
 	Audit audit.Sink
+	// MeterProvider receives the operation's metrics
+	// (fieldcrypt.backup.bytes, fieldcrypt.backup.runs, and the file key's
+	// KMS call in fieldcrypt.kms.calls: docs/operations.md, "Metrics and
+	// traces"); nil means the global provider (otel.GetMeterProvider, which
+	// does nothing unless the application installs one).
+	MeterProvider metric.MeterProvider
+	// TracerProvider traces the operation and its KMS call; nil means the
+	// global provider.
+	TracerProvider trace.TracerProvider
 
 	rand io.Reader        // tests: deterministic vectors
 	now  func() time.Time // tests: deterministic vectors
@@ -85,6 +98,15 @@ type DecryptOptions struct {
 	// Audit, if set, records a backup.decrypted or backup.verified event
 	// (class, master key, export id, bytes; the error on failure).
 	Audit audit.Sink
+	// MeterProvider receives the operation's metrics
+	// (fieldcrypt.backup.bytes, fieldcrypt.backup.runs, and the file key's
+	// KMS call in fieldcrypt.kms.calls: docs/operations.md, "Metrics and
+	// traces"); nil means the global provider (otel.GetMeterProvider, which
+	// does nothing unless the application installs one).
+	MeterProvider metric.MeterProvider
+	// TracerProvider traces the operation and its KMS call; nil means the
+	// global provider.
+	TracerProvider trace.TracerProvider
 }
 
 func defaultWorkers(n int) int {
@@ -109,7 +131,9 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 //
 // On error, what was written to dst is not a valid backup.
 func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey, opts EncryptOptions) (*Result, error) {
-	res, err := encryptStream(ctx, dst, src, mk, opts)
+	ctx, tel := start(ctx, opts.MeterProvider, opts.TracerProvider, dirWrite)
+	res, err := encryptStream(ctx, dst, src, mk, opts, tel)
+	tel.end(ctx, res, err)
 	uri := ""
 	if mk != nil {
 		uri = mk.URI()
@@ -118,7 +142,7 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey
 	return res, err
 }
 
-func encryptStream(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey, opts EncryptOptions) (*Result, error) {
+func encryptStream(ctx context.Context, dst io.Writer, src io.Reader, mk kms.MasterKey, opts EncryptOptions, tel *runTelemetry) (*Result, error) {
 	if mk == nil || dst == nil || src == nil {
 		return nil, fmt.Errorf("%w: nil master key, destination or source", ErrInvalidInput)
 	}
@@ -152,7 +176,9 @@ func encryptStream(ctx context.Context, dst io.Writer, src io.Reader, mk kms.Mas
 			return nil, fmt.Errorf("backup: random: %w", err)
 		}
 	}
-	wrapped, err := mk.Wrap(ctx, fileKey, h.EncryptionContext())
+	kctx, endKMS := tel.kms.Start(ctx, mk.URI(), telemetry.OpWrap)
+	wrapped, err := mk.Wrap(kctx, fileKey, h.EncryptionContext())
+	endKMS(err)
 	if err != nil {
 		return nil, fmt.Errorf("backup: wrap file key with %s: %w", h.MasterKeyURI, err)
 	}
@@ -216,6 +242,7 @@ func encryptStream(ctx context.Context, dst io.Writer, src io.Reader, mk kms.Mas
 			res.Segments++
 			res.PlaintextBytes += int64(s.n)
 			res.CiphertextBytes += int64(len(s.out))
+			tel.segment(ctx, s.n)
 			if opts.Progress != nil {
 				opts.Progress(res.Progress)
 			}
@@ -248,9 +275,11 @@ func Inspect(src io.Reader) (*Header, error) {
 func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opener, opts DecryptOptions) (*Result, error) {
 	var res *Result
 	err := fmt.Errorf("%w: nil destination", ErrInvalidInput)
+	ctx, tel := start(ctx, opts.MeterProvider, opts.TracerProvider, dirRestore)
 	if dst != nil {
-		res, err = decrypt(ctx, dst, src, opener, opts)
+		res, err = decrypt(ctx, dst, src, opener, opts, tel)
 	}
+	tel.end(ctx, res, err)
 	record(ctx, opts.Audit, audit.BackupDecrypted, opts.Class, "", res, err)
 	return res, err
 }
@@ -259,7 +288,9 @@ func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opene
 // segment, and the final-segment marker) without writing any plaintext.
 // It needs the same KMS access as Decrypt.
 func Verify(ctx context.Context, src io.Reader, opener kms.Opener, opts DecryptOptions) (*Result, error) {
-	res, err := decrypt(ctx, nil, src, opener, opts)
+	ctx, tel := start(ctx, opts.MeterProvider, opts.TracerProvider, dirVerify)
+	res, err := decrypt(ctx, nil, src, opener, opts, tel)
+	tel.end(ctx, res, err)
 	record(ctx, opts.Audit, audit.BackupVerified, opts.Class, "", res, err)
 	return res, err
 }
@@ -287,7 +318,7 @@ func record(ctx context.Context, sink audit.Sink, typ audit.Type, class envelope
 
 // openHeader parses and authenticates the header, returning the payload
 // AEAD.
-func openHeader(ctx context.Context, br io.Reader, opener kms.Opener, opts DecryptOptions) (*Header, cipher.AEAD, error) {
+func openHeader(ctx context.Context, br io.Reader, opener kms.Opener, opts DecryptOptions, tel *runTelemetry) (*Header, cipher.AEAD, error) {
 	h, err := parseHeader(br)
 	if err != nil {
 		return nil, nil, err
@@ -310,7 +341,9 @@ func openHeader(ctx context.Context, br io.Reader, opener kms.Opener, opts Decry
 	if mk == nil {
 		return nil, nil, fmt.Errorf("%w: opener returned no master key for %s", ErrInvalidInput, h.MasterKeyURI)
 	}
-	fileKey, err := mk.Unwrap(ctx, h.WrappedKey, h.EncryptionContext())
+	kctx, endKMS := tel.kms.Start(ctx, h.MasterKeyURI, telemetry.OpUnwrap)
+	fileKey, err := mk.Unwrap(kctx, h.WrappedKey, h.EncryptionContext())
+	endKMS(err)
 	if err != nil {
 		if errors.Is(err, kms.ErrAuthentication) {
 			return nil, nil, fmt.Errorf("%w: file key does not unwrap under %s with this header's context (header altered, or wrong master key): %w", ErrAuthentication, h.MasterKeyURI, err)
@@ -337,12 +370,12 @@ func openHeader(ctx context.Context, br io.Reader, opener kms.Opener, opts Decry
 	return h, aead, nil
 }
 
-func decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opener, opts DecryptOptions) (*Result, error) {
+func decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opener, opts DecryptOptions, tel *runTelemetry) (*Result, error) {
 	if src == nil {
 		return nil, fmt.Errorf("%w: nil source", ErrInvalidInput)
 	}
 	br := bufio.NewReaderSize(src, 4096)
-	h, aead, err := openHeader(ctx, br, opener, opts)
+	h, aead, err := openHeader(ctx, br, opener, opts, tel)
 	if err != nil {
 		return nil, err
 	}
@@ -416,6 +449,7 @@ func decrypt(ctx context.Context, dst io.Writer, src io.Reader, opener kms.Opene
 			res.Segments++
 			res.PlaintextBytes += int64(len(s.out))
 			res.CiphertextBytes += int64(s.n)
+			tel.segment(ctx, len(s.out))
 			if opts.Progress != nil {
 				opts.Progress(res.Progress)
 			}

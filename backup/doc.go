@@ -17,6 +17,10 @@
 // only after authenticating it, but a failure at segment N leaves
 // segments 0..N-1 written: treat the output as invalid unless Decrypt
 // returns nil.
+//
+// The options' MeterProvider and TracerProvider (default: the global ones)
+// receive bytes by direction, runs by outcome and the file key's KMS call
+// (fieldcrypt.backup.*, fieldcrypt.kms.*), and a span per operation.
 package backup
 
 //go:generate go test -run TestVectors -update .

@@ -84,8 +84,9 @@ func (bi BlindIndex) check() (BlindIndex, error) {
 // ComputeBlindIndex returns the blind index of value under the scope's
 // first search key. Store it in the index column when writing the value.
 // b.Row is ignored.
-func (e *Envelope) ComputeBlindIndex(ctx context.Context, b Binding, bi BlindIndex, value []byte) ([]byte, error) {
+func (e *Envelope) ComputeBlindIndex(ctx context.Context, b Binding, bi BlindIndex, value []byte) (_ []byte, err error) {
 	b.Row = ""
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindBlindIndex, err) }()
 	keks, err := e.searchKEKs(ctx, "blind-index", b)
 	if err != nil {
 		return nil, err
@@ -109,8 +110,9 @@ func (e *Envelope) ComputeBlindIndexText(ctx context.Context, b Binding, bi Blin
 // BlindIndexCandidates returns the blind index of value under every live
 // search key, newest first: query with WHERE idx IN (...) so rows indexed
 // before a search-key rotation are still found.
-func (e *Envelope) BlindIndexCandidates(ctx context.Context, b Binding, bi BlindIndex, value []byte) ([][]byte, error) {
+func (e *Envelope) BlindIndexCandidates(ctx context.Context, b Binding, bi BlindIndex, value []byte) (_ [][]byte, err error) {
 	b.Row = ""
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindBlindIndex, err) }()
 	keks, err := e.searchKEKs(ctx, "blind-index", b)
 	if err != nil {
 		return nil, err

@@ -48,8 +48,9 @@ func appendSIVAAD(dst, hdr []byte, b Binding) []byte {
 // The key is AES-SIV, derived with HKDF-SHA256 from the scope's first
 // search KEK, not from the primary: rotating the primary KEK does not change
 // deterministic ciphertexts. b.Row is ignored.
-func (e *Envelope) SealDeterministic(ctx context.Context, b Binding, plaintext []byte) ([]byte, error) {
+func (e *Envelope) SealDeterministic(ctx context.Context, b Binding, plaintext []byte) (out []byte, err error) {
 	b.Row = ""
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindDeterministic, err) }()
 	keks, err := e.searchKEKs(ctx, "seal-deterministic", b)
 	if err != nil {
 		return nil, err
@@ -62,8 +63,9 @@ func (e *Envelope) SealDeterministic(ctx context.Context, b Binding, plaintext [
 // matches the column against all of them (WHERE col IN (...)), so it keeps
 // finding values sealed before a search-key rotation until they are
 // re-encrypted.
-func (e *Envelope) DeterministicCandidates(ctx context.Context, b Binding, plaintext []byte) ([][]byte, error) {
+func (e *Envelope) DeterministicCandidates(ctx context.Context, b Binding, plaintext []byte) (_ [][]byte, err error) {
 	b.Row = ""
+	defer func() { e.count(ctx, false, b.Class, b.Tenant, kindDeterministic, err) }()
 	keks, err := e.searchKEKs(ctx, "seal-deterministic", b)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Binding is the context a value is bound to. Its fields enter the
@@ -93,6 +95,12 @@ func trimPrefix(s string) string {
 type Envelope struct {
 	keys  KeySource
 	suite Suite // the suite Seal and Reencrypt write
+
+	mp           metric.MeterProvider // WithMeterProvider
+	mpSet        bool
+	tenantLabels bool            // WithTenantLabels
+	noTel        bool            // withoutTelemetry
+	tel          *envInstruments // nil: not counted
 }
 
 // DefaultSuite is the suite Seal writes unless WithSealSuite says
@@ -117,6 +125,7 @@ func New(keys KeySource, opts ...Option) *Envelope {
 	for _, o := range opts {
 		o(e)
 	}
+	e.initTelemetry()
 	return e
 }
 
@@ -182,6 +191,12 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // New values use suite 0x03 (SuiteRandomizedDerivedWrap). If the primary
 // KEK is destroyed while Seal runs, Seal fails with ErrKeyDestroyed.
 func (e *Envelope) Seal(ctx context.Context, b Binding, plaintext []byte) ([]byte, error) {
+	out, err := e.sealPrimary(ctx, b, plaintext)
+	e.count(ctx, false, b.Class, b.Tenant, kindRandom, err)
+	return out, err
+}
+
+func (e *Envelope) sealPrimary(ctx context.Context, b Binding, plaintext []byte) ([]byte, error) {
 	fail := func(ref *KEKRef, err error) ([]byte, error) {
 		return nil, &Error{Op: "seal", Binding: b, KEK: ref, Err: err}
 	}
@@ -282,28 +297,29 @@ func parse(ct []byte) (parsed, error) {
 // for b. It asks the key source for exactly one key: the version the header
 // names, in b's tenant scope.
 func (e *Envelope) Open(ctx context.Context, b Binding, ciphertext []byte) ([]byte, error) {
-	pt, kek, err := e.open(ctx, b, ciphertext)
+	pt, kek, kind, err := e.open(ctx, b, ciphertext)
 	if kek != nil {
 		kek.release()
 	}
+	e.count(ctx, true, b.Class, b.Tenant, kind, err)
 	return pt, err
 }
 
 // open is Open, except that it returns the KEK it took a reference to
 // (whether or not it succeeded) for the caller to release: Reencrypt holds
 // it until its new seal is done.
-func (e *Envelope) open(ctx context.Context, b Binding, ciphertext []byte) (_ []byte, held *KEK, _ error) {
+func (e *Envelope) open(ctx context.Context, b Binding, ciphertext []byte) (_ []byte, held *KEK, kind int, _ error) {
 	var (
 		ref     KEKRef
 		haveRef bool
 	)
-	fail := func(err error) ([]byte, *KEK, error) {
+	fail := func(err error) ([]byte, *KEK, int, error) {
 		fe := &Error{Op: "open", Binding: b, Err: err}
 		if haveRef {
 			r := ref
 			fe.KEK = &r
 		}
-		return nil, held, fe
+		return nil, held, kind, fe
 	}
 	if err := b.validate(); err != nil {
 		return fail(err)
@@ -313,6 +329,9 @@ func (e *Envelope) open(ctx context.Context, b Binding, ciphertext []byte) (_ []
 		return fail(err)
 	}
 	ref, haveRef = KEKRef{Class: p.h.Class, Tenant: b.Tenant, Version: p.h.KEKVersion}, true
+	if p.h.Suite == SuiteDeterministic {
+		kind = kindDeterministic
+	}
 	if p.h.Class != b.Class {
 		return fail(fmt.Errorf("%w: ciphertext is of class %s, expected %s", ErrAuthentication, p.h.Class, b.Class))
 	}
@@ -339,7 +358,7 @@ func (e *Envelope) open(ctx context.Context, b Binding, ciphertext []byte) (_ []
 	if err != nil {
 		return fail(err)
 	}
-	return pt, held, nil
+	return pt, held, kind, nil
 }
 
 // openRandomized opens a value of a randomized suite under kek, which the
@@ -488,10 +507,11 @@ func (e *Envelope) ReencryptWith(ctx context.Context, b Binding, ciphertext []by
 	if err != nil {
 		return nil, &Error{Op: "reencrypt", Binding: b, Err: err}
 	}
-	pt, src, err := e.open(ctx, b, ciphertext)
+	pt, src, kind, err := e.open(ctx, b, ciphertext)
 	if src != nil {
 		defer src.release()
 	}
+	e.count(ctx, true, b.Class, b.Tenant, kind, err)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/metric"
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
@@ -128,6 +129,25 @@ type Plugin struct {
 	analysisCount atomic.Int64
 	// fake serves decrypted result rows (rows.go).
 	fake *sql.DB
+	// envOpts configure the envelope (WithMeterProvider, WithTenantLabels).
+	envOpts []envelope.Option
+}
+
+// WithMeterProvider makes the plugin count the seals and opens of its
+// envelope (fieldcrypt.seal, fieldcrypt.open; docs/operations.md, "Metrics
+// and traces") with mp instead of the global provider
+// (otel.GetMeterProvider, which does nothing unless the application
+// installs one). The keyring's metrics are the keyring's options
+// (keyring.WithMeterProvider).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(p *Plugin) { p.envOpts = append(p.envOpts, envelope.WithMeterProvider(mp)) }
+}
+
+// WithTenantLabels adds the tenant to the seal and open counters (off by
+// default: each tenant is a new series, and tenant names may be
+// sensitive). Values and row keys are never labels.
+func WithTenantLabels() Option {
+	return func(p *Plugin) { p.envOpts = append(p.envOpts, envelope.WithTenantLabels()) }
 }
 
 // ErrNoKeySource is returned by db.Use(gormcrypt.New(keys)) when keys is
@@ -142,10 +162,11 @@ type Option func(*Plugin)
 // application, envelopetest.New() in tests). Register it with db.Use,
 // which fails with ErrNoKeySource when keys is nil.
 func New(keys envelope.KeySource, opts ...Option) *Plugin {
-	p := &Plugin{env: envelope.New(keys), keys: keys, fake: sql.OpenDB(fakeConnector{})}
+	p := &Plugin{keys: keys, fake: sql.OpenDB(fakeConnector{})}
 	for _, o := range opts {
 		o(p)
 	}
+	p.env = envelope.New(keys, p.envOpts...)
 	return p
 }
 

@@ -48,6 +48,13 @@ func BenchmarkLookup(b *testing.B) {
 			}
 		}
 	})
+	// What counting a cache hit adds to each lookup with the global no-op
+	// provider (docs/performance.md, "Telemetry cost").
+	b.Run("cache-count", func(b *testing.B) {
+		for b.Loop() {
+			kr.tel.cacheResult(ctx, scope, cacheHit)
+		}
+	})
 }
 
 // BenchmarkTenantCreation measures provisioning tenants, per tenant (one

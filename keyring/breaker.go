@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fieldcrypt/fieldcrypt/internal/telemetry"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
@@ -48,6 +51,9 @@ type guardedKey struct {
 	wait  time.Duration // before the next probe
 	probe func(context.Context) error
 	gen   uint64 // openings, so that one probe loop runs per opening
+	// counted says the breaker is counted in fieldcrypt.kms.breaker.open
+	// (from its opening to its closing, or to the keyring's Close).
+	counted bool
 }
 
 func (k *Keyring) guard(mk kms.MasterKey) *guardedKey {
@@ -62,7 +68,9 @@ func (g *guardedKey) Wrap(ctx context.Context, key []byte, ec kms.EncryptionCont
 		return nil, err
 	}
 	g.k.stats.kmsWrap.Add(1)
+	ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpWrap)
 	out, err := g.mk.Wrap(ctx, key, ec)
+	end(err)
 	g.observe(err, func() func(context.Context) error { return g.wrapProbe(len(key), ec) })
 	return out, err
 }
@@ -73,7 +81,9 @@ func (g *guardedKey) Unwrap(ctx context.Context, wrapped []byte, ec kms.Encrypti
 		return nil, err
 	}
 	g.k.stats.kmsUnwrap.Add(1)
+	ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpUnwrap)
 	out, err := g.mk.Unwrap(ctx, wrapped, ec)
+	end(err)
 	g.observe(err, func() func(context.Context) error { return g.unwrapProbe(wrapped, ec) })
 	return out, err
 }
@@ -89,7 +99,9 @@ func (g *guardedKey) wrapProbe(n int, ec kms.EncryptionContext) func(context.Con
 			return err
 		}
 		g.k.stats.kmsWrap.Add(1)
+		ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpWrap)
 		_, err := g.mk.Wrap(ctx, key, ec)
+		end(err)
 		return err
 	}
 }
@@ -99,7 +111,9 @@ func (g *guardedKey) unwrapProbe(wrapped []byte, ec kms.EncryptionContext) func(
 	wrapped, ec = slices.Clone(wrapped), maps.Clone(ec)
 	return func(ctx context.Context) error {
 		g.k.stats.kmsUnwrap.Add(1)
+		ctx, end := g.k.tel.kms.Start(ctx, g.uri, telemetry.OpUnwrap)
 		raw, err := g.mk.Unwrap(ctx, wrapped, ec)
+		end(err)
 		clear(raw)
 		return err
 	}
@@ -113,6 +127,7 @@ func (g *guardedKey) admit(op string) error {
 		return nil
 	}
 	g.k.stats.rejected.Add(1)
+	g.k.tel.rejected.Add(context.Background(), 1, metric.WithAttributes(telemetry.KeyBackend.String(telemetry.Backend(g.uri)), telemetry.KeyOp.String(op)))
 	return &kms.Error{Op: op, URI: g.uri, Err: fmt.Errorf("%w: %w: the KMS has not answered since %s (%s); next probe within %v",
 		kms.ErrUnavailable, ErrCircuitOpen, g.since.UTC().Format(time.RFC3339Nano), g.cause, g.wait)}
 }
@@ -146,7 +161,9 @@ func (g *guardedKey) trip(err error, probe func() func(context.Context) error) {
 	g.open, g.since, g.cause, g.wait, g.probe = true, time.Now(), err.Error(), g.k.probeAfter, probe()
 	g.gen++
 	gen := g.gen
+	g.counted = true
 	g.mu.Unlock()
+	g.k.tel.breaker(g.uri, true, true)
 	if !g.k.spawnProber(func() { g.run(gen) }) {
 		g.reset() // closed keyring: nothing to probe for
 	}
@@ -156,14 +173,26 @@ func (g *guardedKey) trip(err error, probe func() func(context.Context) error) {
 // (WithFailureBackoff) are forgotten, so lookups retry at once.
 func (g *guardedKey) reset() {
 	g.mu.Lock()
-	was := g.open
-	g.open, g.probe = false, nil
+	was, counted := g.open, g.counted
+	g.open, g.probe, g.counted = false, nil, false
 	g.mu.Unlock()
 	if was {
+		g.k.tel.breaker(g.uri, false, counted)
 		g.k.mu.Lock()
 		clear(g.k.fails)
 		clear(g.k.scopeFails)
 		g.k.mu.Unlock()
+	}
+}
+
+// uncount stops counting the breaker as open (the keyring closes).
+func (g *guardedKey) uncount() {
+	g.mu.Lock()
+	counted := g.counted
+	g.counted = false
+	g.mu.Unlock()
+	if counted {
+		g.k.tel.breakerOpen.Add(context.Background(), -1, metric.WithAttributes(telemetry.KeyBackend.String(telemetry.Backend(g.uri))))
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 )
 
@@ -184,10 +186,12 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 		age := time.Duration(now.UnixNano() - verified)
 		if age < k.ttl {
 			k.stats.hits.Add(1)
+			k.tel.cacheResult(ctx, ref.Scope(), cacheHit)
 			return e.kek, nil
 		}
 		if age < k.maxAge {
 			k.stats.stale.Add(1)
+			k.tel.cacheResult(ctx, ref.Scope(), cacheStale)
 			if e.parent != nil {
 				k.refreshClassKeyAsync(ref.Class, e.parent, now)
 			} else {
@@ -197,12 +201,21 @@ func (k *Keyring) getKEK(ctx context.Context, ref envelope.KEKRef, rec *Record) 
 		}
 	}
 	k.stats.misses.Add(1)
+	k.tel.cacheResult(ctx, ref.Scope(), cacheMiss)
 	if err := recentFailure(k, k.fails, ref, now); err != nil {
 		return nil, err
 	}
 	v, err := k.shared(ctx, "kek:"+ref.String(),
 		func(err error) error { return keyErr("lookup", ref, "", "", envelope.ErrKeyUnavailable, err) },
-		func(ctx context.Context) (any, error) { return k.loadKEK(ctx, ref, rec) })
+		func(ctx context.Context) (any, error) {
+			ctx, span := k.tel.span(ctx, "fieldcrypt.kek.load", ref.Scope())
+			defer span.End()
+			v, err := k.loadKEK(ctx, ref, rec)
+			if err != nil {
+				span.SetStatus(codes.Error, "load failed")
+			}
+			return v, err
+		})
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +333,7 @@ func (k *Keyring) sweepLocked(now time.Time) {
 // answer it is evicted. The cached *KEK object is kept on success: the
 // key bytes of a version never change.
 func (k *Keyring) refreshKEKAsync(ref envelope.KEKRef, e *kekEntry, now time.Time) {
-	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
+	k.refreshAsync(&e.refresher, ref.Scope(), now, func(ctx context.Context) time.Time {
 		retry := k.now().Add(k.retry)
 		k.mu.RLock()
 		se := k.scopes[ref.Scope()]

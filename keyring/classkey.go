@@ -269,7 +269,7 @@ func (k *Keyring) retireClassKeyLocked(c envelope.Class, e *classKeyEntry, revok
 // key no longer trusted) the entry is dropped, with the tenant KEKs
 // unwrapped through it.
 func (k *Keyring) refreshClassKeyAsync(c envelope.Class, e *classKeyEntry, now time.Time) {
-	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
+	k.refreshAsync(&e.refresher, envelope.Scope{Class: c}, now, func(ctx context.Context) time.Time {
 		src := e.source()
 		raw, err := k.unwrapClassKey(ctx, c, &src)
 		if err != nil {

@@ -206,4 +206,16 @@
 // KMS key policies (docs/operations.md has matching ones): an encrypt-only
 // process still unwraps the primary KEK (it seals with it), so only the
 // keyring, not the KMS, can tell sealing from opening.
+//
+// # Metrics and traces
+//
+// The keyring reports through OpenTelemetry: KMS calls by backend,
+// operation and outcome with their latency (fieldcrypt.kms.calls,
+// fieldcrypt.kms.duration), KEK cache hits, misses, stale serves and
+// refreshes (fieldcrypt.kek.cache), circuit breakers, and spans around KMS
+// calls and KEK loads and refreshes. It uses the global providers unless
+// given WithMeterProvider / WithTracerProvider; they do nothing until the
+// application installs one. Labels never carry a key, a URI or (without
+// WithTenantLabels) a tenant. Stats keeps counting without OpenTelemetry.
+// docs/operations.md lists the metrics and the alerts to set.
 package keyring

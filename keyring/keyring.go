@@ -11,11 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/internal/hooks"
+	"github.com/fieldcrypt/fieldcrypt/internal/telemetry"
 	"github.com/fieldcrypt/fieldcrypt/keyring/kms"
 )
 
@@ -89,7 +91,10 @@ type Keyring struct {
 	closed  atomic.Bool
 	stats   counters
 	audit   audit.Sink
-	onZero  func(*envelope.KEK) // test hook
+
+	telSettings telemetry.Settings  // WithMeterProvider, WithTracerProvider, WithTenantLabels
+	tel         *keyringTelemetry   // instruments, created in New
+	onZero      func(*envelope.KEK) // test hook
 }
 
 type kekEntry struct {
@@ -115,7 +120,7 @@ type refresher struct {
 // one is running for the entry already or the last one failed too
 // recently. refresh returns when to try again after a failure (zero after
 // a success).
-func (k *Keyring) refreshAsync(r *refresher, now time.Time, refresh func(ctx context.Context) (retryAt time.Time)) {
+func (k *Keyring) refreshAsync(r *refresher, s envelope.Scope, now time.Time, refresh func(ctx context.Context) (retryAt time.Time)) {
 	if now.UnixNano() < r.nextAttempt.Load() || !r.refreshing.CompareAndSwap(false, true) {
 		return
 	}
@@ -124,11 +129,17 @@ func (k *Keyring) refreshAsync(r *refresher, now time.Time, refresh func(ctx con
 		ctx, cancel := k.background()
 		defer cancel()
 		k.stats.refreshes.Add(1)
+		ctx, span := k.tel.span(ctx, "fieldcrypt.kek.refresh", s)
+		defer span.End()
 		var next int64
+		result := cacheRefresh
 		if at := refresh(ctx); !at.IsZero() {
 			k.stats.refreshErrors.Add(1)
 			next = at.UnixNano()
+			result = cacheRefreshFailed
+			span.SetStatus(codes.Error, "refresh failed")
 		}
+		k.tel.cacheResult(ctx, s, result)
 		r.nextAttempt.Store(next)
 	}) {
 		r.refreshing.Store(false)
@@ -266,6 +277,7 @@ func New(cfg Config, store Store, opts ...Option) (*Keyring, error) {
 	for _, o := range opts {
 		o(k)
 	}
+	k.tel = newKeyringTelemetry(k.telSettings)
 	var ok bool
 	if k.uris, ok = k.opener.(kms.URIValidator); !ok {
 		k.uris = kms.DefaultRegistry

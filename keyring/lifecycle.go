@@ -164,6 +164,7 @@ func (k *Keyring) closeMasterKeys() error {
 	var errs []error
 	for uri, g := range k.mks {
 		delete(k.mks, uri)
+		g.uncount() // a closed keyring's breakers are no longer open ones
 		if c, ok := g.mk.(io.Closer); ok && k.ownKeys {
 			if err := c.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("keyring: close master key %s: %w", uri, err))

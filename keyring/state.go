@@ -73,6 +73,7 @@ func (k *Keyring) getScope(ctx context.Context, scope envelope.Scope, minVersion
 		}
 		if age < maxStateAge {
 			k.stats.stale.Add(1)
+			k.tel.cacheResult(ctx, scope, cacheStale)
 			k.refreshScopeAsync(scope, e, now)
 			return e.st, nil
 		}
@@ -165,7 +166,7 @@ func (k *Keyring) setScope(scope envelope.Scope, st *ScopeState, fetched time.Ti
 // background. A failed read is retried after half a StateRefresh; the
 // entry stops being served at MaxStateAge either way.
 func (k *Keyring) refreshScopeAsync(scope envelope.Scope, e *scopeEntry, now time.Time) {
-	k.refreshAsync(&e.refresher, now, func(ctx context.Context) time.Time {
+	k.refreshAsync(&e.refresher, scope, now, func(ctx context.Context) time.Time {
 		if _, err := k.loadScope(ctx, "refresh", scope); err != nil {
 			return k.now().Add(k.refresh / 2)
 		}

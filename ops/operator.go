@@ -27,6 +27,8 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
@@ -59,6 +61,9 @@ type Operator struct {
 	// Now is the clock decisions are made with (when a demoted version may
 	// be destroyed); time.Now by default.
 	Now func() time.Time
+	// MeterProvider and TracerProvider are Options' (nil: the global ones).
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
 
 	closers []func()
 }
@@ -74,6 +79,13 @@ type Options struct {
 	Now func() time.Time
 	// KeyringOptions are passed to keyring.New after the operator's own.
 	KeyringOptions []keyring.Option
+	// MeterProvider and TracerProvider receive the metrics and traces of
+	// the keyring and of every operation (docs/operations.md, "Metrics
+	// and traces"): a MetricsServer's provider, for example. nil means
+	// the global providers (otel.GetMeterProvider, which do nothing unless
+	// the application installs one).
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
 }
 
 // Open connects to the configured database and opens its keyring. Without
@@ -87,7 +99,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Operator, err
 	if err != nil {
 		return nil, err
 	}
-	o := &Operator{Config: cfg, Audit: opts.Audit, Now: opts.Now}
+	o := &Operator{Config: cfg, Audit: opts.Audit, Now: opts.Now, MeterProvider: opts.MeterProvider, TracerProvider: opts.TracerProvider}
 	if o.Audit == nil {
 		o.Audit = audit.Discard
 	}
@@ -128,6 +140,12 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Operator, err
 	kopts := []keyring.Option{keyring.WithOpener(cfg.Registry()), keyring.WithAudit(o.Audit)}
 	if opts.Now != nil { // tests: the keyring decides on the caller's clock
 		kopts = append(kopts, hooks.KeyringClock(opts.Now).(keyring.Option))
+	}
+	if opts.MeterProvider != nil {
+		kopts = append(kopts, keyring.WithMeterProvider(opts.MeterProvider))
+	}
+	if opts.TracerProvider != nil {
+		kopts = append(kopts, keyring.WithTracerProvider(opts.TracerProvider))
 	}
 	kopts = append(kopts, opts.KeyringOptions...)
 	if o.Keyring, err = keyring.New(kc, store, kopts...); err != nil {
@@ -201,4 +219,14 @@ func (o *Operator) InUseUntil(ctx context.Context, ref envelope.KEKRef) string {
 		}
 	}
 	return ""
+}
+
+// Envelope returns an envelope over the operator's keyring that counts its
+// seals and opens with the operator's MeterProvider.
+func (o *Operator) Envelope() *envelope.Envelope {
+	var eopts []envelope.Option
+	if o.MeterProvider != nil {
+		eopts = append(eopts, envelope.WithMeterProvider(o.MeterProvider))
+	}
+	return envelope.New(o.Keyring, eopts...)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/fieldcrypt/fieldcrypt/config"
-	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/fielderr"
 	"github.com/fieldcrypt/fieldcrypt/reencrypt"
 )
@@ -95,13 +94,19 @@ func (o *Operator) Reencrypt(ctx context.Context, cols []config.Column, opts Ree
 	if sqlDB, err := o.DB.DB(); err == nil {
 		sqlDB.SetMaxIdleConns(reencrypt.PoolSize(opts.Workers)) // the operator's own pool
 	}
-	env := envelope.New(o.Keyring)
+	env := o.Envelope()
 	res := &ReencryptResult{Mode: opts.Mode.String(), DryRun: opts.DryRun, Columns: []ColumnResult{}}
 	var firstErr, sample error
 	integrity := false
 	for _, col := range cols {
 		eo := opts.Options
 		eo.Audit = o.Audit
+		if eo.MeterProvider == nil {
+			eo.MeterProvider = o.MeterProvider
+		}
+		if eo.TracerProvider == nil {
+			eo.TracerProvider = o.TracerProvider
+		}
 		if opts.ColumnProgress != nil {
 			eo.Progress = func(p reencrypt.Progress) { opts.ColumnProgress(col, p) }
 		}

@@ -42,4 +42,8 @@
 //
 // Errors and log records name tables, columns, row ids and key versions,
 // never values or keys. See docs/reencrypt.md for the operational guide.
+//
+// Options.MeterProvider and Options.TracerProvider (default: the global
+// ones) receive rows by outcome, chunks, chunk durations and lease
+// takeovers (fieldcrypt.reencrypt.*), and a span per run and per chunk.
 package reencrypt

@@ -13,12 +13,16 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/fielderr"
 	"github.com/fieldcrypt/fieldcrypt/internal/dbsql"
+	"github.com/fieldcrypt/fieldcrypt/internal/telemetry"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them (or an
@@ -198,6 +202,17 @@ type Options struct {
 	// minute), .finished, and decrypt.failed for rows whose values failed
 	// authentication or are malformed (up to 100 a run).
 	Audit audit.Sink
+
+	// MeterProvider receives the run's metrics (fieldcrypt.reencrypt.rows,
+	// .chunks, .chunk.duration, .lease.takeovers: docs/operations.md,
+	// "Metrics and traces"); nil means the global provider
+	// (otel.GetMeterProvider, which does nothing unless the application
+	// installs one). The seals and opens are the envelope's, the KMS calls
+	// the keyring's: give them the same provider with their own options.
+	MeterProvider metric.MeterProvider
+	// TracerProvider traces the run and each chunk (not each row); nil
+	// means the global provider.
+	TracerProvider trace.TracerProvider
 
 	// transform replaces the crypto step (benchmark baseline only).
 	transform func(v []byte) []byte
@@ -461,6 +476,9 @@ func Run(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column, o
 		opts.JobID = defaultJobID(col, opts.Mode)
 	}
 	opts.Progress = rec.progress(ctx, opts.Progress)
+	ctx, span := telemetry.Settings{TracerProvider: opts.TracerProvider}.Tracer().Start(ctx, "fieldcrypt.reencrypt.run",
+		trace.WithAttributes(telemetry.KeyMode.String(opts.Mode.String()), telemetry.KeyClass.String(telemetry.ClassLabel(uint8(col.Class)))))
+	defer span.End()
 	r, err := newRunner(ctx, db, env, col, opts)
 	if err != nil {
 		rec.finished(ctx, Summary{JobID: opts.JobID, Mode: opts.Mode, DryRun: opts.DryRun}, err)
@@ -468,5 +486,8 @@ func Run(ctx context.Context, db *gorm.DB, env *envelope.Envelope, col Column, o
 	}
 	sum, err := r.run(ctx, explicitID)
 	rec.finished(ctx, sum, err)
+	if err != nil {
+		span.SetStatus(codes.Error, "run failed")
+	}
 	return sum, err
 }

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/telemetry/telemetrytest"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
 )
 
@@ -496,7 +497,8 @@ func TestExpiredLeaseTakenOver(t *testing.T) {
 		createTable(t, db, col.Table, false)
 		seed(t, db, env, col, 400, func(int64) string { return "ct" })
 		v2 := keys.Rotate(scope)
-		opts := Options{JobID: "takeover", BatchSize: 25, ChunkSize: 100, LeaseTTL: 1500 * time.Millisecond}
+		m := telemetrytest.New(t)
+		opts := Options{JobID: "takeover", BatchSize: 25, ChunkSize: 100, LeaseTTL: 1500 * time.Millisecond, MeterProvider: m}
 		r := planJob(t, db, env, col, opts)
 		// A dead process holds chunk 1 (ids 101..200): it had done up to
 		// id 150 (checkpointed) and its lease runs another second.
@@ -511,6 +513,9 @@ func TestExpiredLeaseTakenOver(t *testing.T) {
 		assert.Equal(t, 1, sum.ChunksTakenOver)
 		assert.True(t, sum.JobFinished)
 		assert.Equal(t, int64(350), sum.Changed, "rows 101..150 were the dead owner's, behind its checkpoint")
+		assert.Equal(t, int64(1), m.Sum(t, "fieldcrypt.reencrypt.lease.takeovers", map[string]string{"mode": "rewrap"}))
+		assert.Equal(t, int64(350), m.Sum(t, "fieldcrypt.reencrypt.rows", map[string]string{"mode": "rewrap", "outcome": "changed"}))
+		assert.Equal(t, int64(sum.ChunksDone), m.Sum(t, "fieldcrypt.reencrypt.chunks", map[string]string{"outcome": "done"}))
 		for id, v := range values(t, db, col) {
 			_, h := openValue(t, env, col, id, v)
 			if id >= 101 && id <= 150 {

@@ -42,6 +42,7 @@ type runner struct {
 	baseDone int64
 	chunks   int
 	progMu   sync.Mutex
+	tel      *runTelemetry
 }
 
 func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Column, opts Options) (*runner, error) {
@@ -58,7 +59,7 @@ func newRunner(ctx context.Context, gdb *gorm.DB, env *envelope.Envelope, col Co
 	}
 	// The caller's pool is used as it is (see PoolSize): library code
 	// never changes a caller's connection pool.
-	r := &runner{db: sqlDB, d: d, t: dbsql.NewTable(d, col.Table, pkColumns(col.PK)), env: env, col: col, opts: opts}
+	r := &runner{db: sqlDB, d: d, t: dbsql.NewTable(d, col.Table, pkColumns(col.PK)), env: env, col: col, opts: opts, tel: newRunTelemetry(opts)}
 	r.readIndexes = r.writesIndexes() || opts.JobID == censusJob
 	if opts.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(opts.RateLimit), opts.BatchSize)
@@ -447,15 +448,19 @@ func (r *runner) worker(ctx context.Context) error {
 			r.sum.ChunksTakenOver++
 			r.mu.Unlock()
 		}
-		err = r.processChunk(ctx, c)
+		cctx, endChunk := r.tel.chunk(ctx, c.no, c.takeover)
+		err = r.processChunk(cctx, c)
 		switch {
 		case err == nil:
+			endChunk("done")
 			r.mu.Lock()
 			r.sum.ChunksDone++
 			r.mu.Unlock()
 		case errors.Is(err, errLeaseLost):
+			endChunk("lease_lost")
 			r.opts.Logger.WarnContext(ctx, "reencrypt: lost the lease of a chunk; another process continues it", "job", r.opts.JobID, "chunk", c.no)
 		default:
+			endChunk("failed")
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			r.release(rctx, c)
 			cancel()
@@ -719,6 +724,7 @@ func (r *runner) swapEach(ctx context.Context, tx querier, ups []update, d *coun
 }
 
 func (r *runner) account(d *counts) {
+	r.tel.countRows(context.Background(), d)
 	r.mu.Lock()
 	s := &r.sum
 	s.Scanned += d.scanned

@@ -122,6 +122,7 @@ type app struct {
 	dsn     config.DSN
 	op      *ops.Operator
 	sink    audit.Sink
+	metrics *ops.MetricsServer // --metrics-addr
 	closers []func()
 }
 
@@ -198,7 +199,7 @@ func (a *app) operator(ctx context.Context, migrate bool) (*ops.Operator, error)
 	if err != nil {
 		return nil, err
 	}
-	op, err := ops.Open(ctx, cfg, ops.Options{Migrate: migrate, Audit: a.auditSink(), Now: a.io.Now})
+	op, err := ops.Open(ctx, cfg, ops.Options{Migrate: migrate, Audit: a.auditSink(), Now: a.io.Now, MeterProvider: a.meterProvider()})
 	if err != nil {
 		return nil, err
 	}

@@ -108,7 +108,7 @@ key is unavailable or not trusted.`,
 
 func (a *app) backupEncryptCmd() *cobra.Command {
 	var s streamFlags
-	var class, name string
+	var class, name, metricsAddr string
 	var segment int
 	cmd := &cobra.Command{
 		Use:   "encrypt [FILE]",
@@ -119,6 +119,10 @@ func (a *app) backupEncryptCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			cfg, err := a.config(true)
+			if err != nil {
+				return err
+			}
+			mp, err := a.serveMetrics(ctx, metricsAddr)
 			if err != nil {
 				return err
 			}
@@ -150,7 +154,7 @@ func (a *app) backupEncryptCmd() *cobra.Command {
 			defer closeIn()
 			p := a.newProgress(a.progressMode(false), "encrypt", size, true)
 			start := time.Now()
-			opts := backup.EncryptOptions{Class: c, Name: name, SegmentSize: segment, Workers: s.workers, Audit: a.auditSink(),
+			opts := backup.EncryptOptions{Class: c, Name: name, SegmentSize: segment, Workers: s.workers, Audit: a.auditSink(), MeterProvider: mp,
 				Progress: func(pr backup.Progress) { p.Set(pr.PlaintextBytes, nil) }}
 			var res *backup.Result
 			if toStdout := s.out == "" || s.out == "-"; toStdout {
@@ -169,6 +173,7 @@ func (a *app) backupEncryptCmd() *cobra.Command {
 	cmd.Flags().StringVar(&class, "class", "", "classification of the data (required); its master key protects the backup")
 	cmd.Flags().StringVar(&name, "name", "", "label stored in the header and the KMS encryption context (not secret)")
 	cmd.Flags().IntVar(&segment, "segment-size", 0, "plaintext bytes per segment (default 1 MiB)")
+	addMetricsFlag(cmd, &metricsAddr)
 	return cmd
 }
 
@@ -190,7 +195,7 @@ func (a *app) emitResult(dataOnStdout bool, r backupResult) error {
 
 func (a *app) backupDecryptCmd(op string) *cobra.Command {
 	var s streamFlags
-	var class string
+	var class, metricsAddr string
 	var keys []string
 	short := "Decrypt a backup, authenticating every segment"
 	example := `  fieldcrypt backup decrypt --in mydb.dump.fcb | psql mydb
@@ -221,7 +226,11 @@ written atomically and only appears when everything authenticated.`}[op == "decr
 			if err != nil {
 				return err
 			}
-			opts := backup.DecryptOptions{Workers: s.workers, KeyURIs: slices.Clone(keys), Audit: a.auditSink()}
+			mp, err := a.serveMetrics(ctx, metricsAddr)
+			if err != nil {
+				return err
+			}
+			opts := backup.DecryptOptions{Workers: s.workers, KeyURIs: slices.Clone(keys), Audit: a.auditSink(), MeterProvider: mp}
 			for _, c := range cfg.EncryptedClasses() {
 				opts.KeyURIs = append(opts.KeyURIs, cfg.Classes[c.String()].MasterKey)
 			}
@@ -272,6 +281,7 @@ written atomically and only appears when everything authenticated.`}[op == "decr
 	}
 	s.add(cmd, op == "decrypt")
 	cmd.Flags().StringVar(&class, "class", "", "require the backup to be of this class")
+	addMetricsFlag(cmd, &metricsAddr)
 	cmd.Flags().StringArrayVar(&keys, "key", nil, "also trust this master key URI (repeatable), e.g. a class's previous master key")
 	return cmd
 }

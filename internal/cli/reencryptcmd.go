@@ -25,6 +25,7 @@ func (a *app) reencryptCmd(existing bool) *cobra.Command {
 		rateLimit         float64
 		jobID             string
 		lease             time.Duration
+		metricsAddr       string
 	)
 	name, short, long, example := "reencrypt", "Move encrypted values to the current keys (rewrap by default; --full re-encrypts)", `reencrypt moves the values of configured columns to the current primary KEK.
 
@@ -61,6 +62,9 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if _, err := a.serveMetrics(ctx, metricsAddr); err != nil {
+				return err
+			}
 			op, err := a.operator(ctx, false)
 			if err != nil {
 				return err
@@ -163,6 +167,7 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 	f.IntVar(&chunk, "chunk-size", 0, "rows per leased chunk, fixed when a job is planned (default 10000)")
 	f.Float64Var(&rateLimit, "rate-limit", 0, "rows per second for this process (0: unlimited)")
 	f.StringVar(&jobID, "job-id", "", "job id: processes with the same id share the work; a rerun resumes it (default MODE:TABLE.COLUMN); names one job: give exactly one --column with it")
+	addMetricsFlag(cmd, &metricsAddr)
 	f.DurationVar(&lease, "lease", reencrypt.DefaultLeaseTTL, "how long a worker holds a chunk without a heartbeat (heartbeats renew it every third of it): a stopped worker's chunks are taken over after it")
 	if !existing {
 		cmd.AddCommand(a.reencryptStatusCmd(), a.reencryptPruneCmd())
