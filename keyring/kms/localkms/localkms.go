@@ -248,8 +248,13 @@ func parseKeyFile(data []byte) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("not a fieldcrypt local master key file (want first line %q + base64 key)", FilePrefix)
 	}
-	line = bytes.TrimSuffix(line, []byte("\n"))
-	line = bytes.TrimSuffix(line, []byte("\r"))
+	// One line, as Create writes it, with an optional "\n" or "\r\n"
+	// ending: nothing else (a bare "\r" is not a line ending).
+	if l, ok := bytes.CutSuffix(line, []byte("\r\n")); ok {
+		line = l
+	} else {
+		line = bytes.TrimSuffix(line, []byte("\n"))
+	}
 	if bytes.ContainsAny(line, "\r\n") { // base64 decoding would skip them
 		return nil, errors.New("key file has more than one line")
 	}
