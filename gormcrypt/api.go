@@ -2,6 +2,7 @@ package gormcrypt
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 
 	"gorm.io/gorm"
@@ -14,11 +15,7 @@ import (
 // prepares the model (see AutoMigrate). The plugin must be registered on
 // db. A model without fieldcrypt tags has no fields.
 func Fields(db *gorm.DB, model interface{}) ([]Field, error) {
-	p, err := pluginOf(db)
-	if err != nil {
-		return nil, err
-	}
-	pl, err := p.prepareModel(db, model)
+	_, pl, err := modelPlan(db, model)
 	if err != nil {
 		return nil, err
 	}
@@ -71,3 +68,29 @@ func CountPlaintext(ctx context.Context, db *gorm.DB, model interface{}) (map[st
 }
 
 func quoteKey(s string) string { return strconv.Quote(s) }
+
+// modelPlan returns the plugin registered on db and model's prepared plan.
+func modelPlan(db *gorm.DB, model any) (*Plugin, *plan, error) {
+	p, err := pluginOf(db)
+	if err != nil {
+		return nil, nil, err
+	}
+	pl, err := p.prepareModel(db, model)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, pl, nil
+}
+
+// keyedPlan is modelPlan for what needs a primary key (what names the
+// operation in the error).
+func keyedPlan(db *gorm.DB, model any, what string) (*Plugin, *plan, error) {
+	p, pl, err := modelPlan(db, model)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(pl.pks) == 0 {
+		return nil, nil, fmt.Errorf("%w: %s needs a primary key (%s has none)", ErrUnsupportedPath, what, pl.s.Name)
+	}
+	return p, pl, nil
+}

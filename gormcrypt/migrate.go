@@ -21,16 +21,9 @@ import (
 // (WithTenant); set Column.TenantColumn yourself when a column of the
 // table holds each row's tenant.
 func MigrationColumns(ctx context.Context, db *gorm.DB, model any) ([]reencrypt.Column, error) {
-	p, err := pluginOf(db)
+	_, pl, err := keyedPlan(db, model, "a migration")
 	if err != nil {
 		return nil, err
-	}
-	pl, err := p.prepareModel(db, model)
-	if err != nil {
-		return nil, err
-	}
-	if len(pl.pks) == 0 {
-		return nil, fmt.Errorf("%w: a migration needs a primary key (%s has none)", ErrUnsupportedPath, pl.s.Name)
 	}
 	pk := make([]string, len(pl.pks))
 	for i, f := range pl.pks {
@@ -66,15 +59,11 @@ func MigrationColumns(ctx context.Context, db *gorm.DB, model any) ([]reencrypt.
 // It returns one Summary per column, in the model's field order, up to the
 // first column that failed.
 func EncryptExisting(ctx context.Context, db *gorm.DB, model any, opts reencrypt.Options) ([]reencrypt.Summary, error) {
-	p, err := pluginOf(db)
-	if err != nil {
-		return nil, err
-	}
 	cols, err := MigrationColumns(ctx, db, model)
 	if err != nil {
 		return nil, err
 	}
-	pl, err := p.prepareModel(db, model)
+	p, pl, err := modelPlan(db, model)
 	if err != nil {
 		return nil, err
 	}

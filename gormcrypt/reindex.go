@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 
 	"gorm.io/gorm"
 
@@ -48,16 +47,9 @@ type trustedKey struct{}
 // purpose: the class's access policy applies as to any read
 // (ErrPurposeRequired), and each decrypt is recorded as it says.
 func RebuildBlindIndexes(ctx context.Context, db *gorm.DB, model any, batchSize int) ([]RebuildResult, error) {
-	p, err := pluginOf(db)
+	p, pl, err := keyedPlan(db, model, "RebuildBlindIndexes")
 	if err != nil {
 		return nil, err
-	}
-	pl, err := p.prepareModel(db, model)
-	if err != nil {
-		return nil, err
-	}
-	if len(pl.pks) == 0 {
-		return nil, fmt.Errorf("%w: RebuildBlindIndexes needs a primary key (%s has none)", ErrUnsupportedPath, pl.s.Name)
 	}
 	if batchSize <= 0 {
 		batchSize = 500
