@@ -54,7 +54,9 @@ func MigrationColumns(ctx context.Context, db *gorm.DB, model any) ([]reencrypt.
 // with ":column" per column. It is online and resumable like the engine:
 // rerun it until it reports nothing changed, then drop `migrate` from the
 // tags. The tenant, purpose and actor come from ctx: the class's access
-// policy applies (values may be opened to index them).
+// policy applies (values may be opened to index them), and the run is
+// recorded in the plugin's audit sink (WithAudit) unless opts.Audit names
+// another.
 //
 // It returns one Summary per column, in the model's field order, up to the
 // first column that failed.
@@ -71,6 +73,13 @@ func EncryptExisting(ctx context.Context, db *gorm.DB, model any, opts reencrypt
 		return nil, err
 	}
 	opts.Mode = reencrypt.EncryptExisting
+	if opts.Audit == nil {
+		// The job is recorded where the plugin records reads
+		// (reencrypt.started, .finished, decrypt.failed), with ctx's
+		// actor and purpose: the values it opens to index them are
+		// accounted for by the job, not one record per value.
+		opts.Audit = p.audit
+	}
 	jobID := opts.JobID
 	out := make([]reencrypt.Summary, 0, len(cols))
 	for _, col := range cols {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
+	"github.com/fieldcrypt/fieldcrypt/audit"
 	"github.com/fieldcrypt/fieldcrypt/envelope/envelopetest"
 	"github.com/fieldcrypt/fieldcrypt/gormcrypt"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
@@ -61,7 +62,8 @@ func TestEncryptExistingSearchable(t *testing.T) {
 		require.NoError(t, legacy.CreateInBatches(&rows, 100).Error)
 
 		db := fresh(t, raw, nil)
-		require.NoError(t, db.Use(gormcrypt.New(envelopetest.New())))
+		sink := &audit.Memory{}
+		require.NoError(t, db.Use(gormcrypt.New(envelopetest.New(), gormcrypt.WithAudit(sink))))
 		require.NoError(t, gormcrypt.AutoMigrate(db, &Member{}))
 
 		var found []Member
@@ -85,6 +87,14 @@ func TestEncryptExistingSearchable(t *testing.T) {
 			assert.Equal(t, int64(n), s.Changed)
 			assert.Zero(t, s.Failed)
 		}
+		// The jobs are recorded in the plugin's audit sink.
+		finished := map[string]bool{}
+		for _, ev := range sink.Events() {
+			if ev.Type == audit.ReencryptFinished {
+				finished[ev.Column] = true
+			}
+		}
+		assert.Equal(t, map[string]bool{"ssn": true, "mrn": true, "age": true, "active": true, "joined": true}, finished)
 		counts, err := gormcrypt.CountPlaintext(ctx, db, &Member{})
 		require.NoError(t, err)
 		assert.Equal(t, map[string]int64{"ssn": 0, "mrn": 0, "age": 0, "active": 0, "joined": 0}, counts)
