@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fieldcrypt/fieldcrypt/envelope"
+	"github.com/fieldcrypt/fieldcrypt/internal/telemetry/telemetrytest"
 	"github.com/fieldcrypt/fieldcrypt/internal/testsvc"
 	"github.com/fieldcrypt/fieldcrypt/ops"
 	"github.com/fieldcrypt/fieldcrypt/reencrypt"
@@ -118,4 +119,46 @@ func TestServeMetrics(t *testing.T) {
 func TestServeMetricsBadAddr(t *testing.T) {
 	_, err := ops.ServeMetrics(context.Background(), "127.0.0.1:notaport")
 	require.ErrorIs(t, err, ops.ErrMetricsAddr)
+}
+
+// TestTenantLabels: the tenant is a label of the keyring's and the
+// envelope's metrics only when Options.TenantLabels turns it on
+// (fieldcrypt reencrypt --metrics-tenant-labels).
+func TestTenantLabels(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		t.Run(map[bool]string{false: "off", true: "on"}[on], func(t *testing.T) {
+			ctx := context.Background()
+			cfg := project(t, testsvc.SQLite)
+			cc := cfg.Classes["critical"]
+			cc.TenantScoped = true
+			cfg.Classes["critical"] = cc
+			m := telemetrytest.New(t)
+			op, err := ops.Open(ctx, cfg, ops.Options{Migrate: true, MeterProvider: m, TenantLabels: on})
+			require.NoError(t, err)
+			defer op.Close()
+			_, err = op.Setup(ctx)
+			require.NoError(t, err)
+			b := envelope.Binding{Class: envelope.Critical, Tenant: "acme-canary", Table: "customers", Column: "secret"}
+			env := op.Envelope()
+			ct, err := env.Seal(ctx, b, []byte("secret-value"))
+			require.NoError(t, err)
+			_, err = env.Open(ctx, b, ct)
+			require.NoError(t, err)
+
+			labelled := map[string]bool{}
+			for _, p := range m.Collect(t) {
+				if tenant, ok := p.Attrs["tenant"]; ok {
+					assert.Equal(t, "acme-canary", tenant, p.Metric)
+					labelled[p.Metric] = true
+				}
+			}
+			if !on {
+				assert.Empty(t, labelled)
+				return
+			}
+			for _, metric := range []string{"fieldcrypt.seal", "fieldcrypt.open", "fieldcrypt.kek.cache"} {
+				assert.True(t, labelled[metric], "%s has no tenant label: %v", metric, labelled)
+			}
+		})
+	}
 }

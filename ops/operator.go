@@ -61,9 +61,11 @@ type Operator struct {
 	// Now is the clock decisions are made with (when a demoted version may
 	// be destroyed); time.Now by default.
 	Now func() time.Time
-	// MeterProvider and TracerProvider are Options' (nil: the global ones).
+	// MeterProvider, TracerProvider and TenantLabels are Options' (nil:
+	// the global providers).
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
+	TenantLabels   bool
 
 	closers []func()
 }
@@ -86,6 +88,10 @@ type Options struct {
 	// the application installs one).
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
+	// TenantLabels adds the tenant to the keyring's and the envelope's
+	// metrics (keyring.WithTenantLabels, envelope.WithTenantLabels). Off
+	// by default: tenant names may be sensitive, and each is a series.
+	TenantLabels bool
 }
 
 // Open connects to the configured database and opens its keyring. Without
@@ -99,7 +105,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Operator, err
 	if err != nil {
 		return nil, err
 	}
-	o := &Operator{Config: cfg, Audit: opts.Audit, Now: opts.Now, MeterProvider: opts.MeterProvider, TracerProvider: opts.TracerProvider}
+	o := &Operator{Config: cfg, Audit: opts.Audit, Now: opts.Now, MeterProvider: opts.MeterProvider, TracerProvider: opts.TracerProvider, TenantLabels: opts.TenantLabels}
 	if o.Audit == nil {
 		o.Audit = audit.Discard
 	}
@@ -146,6 +152,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Operator, err
 	}
 	if opts.TracerProvider != nil {
 		kopts = append(kopts, keyring.WithTracerProvider(opts.TracerProvider))
+	}
+	if opts.TenantLabels {
+		kopts = append(kopts, keyring.WithTenantLabels())
 	}
 	kopts = append(kopts, opts.KeyringOptions...)
 	if o.Keyring, err = keyring.New(kc, store, kopts...); err != nil {
@@ -227,6 +236,9 @@ func (o *Operator) Envelope() *envelope.Envelope {
 	var eopts []envelope.Option
 	if o.MeterProvider != nil {
 		eopts = append(eopts, envelope.WithMeterProvider(o.MeterProvider))
+	}
+	if o.TenantLabels {
+		eopts = append(eopts, envelope.WithTenantLabels())
 	}
 	return envelope.New(o.Keyring, eopts...)
 }

@@ -123,7 +123,10 @@ type app struct {
 	op      *ops.Operator
 	sink    audit.Sink
 	metrics *ops.MetricsServer // --metrics-addr
-	closers []func()
+	// tenantLabels is --metrics-tenant-labels: the tenant as a label of
+	// the keyring's and the envelope's metrics.
+	tenantLabels bool
+	closers      []func()
 }
 
 func (a *app) close() {
@@ -199,7 +202,7 @@ func (a *app) operator(ctx context.Context, migrate bool) (*ops.Operator, error)
 	if err != nil {
 		return nil, err
 	}
-	op, err := ops.Open(ctx, cfg, ops.Options{Migrate: migrate, Audit: a.auditSink(), Now: a.io.Now, MeterProvider: a.meterProvider()})
+	op, err := ops.Open(ctx, cfg, ops.Options{Migrate: migrate, Audit: a.auditSink(), Now: a.io.Now, MeterProvider: a.meterProvider(), TenantLabels: a.tenantLabels})
 	if err != nil {
 		return nil, err
 	}

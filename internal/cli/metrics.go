@@ -15,6 +15,12 @@ func addMetricsFlag(cmd *cobra.Command, addr *string) {
 	cmd.Flags().StringVar(addr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics while the command runs (e.g. 127.0.0.1:9464; port 0 picks one)")
 }
 
+// addTenantLabelsFlag adds --metrics-tenant-labels to a command whose
+// work spans tenants (re-encryption).
+func (a *app) addTenantLabelsFlag(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&a.tenantLabels, "metrics-tenant-labels", false, "label the keyring's and the envelope's metrics with the tenant (off: tenant names may be sensitive, and each tenant is a series)")
+}
+
 // serveMetrics starts the metrics server of --metrics-addr, if given, for
 // the rest of the command, and returns its provider (nil without one).
 // Call it before the operator is opened: the keyring reports to it.

@@ -168,6 +168,7 @@ encoding (about 4/3 of the value plus ~80 bytes), a binary column otherwise.`, `
 	f.Float64Var(&rateLimit, "rate-limit", 0, "rows per second for this process (0: unlimited)")
 	f.StringVar(&jobID, "job-id", "", "job id: processes with the same id share the work; a rerun resumes it (default MODE:TABLE.COLUMN); names one job: give exactly one --column with it")
 	addMetricsFlag(cmd, &metricsAddr)
+	a.addTenantLabelsFlag(cmd)
 	f.DurationVar(&lease, "lease", reencrypt.DefaultLeaseTTL, "how long a worker holds a chunk without a heartbeat (heartbeats renew it every third of it): a stopped worker's chunks are taken over after it")
 	if !existing {
 		cmd.AddCommand(a.reencryptStatusCmd(), a.reencryptPruneCmd())
