@@ -84,6 +84,13 @@ type Config struct {
 	// AllowUnsealedStore lets commands use a keyring written before
 	// keyrings were sealed, during the migration ('keys upgrade').
 	AllowUnsealedStore bool `yaml:"allow_unsealed_store,omitempty" json:"allow_unsealed_store,omitempty"`
+	// SealSuite is the suite randomized values are sealed in by the
+	// commands that seal (encrypt-existing, reencrypt --full): "kwp"
+	// (suite 0x03, AES-KWP, NIST SP 800-38F; the default) or "siv" (suite
+	// 0x04, AES-SIV, RFC 5297: cheaper per value, 8 bytes longer; see
+	// docs/format.md). Every suite is read whatever this says. Give the
+	// application the same choice (gormcrypt.WithSealSuite).
+	SealSuite string `yaml:"seal_suite,omitempty" json:"seal_suite,omitempty"`
 	// Classes maps a class name to its master key.
 	Classes map[string]keyring.ClassConfig `yaml:"classes,omitempty" json:"classes"`
 	// Columns lists the encrypted columns of the database.
@@ -94,6 +101,19 @@ type Config struct {
 	// Set by LoadConfig, not by the file.
 	Path    string `yaml:"-" json:"config_file,omitempty"` // the file read, "" if none
 	BaseDir string `yaml:"-" json:"-"`                     // relative paths resolve against it
+}
+
+// Suite is the envelope suite SealSuite names (0: the envelope's default).
+func (c *Config) Suite() (envelope.Suite, error) {
+	switch strings.ToLower(strings.TrimSpace(c.SealSuite)) {
+	case "":
+		return 0, nil
+	case "kwp", "0x03":
+		return envelope.SuiteRandomizedDerivedWrap, nil
+	case "siv", "0x04":
+		return envelope.SuiteRandomizedSIVWrap, nil
+	}
+	return 0, fmt.Errorf("seal_suite %q: want kwp (suite 0x03, the default) or siv (suite 0x04)", c.SealSuite)
 }
 
 // Column describes one encrypted column.
@@ -330,6 +350,9 @@ func (c *Config) Validate(needKeys bool) error {
 		if _, err := time.ParseDuration(c.MaxAge); err != nil {
 			bad("max_age %q: not a duration (e.g. 24h)", c.MaxAge)
 		}
+	}
+	if _, err := c.Suite(); err != nil {
+		errs = append(errs, err)
 	}
 	if e := c.KMS.AWS; e.Endpoint != "" {
 		if err := (awskms.Opener{Endpoint: e.Endpoint, Insecure: e.Insecure}).CheckEndpoint(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fieldcrypt/fieldcrypt/envelope"
 	"github.com/fieldcrypt/fieldcrypt/keyring"
 )
 
@@ -162,4 +163,23 @@ func TestBlindIndexConfig(t *testing.T) {
 			assert.Contains(t, err.Error(), "columns[0] (p.ssn)")
 		})
 	}
+}
+
+func TestSealSuite(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want envelope.Suite
+	}{{"", 0}, {"kwp", envelope.SuiteRandomizedDerivedWrap}, {"SIV", envelope.SuiteRandomizedSIVWrap}, {"0x04", envelope.SuiteRandomizedSIVWrap}} {
+		s, err := (&Config{SealSuite: tc.in}).Suite()
+		require.NoError(t, err, tc.in)
+		assert.Equal(t, tc.want, s, tc.in)
+	}
+	dir := t.TempDir()
+	body := "seal_suite: gcm\nclasses:\n  critical: {master_key: \"local://keys/critical.key\"}\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "fieldcrypt.yaml"), []byte(body), 0o600))
+	cfg, err := Load(dir, func(string) string { return "" }, Overrides{})
+	require.NoError(t, err)
+	err = cfg.Validate(true)
+	require.ErrorIs(t, err, ErrInvalid)
+	assert.Contains(t, err.Error(), `seal_suite "gcm": want kwp (suite 0x03, the default) or siv (suite 0x04)`)
 }

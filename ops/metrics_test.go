@@ -162,3 +162,26 @@ func TestTenantLabels(t *testing.T) {
 		})
 	}
 }
+
+// TestSealSuiteConfig: seal_suite: siv makes the operator's sealing
+// commands (encrypt-existing here) write suite 0x04.
+func TestSealSuiteConfig(t *testing.T) {
+	ctx := context.Background()
+	cfg := project(t, testsvc.SQLite)
+	cfg.SealSuite = "siv"
+	op, err := ops.Open(ctx, cfg, ops.Options{Migrate: true})
+	require.NoError(t, err)
+	defer op.Close()
+	_, err = op.Setup(ctx)
+	require.NoError(t, err)
+	_, err = op.Reencrypt(ctx, cfg.Columns, ops.ReencryptOptions{Options: reencrypt.Options{Mode: reencrypt.EncryptExisting}})
+	require.NoError(t, err)
+	var vals []string
+	require.NoError(t, op.DB.Raw("SELECT secret FROM customers").Scan(&vals).Error)
+	require.Len(t, vals, 5)
+	for _, v := range vals {
+		h, err := envelope.InspectHeader([]byte(v))
+		require.NoError(t, err)
+		assert.Equal(t, envelope.SuiteRandomizedSIVWrap, h.Suite)
+	}
+}

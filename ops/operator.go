@@ -240,5 +240,8 @@ func (o *Operator) Envelope() *envelope.Envelope {
 	if o.TenantLabels {
 		eopts = append(eopts, envelope.WithTenantLabels())
 	}
+	if s, err := o.Config.Suite(); err == nil && s != 0 { // validated by Open
+		eopts = append(eopts, envelope.WithSealSuite(s))
+	}
 	return envelope.New(o.Keyring, eopts...)
 }
