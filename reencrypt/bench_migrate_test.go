@@ -2,8 +2,6 @@ package reencrypt
 
 import (
 	"context"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,12 +23,7 @@ import (
 //
 //	MIGRATE_BENCH_ROWS=20000 CI=true go test ./reencrypt -run '^$' -bench EncryptExistingBlindIndex -benchtime 3x
 func BenchmarkEncryptExistingBlindIndex(b *testing.B) {
-	rows := 20000
-	if v := os.Getenv("MIGRATE_BENCH_ROWS"); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(b, err)
-		rows = n
-	}
+	rows := benchRows(b, "MIGRATE_BENCH_ROWS", 20000)
 	ctx := context.Background()
 	for _, d := range testsvc.Dialects() {
 		b.Run(string(d), func(b *testing.B) {

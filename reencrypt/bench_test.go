@@ -23,12 +23,7 @@ import (
 //
 //	REENCRYPT_BENCH_ROWS=1000000 go test ./reencrypt -run '^$' -bench RewrapPostgres -benchtime 1x -timeout 60m
 func BenchmarkRewrapPostgres(b *testing.B) {
-	rows := 100000
-	if v := os.Getenv("REENCRYPT_BENCH_ROWS"); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(b, err)
-		rows = n
-	}
+	rows := benchRows(b, "REENCRYPT_BENCH_ROWS", 100000)
 	ctx := context.Background()
 	db := testsvc.Open(b, testsvc.Postgres)
 	keys, env := newKeys()
@@ -94,4 +89,16 @@ func BenchmarkRewrapPostgres(b *testing.B) {
 			b.Logf("workers=%d: plain %.2fs/run, rewrap %.2fs/run", workers, plainT.Seconds()/float64(b.N), rewrapT.Seconds()/float64(b.N))
 		})
 	}
+}
+
+// benchRows is the row count a benchmark takes from the environment
+// variable name, def when it is unset.
+func benchRows(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	require.NoError(b, err, name)
+	return n
 }
